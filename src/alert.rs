@@ -1,0 +1,140 @@
+//! TLS alert descriptions: names for logs, and recognising alert records.
+
+use std::ffi::c_char;
+
+use rustls::AlertDescription;
+
+use crate::ffi::guard_value;
+
+/// TLS alert descriptions (RFC 8446 and RFC 5246), as carried on the wire.
+/// Functions that report an alert give its `uint8_t` value; compare it with
+/// these constants.
+#[repr(u8)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum rktls_alert_description {
+    RKTLS_ALERT_CLOSE_NOTIFY = 0,
+    RKTLS_ALERT_UNEXPECTED_MESSAGE = 10,
+    RKTLS_ALERT_BAD_RECORD_MAC = 20,
+    RKTLS_ALERT_RECORD_OVERFLOW = 22,
+    RKTLS_ALERT_HANDSHAKE_FAILURE = 40,
+    RKTLS_ALERT_BAD_CERTIFICATE = 42,
+    RKTLS_ALERT_UNSUPPORTED_CERTIFICATE = 43,
+    RKTLS_ALERT_CERTIFICATE_REVOKED = 44,
+    RKTLS_ALERT_CERTIFICATE_EXPIRED = 45,
+    RKTLS_ALERT_CERTIFICATE_UNKNOWN = 46,
+    RKTLS_ALERT_ILLEGAL_PARAMETER = 47,
+    RKTLS_ALERT_UNKNOWN_CA = 48,
+    RKTLS_ALERT_ACCESS_DENIED = 49,
+    RKTLS_ALERT_DECODE_ERROR = 50,
+    RKTLS_ALERT_DECRYPT_ERROR = 51,
+    RKTLS_ALERT_PROTOCOL_VERSION = 70,
+    RKTLS_ALERT_INSUFFICIENT_SECURITY = 71,
+    RKTLS_ALERT_INTERNAL_ERROR = 80,
+    RKTLS_ALERT_INAPPROPRIATE_FALLBACK = 86,
+    RKTLS_ALERT_USER_CANCELED = 90,
+    RKTLS_ALERT_NO_RENEGOTIATION = 100,
+    RKTLS_ALERT_MISSING_EXTENSION = 109,
+    RKTLS_ALERT_UNSUPPORTED_EXTENSION = 110,
+    RKTLS_ALERT_UNRECOGNIZED_NAME = 112,
+    RKTLS_ALERT_BAD_CERTIFICATE_STATUS_RESPONSE = 113,
+    RKTLS_ALERT_UNKNOWN_PSK_IDENTITY = 115,
+    RKTLS_ALERT_CERTIFICATE_REQUIRED = 116,
+    RKTLS_ALERT_NO_APPLICATION_PROTOCOL = 120,
+}
+
+/// The RFC name of an alert description, NUL-terminated.
+pub fn name(desc: u8) -> &'static str {
+    match desc {
+        0 => "close_notify\0",
+        10 => "unexpected_message\0",
+        20 => "bad_record_mac\0",
+        21 => "decryption_failed\0",
+        22 => "record_overflow\0",
+        30 => "decompression_failure\0",
+        40 => "handshake_failure\0",
+        41 => "no_certificate\0",
+        42 => "bad_certificate\0",
+        43 => "unsupported_certificate\0",
+        44 => "certificate_revoked\0",
+        45 => "certificate_expired\0",
+        46 => "certificate_unknown\0",
+        47 => "illegal_parameter\0",
+        48 => "unknown_ca\0",
+        49 => "access_denied\0",
+        50 => "decode_error\0",
+        51 => "decrypt_error\0",
+        60 => "export_restriction\0",
+        70 => "protocol_version\0",
+        71 => "insufficient_security\0",
+        80 => "internal_error\0",
+        86 => "inappropriate_fallback\0",
+        90 => "user_canceled\0",
+        100 => "no_renegotiation\0",
+        109 => "missing_extension\0",
+        110 => "unsupported_extension\0",
+        111 => "certificate_unobtainable\0",
+        112 => "unrecognized_name\0",
+        113 => "bad_certificate_status_response\0",
+        114 => "bad_certificate_hash_value\0",
+        115 => "unknown_psk_identity\0",
+        116 => "certificate_required\0",
+        120 => "no_application_protocol\0",
+        _ => "unknown_alert\0",
+    }
+}
+
+/// Return the RFC name of an alert description ("protocol_version", ...),
+/// or "unknown_alert". The string is static: never free it. Thread-safe.
+#[no_mangle]
+pub extern "C" fn rktls_alert_description_str(description: u8) -> *const c_char {
+    guard_value(std::ptr::null(), || name(description).as_ptr().cast())
+}
+
+/// If `bytes` starts with a plaintext alert record, return (level, description).
+pub(crate) fn parse_plain_alert(bytes: &[u8]) -> Option<(u8, u8)> {
+    if bytes.len() >= 7 && bytes[0] == 21 && bytes[3] == 0 && bytes[4] == 2 {
+        Some((bytes[5], bytes[6]))
+    } else {
+        None
+    }
+}
+
+/// The alert rustls sends for an error, for alerts that left encrypted and
+/// so cannot be read back from the wire.
+pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
+    use rustls::Error as E;
+    match e {
+        E::InvalidMessage(m) => AlertDescription::from(*m),
+        E::InvalidCertificate(c) => AlertDescription::from(c.clone()),
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            AlertDescription::UnexpectedMessage
+        }
+        E::DecryptError => AlertDescription::BadRecordMac,
+        E::PeerIncompatible(_) => AlertDescription::HandshakeFailure,
+        E::NoCertificatesPresented => AlertDescription::CertificateRequired,
+        E::NoApplicationProtocol => AlertDescription::NoApplicationProtocol,
+        E::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
+        _ => AlertDescription::InternalError,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_parsing() {
+        assert_eq!(name(70), "protocol_version\0");
+        assert_eq!(name(255), "unknown_alert\0");
+        assert_eq!(
+            name(rktls_alert_description::RKTLS_ALERT_NO_APPLICATION_PROTOCOL as u8),
+            "no_application_protocol\0"
+        );
+        assert_eq!(parse_plain_alert(&[21, 3, 3, 0, 2, 2, 70]), Some((2, 70)));
+        assert_eq!(parse_plain_alert(&[23, 3, 3, 0, 2, 2, 70]), None);
+        assert_eq!(
+            parse_plain_alert(&[21, 3, 3, 0, 26, 1, 2, 3, 4, 5, 6, 7]),
+            None
+        );
+    }
+}

@@ -1,0 +1,1510 @@
+//! A TLS connection, server or client, with the record layer in userspace.
+//!
+//! Driven by rustls' unbuffered API, the only one that can later become a
+//! kernel connection. Two I/O styles share one state machine:
+//! - fd mode (`rktls_connection_set_fd`): rktls reads and writes the
+//!   caller's socket, blocking or not; EAGAIN becomes want-read/want-write;
+//! - buffer mode (the default): the caller feeds received TLS bytes and
+//!   takes TLS bytes to send.
+//!
+//! In fd mode every read during the handshake stops at a TLS record
+//! boundary, so when the handshake completes nothing past its last record
+//! has been taken from the socket and the kernel can take over there.
+//!
+//! A fatal error is sticky. Its alert always leaves before the error is
+//! returned: until the alert is written (fd mode) or taken (buffer mode),
+//! calls return want-write.
+
+use std::ffi::c_char;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::server::{Acceptor, UnbufferedServerConnection};
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
+use rustls::{CommonState, HandshakeKind};
+
+use crate::alert;
+use crate::config::{rktls_client_config, rktls_server_config};
+use crate::ffi::{
+    arc_clone, box_into_ptr, box_mut, box_ref, box_take, copy_str_out, cstr, guard, guard_value,
+    out, slice, slice_mut, Boxed, Handle,
+};
+use crate::result::rktls_result::{self, *};
+use crate::result::Error;
+use crate::sys;
+
+/// Largest TLS record on the wire: header plus 2^14 + 2048 bytes.
+pub(crate) const MAX_RECORD: usize = 5 + 16384 + 2048;
+/// Received TLS bytes held at most.
+const IN_CAP: usize = 2 * MAX_RECORD;
+/// Encrypted bytes queued before writes report want-write.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+/// Plaintext accepted by one write call.
+const MAX_WRITE: usize = 64 * 1024;
+
+enum Tls {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+}
+
+/// Lets one generic driver serve both sides.
+trait Process {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Process for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Process for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// What to do when rustls next allows writing.
+enum Action<'a> {
+    None,
+    Encrypt(&'a [u8]),
+    CloseNotify,
+}
+
+/// The outcome of one rustls state.
+enum Step {
+    /// Something was done; call again.
+    Progress,
+    /// Nothing more can happen without new input (or an action).
+    Quiet,
+    PeerClosed,
+    Closed,
+    Failed(rustls::Error),
+}
+
+#[derive(Default)]
+struct Buffers {
+    incoming: Vec<u8>,
+    outgoing: Vec<u8>,
+    out_pos: usize,
+    plain: Vec<u8>,
+    plain_pos: usize,
+}
+
+/// Append to `out` through `f`, growing to the size `f` asks for.
+fn append_with(
+    out: &mut Vec<u8>,
+    mut guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> Result<(), ()> {
+    let start = out.len();
+    loop {
+        out.resize(start + guess, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Some(need)) if need > guess => guess = need,
+            Err(_) => {
+                out.truncate(start);
+                return Err(());
+            }
+        }
+    }
+}
+
+fn encrypt<D>(
+    wt: &mut WriteTraffic<'_, D>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let guess = data.len() + (data.len() / 16384 + 1) * 64;
+    let mut err = None;
+    let r = append_with(out, guess, |buf| match wt.encrypt(data, buf) {
+        Ok(n) => Ok(n),
+        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+        Err(e) => {
+            err = Some(e);
+            Err(None)
+        }
+    });
+    match (r, err) {
+        (Ok(()), _) => Ok(()),
+        (Err(()), Some(EncryptError::EncryptExhausted)) => Err(rustls::Error::EncryptError),
+        (Err(()), e) => Err(rustls::Error::General(format!("encrypt failed: {e:?}"))),
+    }
+}
+
+/// Handle one rustls state. Discards consumed input afterwards.
+fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'_>) -> Step {
+    let status = conn.process(&mut b.incoming);
+    let discard = status.discard;
+    let out = match status.state {
+        Err(e) => Step::Failed(e),
+        Ok(ConnectionState::ReadTraffic(mut rt)) => {
+            let mut failed = None;
+            while let Some(rec) = rt.next_record() {
+                match rec {
+                    Ok(r) => b.plain.extend_from_slice(r.payload),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            failed.map_or(Step::Progress, Step::Failed)
+        }
+        Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            let r = append_with(&mut b.outgoing, 1024, |buf| match enc.encode(buf) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            });
+            match r {
+                Ok(()) => Step::Progress,
+                Err(()) => Step::Failed(rustls::Error::General("encode failed".into())),
+            }
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            // The bytes are queued in `outgoing`, which is always sent
+            // before anything encoded later.
+            t.done();
+            Step::Progress
+        }
+        Ok(ConnectionState::BlockedHandshake) => Step::Quiet,
+        Ok(ConnectionState::WriteTraffic(mut wt)) => match std::mem::replace(act, Action::None) {
+            Action::None => Step::Quiet,
+            Action::Encrypt(data) => match encrypt(&mut wt, data, &mut b.outgoing) {
+                Ok(()) => Step::Progress,
+                Err(e) => Step::Failed(e),
+            },
+            Action::CloseNotify => {
+                let r = append_with(&mut b.outgoing, 64, |buf| {
+                    match wt.queue_close_notify(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(_) => Err(None),
+                    }
+                });
+                match r {
+                    Ok(()) => Step::Progress,
+                    Err(()) => Step::Failed(rustls::Error::EncryptError),
+                }
+            }
+        },
+        Ok(ConnectionState::PeerClosed) => Step::PeerClosed,
+        Ok(ConnectionState::Closed) => Step::Closed,
+        Ok(_) => Step::Failed(rustls::Error::General(
+            "unexpected connection state (early data is not enabled)".into(),
+        )),
+    };
+    b.incoming.drain(..discard);
+    out
+}
+
+enum Fill {
+    Got,
+    Eof,
+    WouldBlock,
+}
+
+pub(crate) struct Connection {
+    tls: Tls,
+    b: Buffers,
+    fd: RawFd,
+    /// Transport end of file seen.
+    eof: bool,
+    /// The peer's close_notify was received.
+    peer_closed: bool,
+    sent_close_notify: bool,
+    /// Sticky fatal error.
+    error: Option<Error>,
+    alert_received: Option<u8>,
+    alert_sent: Option<u8>,
+    errno: i32,
+    server_name: Option<String>,
+    /// Server side: parses the ClientHello as it arrives, for its SNI.
+    hello_probe: Option<Box<Acceptor>>,
+    /// Keep record-exact reads after the handshake (kTLS may take over).
+    exact_reads_always: bool,
+    /// Whether any I/O happened yet (an fd may be set only before).
+    started: bool,
+}
+
+/// A TLS connection. Box handle: used by one thread at a time, but may move
+/// between threads; freed with `rktls_connection_free()`.
+pub struct rktls_connection {
+    _private: [u8; 0],
+}
+
+impl Handle for rktls_connection {
+    type Rust = Connection;
+    type Ownership = Boxed;
+}
+
+impl Connection {
+    fn new(tls: Tls) -> Self {
+        let hello_probe = match tls {
+            Tls::Server(_) => Some(Box::default()),
+            Tls::Client(_) => None,
+        };
+        Connection {
+            tls,
+            b: Buffers::default(),
+            fd: -1,
+            eof: false,
+            peer_closed: false,
+            sent_close_notify: false,
+            error: None,
+            alert_received: None,
+            alert_sent: None,
+            errno: 0,
+            server_name: None,
+            hello_probe,
+            exact_reads_always: false,
+            started: false,
+        }
+    }
+
+    pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, Error> {
+        Ok(Self::new(Tls::Server(UnbufferedServerConnection::new(
+            config,
+        )?)))
+    }
+
+    pub(crate) fn client(config: Arc<rustls::ClientConfig>, name: &str) -> Result<Self, Error> {
+        let sn = ServerName::try_from(name.to_string()).map_err(|e| {
+            Error::new(
+                RKTLS_ERR_CONFIG_SERVER_NAME,
+                format!("invalid server name {name:?}: {e}"),
+            )
+        })?;
+        let mut c = Self::new(Tls::Client(UnbufferedClientConnection::new(config, sn)?));
+        c.server_name = Some(name.to_string());
+        Ok(c)
+    }
+
+    fn common(&self) -> &CommonState {
+        match &self.tls {
+            Tls::Server(c) => c,
+            Tls::Client(c) => c,
+        }
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.common().is_handshaking()
+    }
+
+    pub(crate) fn pending_out(&self) -> usize {
+        self.b.outgoing.len() - self.b.out_pos
+    }
+
+    fn plain_available(&self) -> usize {
+        self.b.plain.len() - self.b.plain_pos
+    }
+
+    fn step(&mut self, act: &mut Action<'_>) -> Step {
+        match &mut self.tls {
+            Tls::Server(c) => step(c, &mut self.b, act),
+            Tls::Client(c) => step(c, &mut self.b, act),
+        }
+    }
+
+    /// Run rustls over the buffered input until nothing more can happen.
+    /// `act` is performed once rustls allows writing.
+    fn pump(&mut self, act: &mut Action<'_>) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        loop {
+            match self.step(act) {
+                Step::Progress => {}
+                Step::Quiet => return Ok(()),
+                Step::PeerClosed => self.peer_closed = true,
+                Step::Closed => {
+                    self.peer_closed = true;
+                    return Ok(());
+                }
+                Step::Failed(e) => return Err(self.fail(e)),
+            }
+        }
+    }
+
+    /// Record a fatal TLS error and collect the alert rustls queues for it.
+    fn fail(&mut self, e: rustls::Error) -> Error {
+        let before = self.b.outgoing.len();
+        // rustls queues the alert and hands it out on the calls after the
+        // error, before it would look at input again. Stop while it still
+        // has output: processing more input could fail (and alert) twice.
+        for _ in 0..16 {
+            if !self.common().wants_write() {
+                break;
+            }
+            match self.step(&mut Action::None) {
+                Step::Progress => {}
+                _ => break,
+            }
+        }
+        if let rustls::Error::AlertReceived(d) = &e {
+            self.alert_received = Some(u8::from(*d));
+        }
+        let sent = &self.b.outgoing[before..];
+        if !sent.is_empty() {
+            self.alert_sent = Some(match alert::parse_plain_alert(sent) {
+                Some((_, desc)) => desc,
+                None => u8::from(alert::for_error(&e)),
+            });
+        }
+        let mut err = Error::from(e);
+        if let Some(d) = self.alert_sent {
+            err.msg.push_str(&format!(
+                " (sent alert {})",
+                alert::name(d).trim_end_matches('\0')
+            ));
+        }
+        if let Some(d) = self.alert_received {
+            err.msg.push_str(&format!(
+                " (received alert {})",
+                alert::name(d).trim_end_matches('\0')
+            ));
+        }
+        log::debug!("connection failed: {}", err.msg);
+        self.error = Some(err.clone());
+        err
+    }
+
+    /// A fatal error is returned only once its alert has left.
+    fn deliver_error(&mut self) -> Result<rktls_result, Error> {
+        let err = self.error.clone().expect("deliver_error without error");
+        match self.flush_out() {
+            Ok(false) => Ok(RKTLS_WANT_WRITE),
+            // Sent, or the peer is gone: either way, report the cause.
+            Ok(true) | Err(_) => Err(err),
+        }
+    }
+
+    /// Send queued TLS bytes. Ok(true) when none is left.
+    fn flush_out(&mut self) -> Result<bool, Error> {
+        if self.fd < 0 {
+            return Ok(self.pending_out() == 0);
+        }
+        self.started = true;
+        while self.pending_out() > 0 {
+            match sys::send(self.fd, &self.b.outgoing[self.b.out_pos..]) {
+                Ok(n) => self.b.out_pos += n,
+                Err(e) if sys::would_block(&e) => return Ok(false),
+                Err(e) => {
+                    self.errno = e.raw_os_error().unwrap_or(0);
+                    return Err(Error::io(&e));
+                }
+            }
+        }
+        self.b.outgoing.clear();
+        self.b.out_pos = 0;
+        Ok(true)
+    }
+
+    /// Bytes still needed to complete the last (partial) record buffered.
+    fn bytes_to_record_end(&self) -> usize {
+        let buf = &self.b.incoming;
+        let mut pos = 0;
+        loop {
+            let rest = buf.len() - pos;
+            if rest < 5 {
+                return 5 - rest;
+            }
+            let len = 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
+            if rest < len {
+                return len - rest;
+            }
+            pos += len;
+        }
+    }
+
+    fn exact_reads(&self) -> bool {
+        self.exact_reads_always || self.is_handshaking()
+    }
+
+    /// Read from the fd into the incoming buffer (fd mode only).
+    fn fill_in(&mut self) -> Result<Fill, Error> {
+        if self.fd < 0 {
+            return Ok(Fill::WouldBlock);
+        }
+        if self.eof {
+            return Ok(Fill::Eof);
+        }
+        self.started = true;
+        let room = IN_CAP.saturating_sub(self.b.incoming.len());
+        let want = if self.exact_reads() {
+            self.bytes_to_record_end().min(room)
+        } else {
+            room
+        };
+        if want == 0 {
+            return Err(Error::new(RKTLS_ERR_INTERNAL, "incoming buffer full"));
+        }
+        let start = self.b.incoming.len();
+        self.b.incoming.resize(start + want, 0);
+        let r = sys::read(self.fd, &mut self.b.incoming[start..]);
+        match r {
+            Ok(0) => {
+                self.b.incoming.truncate(start);
+                self.eof = true;
+                Ok(Fill::Eof)
+            }
+            Ok(n) => {
+                self.b.incoming.truncate(start + n);
+                self.probe_hello(start);
+                Ok(Fill::Got)
+            }
+            Err(e) => {
+                self.b.incoming.truncate(start);
+                if sys::would_block(&e) {
+                    Ok(Fill::WouldBlock)
+                } else {
+                    self.errno = e.raw_os_error().unwrap_or(0);
+                    Err(Error::io(&e))
+                }
+            }
+        }
+    }
+
+    /// Feed the incoming bytes from `start` on to the ClientHello probe.
+    fn probe_hello(&mut self, start: usize) {
+        let Some(acc) = self.hello_probe.as_mut() else {
+            return;
+        };
+        let mut rd = &self.b.incoming[start..];
+        while !rd.is_empty() {
+            match acc.read_tls(&mut rd) {
+                Ok(n) if n > 0 => {}
+                _ => {
+                    self.hello_probe = None;
+                    return;
+                }
+            }
+        }
+        match acc.accept() {
+            Ok(None) => {}
+            Ok(Some(accepted)) => {
+                self.server_name = accepted.client_hello().server_name().map(str::to_string);
+                self.hello_probe = None;
+            }
+            Err(_) => self.hello_probe = None,
+        }
+    }
+
+    pub(crate) fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
+        if fd < 0 {
+            return Err(Error::invalid("fd must be >= 0"));
+        }
+        if self.started || !self.b.incoming.is_empty() || self.pending_out() > 0 {
+            return Err(Error::state("an fd can only be set before any I/O"));
+        }
+        self.fd = fd;
+        Ok(())
+    }
+
+    pub(crate) fn handshake(&mut self) -> Result<rktls_result, Error> {
+        loop {
+            if self.error.is_some() {
+                return self.deliver_error();
+            }
+            if self.pump(&mut Action::None).is_err() {
+                continue;
+            }
+            if !self.flush_out()? {
+                return Ok(RKTLS_WANT_WRITE);
+            }
+            if !self.is_handshaking() {
+                return Ok(RKTLS_OK);
+            }
+            if self.peer_closed {
+                self.error = Some(Error::new(
+                    RKTLS_ERR_PEER_MISBEHAVED,
+                    "peer sent close_notify during the handshake",
+                ));
+                continue;
+            }
+            if self.eof {
+                self.error = Some(Error::new(
+                    RKTLS_ERR_TRUNCATED,
+                    "peer closed the connection during the handshake",
+                ));
+                continue;
+            }
+            match self.fill_in()? {
+                Fill::Got | Fill::Eof => {}
+                Fill::WouldBlock => return Ok(RKTLS_WANT_READ),
+            }
+        }
+    }
+
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<(rktls_result, usize), Error> {
+        if buf.is_empty() {
+            return Err(Error::invalid("read buffer length is 0"));
+        }
+        loop {
+            let avail = self.plain_available();
+            if avail > 0 {
+                let n = avail.min(buf.len());
+                let p = self.b.plain_pos;
+                buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
+                self.b.plain_pos += n;
+                if self.b.plain_pos == self.b.plain.len() {
+                    self.b.plain.clear();
+                    self.b.plain_pos = 0;
+                }
+                return Ok((RKTLS_OK, n));
+            }
+            if self.error.is_some() {
+                return self.deliver_error().map(|r| (r, 0));
+            }
+            if self.is_handshaking() {
+                match self.handshake()? {
+                    RKTLS_OK => continue,
+                    other => return Ok((other, 0)),
+                }
+            }
+            if self.peer_closed {
+                return Ok((RKTLS_CLOSED, 0));
+            }
+            if self.pump(&mut Action::None).is_err() {
+                continue;
+            }
+            if self.plain_available() > 0 || self.peer_closed {
+                continue;
+            }
+            // Send what processing produced (e.g. a KeyUpdate answer); a
+            // full socket only delays it until the next write or flush.
+            self.flush_out()?;
+            if self.eof {
+                self.error = Some(Error::new(
+                    RKTLS_ERR_TRUNCATED,
+                    "connection closed without close_notify",
+                ));
+                continue;
+            }
+            match self.fill_in()? {
+                Fill::Got | Fill::Eof => {}
+                Fill::WouldBlock => return Ok((RKTLS_WANT_READ, 0)),
+            }
+        }
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
+        if self.error.is_some() {
+            return self.deliver_error().map(|r| (r, 0));
+        }
+        if self.is_handshaking() {
+            match self.handshake()? {
+                RKTLS_OK => {}
+                other => return Ok((other, 0)),
+            }
+        }
+        if self.sent_close_notify {
+            return Err(Error::state("write after shutdown"));
+        }
+        if data.is_empty() {
+            return Ok((RKTLS_OK, 0));
+        }
+        if self.pending_out() >= OUT_HIGH_WATER
+            && !self.flush_out()?
+            && self.pending_out() >= OUT_HIGH_WATER
+        {
+            return Ok((RKTLS_WANT_WRITE, 0));
+        }
+        let n = data.len().min(MAX_WRITE);
+        let mut act = Action::Encrypt(&data[..n]);
+        if self.pump(&mut act).is_err() {
+            return self.deliver_error().map(|r| (r, 0));
+        }
+        if !matches!(act, Action::None) {
+            return Err(Error::state("connection is closed for writing"));
+        }
+        self.flush_out()?;
+        Ok((RKTLS_OK, n))
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<rktls_result, Error> {
+        if self.error.is_some() {
+            return self.deliver_error();
+        }
+        Ok(if self.flush_out()? {
+            RKTLS_OK
+        } else {
+            RKTLS_WANT_WRITE
+        })
+    }
+
+    pub(crate) fn shutdown(&mut self) -> Result<rktls_result, Error> {
+        if self.error.is_some() {
+            return self.deliver_error();
+        }
+        if self.is_handshaking() {
+            return Err(Error::state(
+                "handshake not complete: there is no session to close; close the socket",
+            ));
+        }
+        if !self.sent_close_notify {
+            let mut act = Action::CloseNotify;
+            if self.pump(&mut act).is_err() {
+                return self.deliver_error();
+            }
+            self.sent_close_notify = true;
+        }
+        self.flush()
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if self.fd >= 0 {
+            return Err(Error::state("connection does its own I/O on an fd"));
+        }
+        if self.eof {
+            return Err(Error::state("bytes fed after end of file"));
+        }
+        self.started = true;
+        let n = IN_CAP.saturating_sub(self.b.incoming.len()).min(data.len());
+        let start = self.b.incoming.len();
+        self.b.incoming.extend_from_slice(&data[..n]);
+        if n > 0 {
+            self.probe_hello(start);
+        }
+        Ok(n)
+    }
+
+    pub(crate) fn feed_eof(&mut self) -> Result<(), Error> {
+        if self.fd >= 0 {
+            return Err(Error::state("connection does its own I/O on an fd"));
+        }
+        self.eof = true;
+        Ok(())
+    }
+
+    pub(crate) fn take(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+        if self.fd >= 0 {
+            return Err(Error::state("connection does its own I/O on an fd"));
+        }
+        self.started = true;
+        let n = self.pending_out().min(buf.len());
+        let p = self.b.out_pos;
+        buf[..n].copy_from_slice(&self.b.outgoing[p..p + n]);
+        self.b.out_pos += n;
+        if self.pending_out() == 0 {
+            self.b.outgoing.clear();
+            self.b.out_pos = 0;
+        }
+        Ok(n)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// C API.
+
+/// Make a server connection from `config` in `*out_conn`.
+///
+/// The connection keeps its own reference to the config. It starts in buffer
+/// mode; call `rktls_connection_set_fd()` before any I/O for fd mode. The
+/// caller owns the connection and frees it with `rktls_connection_free()`.
+#[no_mangle]
+pub extern "C" fn rktls_server_connection_new(
+    config: *const rktls_server_config,
+    out_conn: *mut *mut rktls_connection,
+) -> rktls_result {
+    guard(|| {
+        let o = unsafe { out(out_conn, "out_conn")? };
+        *o = std::ptr::null_mut();
+        let cfg = unsafe { arc_clone(config, "config")? };
+        *o = box_into_ptr::<rktls_connection>(Connection::server(cfg.rustls.clone())?);
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Make a client connection to `server_name` (a DNS name or IP address,
+/// used for SNI and certificate verification) in `*out_conn`.
+///
+/// As `rktls_server_connection_new()`. Errors: `RKTLS_ERR_CONFIG_SERVER_NAME`.
+#[no_mangle]
+pub extern "C" fn rktls_client_connection_new(
+    config: *const rktls_client_config,
+    server_name: *const c_char,
+    out_conn: *mut *mut rktls_connection,
+) -> rktls_result {
+    guard(|| {
+        let o = unsafe { out(out_conn, "out_conn")? };
+        *o = std::ptr::null_mut();
+        let cfg = unsafe { arc_clone(config, "config")? };
+        let name = unsafe { cstr(server_name, "server_name")? };
+        *o = box_into_ptr::<rktls_connection>(Connection::client(cfg.rustls.clone(), name)?);
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Free a connection. Does not close its fd and sends nothing: call
+/// `rktls_connection_shutdown()` first for a clean close. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn rktls_connection_free(conn: *mut rktls_connection) {
+    guard(|| {
+        drop(unsafe { box_take(conn) });
+        Ok(RKTLS_OK)
+    });
+}
+
+/// Put the connection in fd mode: rktls reads and writes `fd` itself.
+///
+/// The fd stays owned by the caller (rktls never closes it) and may be
+/// blocking or non-blocking; on a non-blocking fd calls return
+/// `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` instead of blocking. Must be called
+/// before any I/O (`RKTLS_ERR_WRONG_STATE` otherwise). Writes use
+/// MSG_NOSIGNAL, so a reset peer gives `RKTLS_ERR_IO` (EPIPE), not SIGPIPE.
+#[no_mangle]
+pub extern "C" fn rktls_connection_set_fd(conn: *mut rktls_connection, fd: i32) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(conn, "conn")? }.set_fd(fd)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Drive the handshake. Returns `RKTLS_OK` once it is complete and all its
+/// output has been sent (fd mode) or taken (buffer mode); otherwise
+/// `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` (call again when ready) or an error.
+///
+/// On a handshake failure the alert for the peer is sent (fd mode) or left
+/// to take (buffer mode, the call returns `RKTLS_WANT_WRITE` until it is
+/// taken) before the error is returned; `rktls_connection_alert_sent()`
+/// then says which alert it was. Reads in fd mode never go past the TLS
+/// record that completes the handshake. Calling it again after completion
+/// returns `RKTLS_OK`.
+#[no_mangle]
+pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rktls_result {
+    guard(|| unsafe { box_mut(conn, "conn")? }.handshake())
+}
+
+/// Read up to `len` plaintext bytes into `buf`; `*out_n` receives the count.
+///
+/// Completes the handshake first if needed. Returns `RKTLS_OK` with
+/// `*out_n > 0`, or with `*out_n == 0` one of: `RKTLS_WANT_READ` /
+/// `RKTLS_WANT_WRITE` (call again when ready; in buffer mode feed more bytes
+/// or take output), `RKTLS_CLOSED` (the peer's close_notify: all its data
+/// was delivered), `RKTLS_ERR_TRUNCATED` (end of file without close_notify),
+/// `RKTLS_ERR_ALERT_RECEIVED`, or another error. Data decrypted before an
+/// error is delivered before the error.
+#[no_mangle]
+pub extern "C" fn rktls_connection_read(
+    conn: *mut rktls_connection,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let n_out = unsafe { out(out_n, "out_n")? };
+        *n_out = 0;
+        let c = unsafe { box_mut(conn, "conn")? };
+        let buf = unsafe { slice_mut(buf, len, "buf")? };
+        let (r, n) = c.read(buf)?;
+        *n_out = n;
+        Ok(r)
+    })
+}
+
+/// Encrypt up to `len` bytes of `buf`; `*out_n` receives how many were
+/// accepted (at most 64 KiB per call: loop until all are accepted).
+///
+/// Completes the handshake first if needed. Accepted bytes are queued and,
+/// in fd mode, sent as far as the socket allows; the rest leaves with later
+/// calls or `rktls_connection_flush()`. Returns `RKTLS_WANT_WRITE` with
+/// `*out_n == 0` when 64 KiB or more is already queued.
+#[no_mangle]
+pub extern "C" fn rktls_connection_write(
+    conn: *mut rktls_connection,
+    buf: *const u8,
+    len: usize,
+    out_n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let n_out = unsafe { out(out_n, "out_n")? };
+        *n_out = 0;
+        let c = unsafe { box_mut(conn, "conn")? };
+        let data = unsafe { slice(buf, len, "buf")? };
+        let (r, n) = c.write(data)?;
+        *n_out = n;
+        Ok(r)
+    })
+}
+
+/// Send all queued TLS bytes (fd mode). Returns `RKTLS_OK` when nothing is
+/// left queued, `RKTLS_WANT_WRITE` otherwise (in buffer mode: take them with
+/// `rktls_connection_take_tls()`).
+#[no_mangle]
+pub extern "C" fn rktls_connection_flush(conn: *mut rktls_connection) -> rktls_result {
+    guard(|| unsafe { box_mut(conn, "conn")? }.flush())
+}
+
+/// Send close_notify (once) and flush. Returns `RKTLS_OK` when it has been
+/// sent (fd mode) or queued and taken (buffer mode), `RKTLS_WANT_WRITE`
+/// otherwise. Writing afterwards is `RKTLS_ERR_WRONG_STATE`; reading still
+/// works until the peer's close_notify. Does not close the fd.
+#[no_mangle]
+pub extern "C" fn rktls_connection_shutdown(conn: *mut rktls_connection) -> rktls_result {
+    guard(|| unsafe { box_mut(conn, "conn")? }.shutdown())
+}
+
+/// Buffer mode: give rktls `len` TLS bytes received from the peer;
+/// `*consumed` receives how many were taken (fewer when its buffer, about
+/// 36 KiB, is full: call `rktls_connection_read()` or `_handshake()`, then
+/// feed the rest). Processing happens in those calls.
+/// `RKTLS_ERR_WRONG_STATE` in fd mode.
+#[no_mangle]
+pub extern "C" fn rktls_connection_feed_tls(
+    conn: *mut rktls_connection,
+    buf: *const u8,
+    len: usize,
+    consumed: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let n_out = unsafe { out(consumed, "consumed")? };
+        *n_out = 0;
+        let c = unsafe { box_mut(conn, "conn")? };
+        *n_out = c.feed(unsafe { slice(buf, len, "buf")? })?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Buffer mode: tell rktls the peer's transport reached end of file. Reads
+/// then end with `RKTLS_CLOSED` if close_notify came first, otherwise with
+/// `RKTLS_ERR_TRUNCATED`.
+#[no_mangle]
+pub extern "C" fn rktls_connection_feed_eof(conn: *mut rktls_connection) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(conn, "conn")? }.feed_eof()?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Buffer mode: copy up to `len` queued TLS bytes to send into `buf`;
+/// `*out_n` receives the count (0 when nothing is queued). The caller must
+/// send them to the peer in order.
+#[no_mangle]
+pub extern "C" fn rktls_connection_take_tls(
+    conn: *mut rktls_connection,
+    buf: *mut u8,
+    len: usize,
+    out_n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let n_out = unsafe { out(out_n, "out_n")? };
+        *n_out = 0;
+        let c = unsafe { box_mut(conn, "conn")? };
+        *n_out = c.take(unsafe { slice_mut(buf, len, "buf")? })?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Number of TLS bytes queued to send (buffer mode: to take). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_pending_tls(conn: *const rktls_connection) -> usize {
+    guard_value(0, || {
+        unsafe { box_ref(conn, "conn") }.map_or(0, |c| c.pending_out())
+    })
+}
+
+/// Whether the handshake is still in progress. false for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_is_handshaking(conn: *const rktls_connection) -> bool {
+    guard_value(false, || {
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.is_handshaking())
+    })
+}
+
+/// The negotiated protocol version (0x0303 TLS 1.2, 0x0304 TLS 1.3), or 0
+/// before it is known (and for NULL).
+#[no_mangle]
+pub extern "C" fn rktls_connection_protocol_version(conn: *const rktls_connection) -> u16 {
+    guard_value(0, || {
+        unsafe { box_ref(conn, "conn") }
+            .ok()
+            .and_then(|c| c.common().protocol_version())
+            .map_or(0, u16::from)
+    })
+}
+
+/// The negotiated cipher suite's IANA id (e.g. 0x1301), or 0 before it is
+/// known (and for NULL). `rktls_cipher_suite_name()` names it.
+#[no_mangle]
+pub extern "C" fn rktls_connection_cipher_suite(conn: *const rktls_connection) -> u16 {
+    guard_value(0, || {
+        unsafe { box_ref(conn, "conn") }
+            .ok()
+            .and_then(|c| c.common().negotiated_cipher_suite())
+            .map_or(0, |s| u16::from(s.suite()))
+    })
+}
+
+/// The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
+/// "unknown". Static string: never free it. Thread-safe.
+#[no_mangle]
+pub extern "C" fn rktls_cipher_suite_name(id: u16) -> *const c_char {
+    let s: &'static str = match id {
+        0x1301 => "TLS_AES_128_GCM_SHA256\0",
+        0x1302 => "TLS_AES_256_GCM_SHA384\0",
+        0x1303 => "TLS_CHACHA20_POLY1305_SHA256\0",
+        0xc02b => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\0",
+        0xc02c => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\0",
+        0xcca9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256\0",
+        0xc02f => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\0",
+        0xc030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\0",
+        0xcca8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256\0",
+        _ => "unknown\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// The negotiated ALPN protocol: `*proto` points into the connection (valid
+/// until it is freed; not NUL-terminated) and `*len` is its length. Both are
+/// NULL/0 when none was negotiated.
+#[no_mangle]
+pub extern "C" fn rktls_connection_alpn(
+    conn: *const rktls_connection,
+    proto: *mut *const u8,
+    len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let c = unsafe { box_ref(conn, "conn")? };
+        let p = unsafe { out(proto, "proto")? };
+        let l = unsafe { out(len, "len")? };
+        match c.common().alpn_protocol() {
+            Some(a) => {
+                *p = a.as_ptr();
+                *l = a.len();
+            }
+            None => {
+                *p = std::ptr::null();
+                *l = 0;
+            }
+        }
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Copy the SNI server name into `buf` (NUL-terminated; `*out_len` receives
+/// its length). On a server it is the name the client asked for (empty if
+/// none); on a client, the name it connects to. `RKTLS_ERR_BUFFER_TOO_SMALL`
+/// sets `*out_len` to the length needed.
+#[no_mangle]
+pub extern "C" fn rktls_connection_server_name(
+    conn: *const rktls_connection,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let c = unsafe { box_ref(conn, "conn")? };
+        unsafe { copy_str_out(c.server_name.as_deref().unwrap_or(""), buf, len, out_len) }
+    })
+}
+
+/// Whether the handshake resumed an earlier session. false for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_is_resumed(conn: *const rktls_connection) -> bool {
+    guard_value(false, || {
+        unsafe { box_ref(conn, "conn") }
+            .is_ok_and(|c| c.common().handshake_kind() == Some(HandshakeKind::Resumed))
+    })
+}
+
+/// Number of certificates the peer presented (end-entity first); 0 if none
+/// or for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_peer_cert_count(conn: *const rktls_connection) -> usize {
+    guard_value(0, || {
+        unsafe { box_ref(conn, "conn") }
+            .ok()
+            .and_then(|c| c.common().peer_certificates())
+            .map_or(0, <[_]>::len)
+    })
+}
+
+/// The DER bytes of the peer's certificate `index` (0 is the end-entity):
+/// `*der` points into the connection, valid until it is freed.
+/// `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+#[no_mangle]
+pub extern "C" fn rktls_connection_peer_cert(
+    conn: *const rktls_connection,
+    index: usize,
+    der: *mut *const u8,
+    len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let c = unsafe { box_ref(conn, "conn")? };
+        let d = unsafe { out(der, "der")? };
+        let l = unsafe { out(len, "len")? };
+        let cert = c
+            .common()
+            .peer_certificates()
+            .and_then(|cs| cs.get(index))
+            .ok_or_else(|| Error::invalid(format!("no peer certificate at index {index}")))?;
+        *d = cert.as_ref().as_ptr();
+        *l = cert.as_ref().len();
+        Ok(RKTLS_OK)
+    })
+}
+
+/// If the peer sent a fatal alert, store its description (see
+/// `rktls_alert_description`) in `*description` and return true.
+#[no_mangle]
+pub extern "C" fn rktls_connection_alert_received(
+    conn: *const rktls_connection,
+    description: *mut u8,
+) -> bool {
+    guard_value(false, || {
+        let Ok(c) = (unsafe { box_ref(conn, "conn") }) else {
+            return false;
+        };
+        match (c.alert_received, unsafe { description.as_mut() }) {
+            (Some(d), Some(o)) => {
+                *o = d;
+                true
+            }
+            (Some(_), None) => true,
+            _ => false,
+        }
+    })
+}
+
+/// If rktls sent the peer a fatal alert (after a handshake or protocol
+/// error), store its description in `*description` and return true.
+#[no_mangle]
+pub extern "C" fn rktls_connection_alert_sent(
+    conn: *const rktls_connection,
+    description: *mut u8,
+) -> bool {
+    guard_value(false, || {
+        let Ok(c) = (unsafe { box_ref(conn, "conn") }) else {
+            return false;
+        };
+        match (c.alert_sent, unsafe { description.as_mut() }) {
+            (Some(d), Some(o)) => {
+                *o = d;
+                true
+            }
+            (Some(_), None) => true,
+            _ => false,
+        }
+    })
+}
+
+/// errno of the last failed system call on this connection (after
+/// `RKTLS_ERR_IO`), or 0.
+#[no_mangle]
+pub extern "C" fn rktls_connection_errno(conn: *const rktls_connection) -> i32 {
+    guard_value(0, || {
+        unsafe { box_ref(conn, "conn") }.map_or(0, |c| c.errno)
+    })
+}
+
+/// Copy the message of the connection's fatal error (which names the alert
+/// sent or received) into `buf`, NUL-terminated; empty if there is none.
+/// As `rktls_last_error_message()` for the buffer rules.
+#[no_mangle]
+pub extern "C" fn rktls_connection_error_message(
+    conn: *const rktls_connection,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let c = unsafe { box_ref(conn, "conn")? };
+        let msg = c.error.as_ref().map_or("", |e| e.msg.as_str());
+        unsafe { copy_str_out(msg, buf, len, out_len) }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fault;
+    use crate::testutil::{client_config, server_config, shuttle, Opts};
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn pair(o: &Opts) -> (Connection, Connection) {
+        let s = Connection::server(server_config(o)).unwrap();
+        let c = Connection::client(client_config(o), "localhost").unwrap();
+        (s, c)
+    }
+
+    /// Run both handshakes in buffer mode until done or failed.
+    fn handshake_buffers(s: &mut Connection, c: &mut Connection) -> (rktls_result, rktls_result) {
+        let (mut rs, mut rc) = (RKTLS_WANT_READ, RKTLS_WANT_READ);
+        for _ in 0..20 {
+            rc = c.handshake().unwrap_or_else(|e| e.code);
+            shuttle(c, s);
+            rs = s.handshake().unwrap_or_else(|e| e.code);
+            shuttle(s, c);
+            let done = |r: rktls_result| !matches!(r, RKTLS_WANT_READ | RKTLS_WANT_WRITE);
+            if done(rs) && done(rc) {
+                break;
+            }
+        }
+        (rs, rc)
+    }
+
+    fn read_all(c: &mut Connection, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1000];
+        while got.len() < want {
+            match c.read(&mut buf).unwrap() {
+                (RKTLS_OK, n) => got.extend_from_slice(&buf[..n]),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        got
+    }
+
+    const SUITES: &[(u16, u16)] = &[
+        (0x0304, 0x1301),
+        (0x0304, 0x1302),
+        (0x0304, 0x1303),
+        (0x0303, 0xc02b),
+        (0x0303, 0xc02c),
+        (0x0303, 0xcca9),
+    ];
+
+    #[test]
+    fn buffer_mode_every_version_and_suite() {
+        for &(v, suite) in SUITES {
+            let o = Opts {
+                versions: Some(vec![v]),
+                suites: Some(vec![suite]),
+                alpn: Some(b"\x02h2\x08http/1.1".to_vec()),
+            };
+            let (mut s, mut c) = pair(&o);
+            assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+            for conn in [&s, &c] {
+                assert_eq!(conn.common().protocol_version().map(u16::from), Some(v));
+                assert_eq!(
+                    conn.common()
+                        .negotiated_cipher_suite()
+                        .map(|s| u16::from(s.suite())),
+                    Some(suite)
+                );
+                assert_eq!(conn.common().alpn_protocol(), Some(&b"h2"[..]));
+            }
+            assert_eq!(s.server_name.as_deref(), Some("localhost"));
+            let msg: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+            let mut off = 0;
+            while off < msg.len() {
+                let (r, n) = c.write(&msg[off..]).unwrap();
+                assert_eq!(r, RKTLS_OK);
+                off += n;
+            }
+            shuttle(&mut c, &mut s);
+            assert_eq!(read_all(&mut s, msg.len()), msg);
+            // Echo back, then close cleanly.
+            assert_eq!(s.write(b"pong").unwrap(), (RKTLS_OK, 4));
+            assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+            shuttle(&mut s, &mut c);
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            assert_eq!(read_all(&mut c, 4), b"pong");
+            let mut buf = [0u8; 16];
+            assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+        }
+    }
+
+    #[test]
+    fn version_mismatch_sends_protocol_version_alert_before_error() {
+        let s_opts = Opts {
+            versions: Some(vec![0x0304]),
+            ..Opts::default()
+        };
+        let c_opts = Opts {
+            versions: Some(vec![0x0303]),
+            ..Opts::default()
+        };
+        let mut s = Connection::server(server_config(&s_opts)).unwrap();
+        let mut c = Connection::client(client_config(&c_opts), "localhost").unwrap();
+        assert_eq!(c.handshake().unwrap(), RKTLS_WANT_WRITE);
+        shuttle(&mut c, &mut s);
+        // The alert must be taken before the error is reported.
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_WRITE);
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_WRITE);
+        let mut alert = [0u8; 64];
+        let n = s.take(&mut alert).unwrap();
+        assert_eq!(&alert[..n], &[21, 3, 3, 0, 2, 2, 70]);
+        let e = s.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_PEER_INCOMPATIBLE);
+        assert_eq!(s.alert_sent, Some(70));
+        assert!(e.msg.contains("protocol_version"), "{}", e.msg);
+        c.feed(&alert[..n]).unwrap();
+        let e = c.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_received, Some(70));
+        // Sticky.
+        assert_eq!(
+            c.read(&mut [0u8; 4]).unwrap_err().code,
+            RKTLS_ERR_ALERT_RECEIVED
+        );
+    }
+
+    #[test]
+    fn no_common_alpn_is_refused() {
+        let mut s = Connection::server(server_config(&Opts {
+            alpn: Some(b"\x02h2".to_vec()),
+            ..Opts::default()
+        }))
+        .unwrap();
+        let mut c = Connection::client(
+            client_config(&Opts {
+                alpn: Some(b"\x08http/1.1".to_vec()),
+                ..Opts::default()
+            }),
+            "localhost",
+        )
+        .unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rs, RKTLS_ERR_NO_APPLICATION_PROTOCOL);
+        assert_eq!(rc, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(s.alert_sent, Some(120));
+        assert_eq!(c.alert_received, Some(120));
+    }
+
+    #[test]
+    fn untrusted_server_is_rejected_with_alert() {
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        // The server's certificate does not cover this name.
+        let mut c = Connection::client(client_config(&Opts::default()), "wrong.test").unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rc, RKTLS_ERR_BAD_CERTIFICATE);
+        assert_eq!(rs, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_sent, s.alert_received);
+        assert!(c.alert_sent.is_some());
+    }
+
+    #[test]
+    fn client_certificates_required_and_exposed() {
+        let (scfg, with, without) = crate::testutil::client_auth_configs();
+        let mut s = Connection::server(scfg.clone()).unwrap();
+        let mut c = Connection::client(with, "localhost").unwrap();
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        assert_eq!(s.common().peer_certificates().map(<[_]>::len), Some(1));
+        assert!(c
+            .common()
+            .peer_certificates()
+            .is_some_and(|p| !p.is_empty()));
+        let mut s = Connection::server(scfg).unwrap();
+        let mut c = Connection::client(without, "localhost").unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rs, RKTLS_ERR_NO_CERTIFICATE);
+        assert_eq!(rc, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_received, Some(116), "certificate_required");
+    }
+
+    #[test]
+    fn sni_selects_certificate() {
+        let (mut s, _) = pair(&Opts::default());
+        let mut c = Connection::client(client_config(&Opts::default()), "other.test").unwrap();
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        assert_eq!(s.server_name.as_deref(), Some("other.test"));
+    }
+
+    #[test]
+    fn resumption_with_shared_client_config() {
+        for v in [0x0303u16, 0x0304] {
+            let o = Opts {
+                versions: Some(vec![v]),
+                ..Opts::default()
+            };
+            let scfg = server_config(&o);
+            let ccfg = client_config(&o);
+            let mut resumed = Vec::new();
+            for _ in 0..2 {
+                let mut s = Connection::server(scfg.clone()).unwrap();
+                let mut c = Connection::client(ccfg.clone(), "localhost").unwrap();
+                assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+                // TLS 1.3 tickets arrive after the handshake.
+                s.write(b"x").unwrap();
+                shuttle(&mut s, &mut c);
+                assert_eq!(read_all(&mut c, 1), b"x");
+                resumed.push(c.common().handshake_kind() == Some(HandshakeKind::Resumed));
+            }
+            assert_eq!(resumed, vec![false, true], "version {v:04x}");
+        }
+    }
+
+    #[test]
+    fn truncation_and_clean_close_are_distinct() {
+        let (mut s, mut c) = pair(&Opts::default());
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        c.write(b"data").unwrap();
+        shuttle(&mut c, &mut s);
+        s.feed_eof().unwrap();
+        assert_eq!(read_all(&mut s, 4), b"data");
+        let e = s.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_TRUNCATED);
+    }
+
+    #[test]
+    fn data_before_a_bad_record_is_delivered_first() {
+        let (mut s, mut c) = pair(&Opts::default());
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        c.write(b"hello").unwrap();
+        let mut wire = vec![0u8; 4096];
+        let n = c.take(&mut wire).unwrap();
+        wire.truncate(n);
+        // A second, corrupted copy of the record after the good one.
+        let mut bad = wire.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        s.feed(&wire).unwrap();
+        s.feed(&bad).unwrap();
+        assert_eq!(read_all(&mut s, 5), b"hello");
+        // Then the alert (bad_record_mac) leaves before the error.
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_WRITE, 0));
+        let mut out = [0u8; 256];
+        assert!(s.take(&mut out).unwrap() > 0);
+        assert_eq!(s.read(&mut buf).unwrap_err().code, RKTLS_ERR_DECRYPT);
+        assert_eq!(s.alert_sent, Some(20));
+    }
+
+    #[test]
+    fn fd_mode_blocking_echo_and_record_exact_handshake_reads() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let o = Opts::default();
+        let scfg = server_config(&o);
+        let server = std::thread::spawn(move || {
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+            // The client's first application data is still in the socket:
+            // the handshake did not read past its last record.
+            let mut peek = [0u8; 5];
+            let n =
+                unsafe { libc::recv(a.as_raw_fd(), peek.as_mut_ptr().cast(), 5, libc::MSG_PEEK) };
+            assert_eq!(n, 5);
+            assert_eq!(peek[0], 23, "application data record next");
+            let mut buf = [0u8; 100];
+            let (r, n) = s.read(&mut buf).unwrap();
+            assert_eq!(r, RKTLS_OK);
+            assert_eq!(s.write(&buf[..n]).unwrap(), (RKTLS_OK, n));
+            assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            drop(a);
+        });
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        c.set_fd(b.as_raw_fd()).unwrap();
+        // Queue the request with the handshake's last flight: write drives
+        // the handshake, and the Finished and the data leave together.
+        assert_eq!(c.write(b"ping").unwrap(), (RKTLS_OK, 4));
+        let mut buf = [0u8; 100];
+        let (r, n) = c.read(&mut buf).unwrap();
+        assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"ping"[..]));
+        assert_eq!(c.shutdown().unwrap(), RKTLS_OK);
+        assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+        server.join().unwrap();
+        drop(b);
+    }
+
+    #[test]
+    fn fd_mode_nonblocking_reports_want_read_and_retries_eintr() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        fault::inject(fault::Op::Read, libc::EINTR);
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_READ);
+        // Garbage (an HTTP request) on the TLS port: an alert, then the error.
+        b.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let e = s.handshake().unwrap_err();
+        assert!(s.alert_sent.is_some());
+        assert_eq!(e.code, code_for(&s));
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got[0], 21, "alert record reached the peer");
+        assert_eq!(got[6], s.alert_sent.unwrap());
+        fn code_for(s: &Connection) -> rktls_result {
+            s.error.as_ref().unwrap().code
+        }
+    }
+
+    #[test]
+    fn fd_mode_io_errors_carry_errno() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+        c.set_fd(a.as_raw_fd()).unwrap();
+        fault::inject(fault::Op::Send, libc::ECONNRESET);
+        let e = c.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_IO);
+        assert_eq!(c.errno, libc::ECONNRESET);
+        assert_eq!(
+            c.set_fd(a.as_raw_fd()).unwrap_err().code,
+            RKTLS_ERR_WRONG_STATE
+        );
+    }
+
+    #[test]
+    fn fd_mode_eof_during_handshake_is_truncation() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        assert_eq!(s.handshake().unwrap_err().code, RKTLS_ERR_TRUNCATED);
+    }
+
+    #[test]
+    fn c_api_checks_pointers_and_states() {
+        let mut n = 0usize;
+        assert_eq!(
+            rktls_connection_read(std::ptr::null_mut(), std::ptr::null_mut(), 0, &mut n),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            rktls_server_connection_new(std::ptr::null(), std::ptr::null_mut()),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        let mut conn: *mut rktls_connection = std::ptr::null_mut();
+        assert_eq!(
+            rktls_server_connection_new(std::ptr::null(), &mut conn),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert!(conn.is_null());
+        assert_eq!(
+            rktls_connection_handshake(std::ptr::null_mut()),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(rktls_connection_protocol_version(std::ptr::null()), 0);
+        assert!(!rktls_connection_is_resumed(std::ptr::null()));
+        rktls_connection_free(std::ptr::null_mut());
+        // A buffer-mode connection refuses an fd after I/O started.
+        let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+        c.feed(b"").unwrap();
+        assert_eq!(c.set_fd(3).unwrap_err().code, RKTLS_ERR_WRONG_STATE);
+        assert_eq!(
+            Connection::client(client_config(&Opts::default()), "bad name!")
+                .err()
+                .unwrap()
+                .code,
+            RKTLS_ERR_CONFIG_SERVER_NAME
+        );
+        // Shutdown before the handshake is a usage error.
+        assert_eq!(c.shutdown().unwrap_err().code, RKTLS_ERR_WRONG_STATE);
+    }
+}

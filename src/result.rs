@@ -1,0 +1,379 @@
+//! Result codes, their categories and their messages.
+//!
+//! Codes are numbered in stable blocks of a hundred, one block per category.
+//! A number, once published, is never reused for another meaning.
+
+use std::ffi::c_uint;
+use std::fmt;
+
+/// The result of every fallible rktls call.
+///
+/// Codes are grouped in stable blocks: 1xx would-block, 2xx closed, 3xx alert
+/// received, 4xx protocol error detected here, 5xx I/O, 6xx usage and
+/// configuration, 7xx kernel TLS, 9xx internal. Use `rktls_result_category()`
+/// to branch once on the block, and `rktls_result_str()` for a message.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum rktls_result {
+    /// Success.
+    RKTLS_OK = 0,
+
+    /// Would block: wait until the fd is readable (fd mode), or feed more
+    /// received TLS bytes with `rktls_connection_feed_tls()` (buffer mode).
+    RKTLS_WANT_READ = 100,
+    /// Would block: wait until the fd is writable (fd mode), or take the
+    /// pending TLS bytes with `rktls_connection_take_tls()` and send them
+    /// (buffer mode).
+    RKTLS_WANT_WRITE = 101,
+
+    /// The peer closed the connection cleanly (close_notify). All its data
+    /// has been delivered.
+    RKTLS_CLOSED = 200,
+    /// The transport reached end of file without the peer's close_notify:
+    /// the data may have been truncated by an attacker or a crash.
+    RKTLS_ERR_TRUNCATED = 201,
+
+    /// The peer sent a fatal alert; `rktls_connection_alert_received()` says
+    /// which.
+    RKTLS_ERR_ALERT_RECEIVED = 300,
+
+    /// A TLS protocol error not covered by a finer code. An alert was sent.
+    RKTLS_ERR_PROTOCOL = 400,
+    /// The peer sent a message that is not valid at this point.
+    RKTLS_ERR_UNEXPECTED_MESSAGE = 401,
+    /// The peer sent a message that could not be decoded.
+    RKTLS_ERR_DECODE = 402,
+    /// The peer has no protocol version, cipher suite or other parameter in
+    /// common with this configuration.
+    RKTLS_ERR_PEER_INCOMPATIBLE = 403,
+    /// The peer deviated from the TLS protocol.
+    RKTLS_ERR_PEER_MISBEHAVED = 404,
+    /// The peer's certificate was rejected.
+    RKTLS_ERR_BAD_CERTIFICATE = 405,
+    /// The peer presented no certificate where one is required.
+    RKTLS_ERR_NO_CERTIFICATE = 406,
+    /// A record failed to decrypt (bad record MAC).
+    RKTLS_ERR_DECRYPT = 407,
+    /// ALPN was offered but no protocol is in common.
+    RKTLS_ERR_NO_APPLICATION_PROTOCOL = 408,
+    /// The key usage limit for the negotiated cipher was reached.
+    RKTLS_ERR_KEY_EXHAUSTED = 409,
+
+    /// An operating-system I/O call failed; `rktls_connection_errno()` gives
+    /// errno.
+    RKTLS_ERR_IO = 500,
+
+    /// A required pointer argument was NULL.
+    RKTLS_ERR_NULL_ARGUMENT = 600,
+    /// An argument is out of range or malformed.
+    RKTLS_ERR_INVALID_ARGUMENT = 601,
+    /// The call is not valid in the object's current state.
+    RKTLS_ERR_WRONG_STATE = 602,
+    /// The output buffer is too small; the needed size was stored in the
+    /// length out-parameter.
+    RKTLS_ERR_BUFFER_TOO_SMALL = 603,
+    /// A file named in the configuration could not be read.
+    RKTLS_ERR_CONFIG_FILE = 610,
+    /// PEM input is malformed or holds no item of the expected kind.
+    RKTLS_ERR_CONFIG_PEM = 611,
+    /// The private key does not match the certificate's public key.
+    RKTLS_ERR_CONFIG_KEY_MISMATCH = 612,
+    /// A certificate or private key could not be used.
+    RKTLS_ERR_CONFIG_CERTIFICATE = 613,
+    /// The ALPN list is not in wire format (length-prefixed, 1 to 255 bytes
+    /// each).
+    RKTLS_ERR_CONFIG_ALPN = 614,
+    /// The protocol version list is empty or names an unsupported version.
+    RKTLS_ERR_CONFIG_VERSIONS = 615,
+    /// The cipher suite list is empty, names an unknown suite, or has none
+    /// usable with the chosen versions.
+    RKTLS_ERR_CONFIG_CIPHER_SUITES = 616,
+    /// A server configuration has no certificate, or a client configuration
+    /// has no trust roots.
+    RKTLS_ERR_CONFIG_INCOMPLETE = 617,
+    /// The server name is not a valid DNS name or IP address.
+    RKTLS_ERR_CONFIG_SERVER_NAME = 618,
+    /// A CA bundle could not be used for verification.
+    RKTLS_ERR_CONFIG_CA = 619,
+
+    /// Kernel TLS is not available for this connection.
+    RKTLS_ERR_KTLS_UNAVAILABLE = 700,
+
+    /// A Rust panic was caught at the C boundary. The object involved should
+    /// be freed and not used again.
+    RKTLS_ERR_PANIC = 900,
+    /// An internal error; please report it.
+    RKTLS_ERR_INTERNAL = 901,
+}
+
+use rktls_result::*;
+
+/// The category of a result code, so an event loop can branch once.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum rktls_category {
+    /// `RKTLS_OK`.
+    RKTLS_CATEGORY_OK = 0,
+    /// Want read / want write: wait and call again.
+    RKTLS_CATEGORY_WOULD_BLOCK = 1,
+    /// The connection ended (cleanly or by truncation).
+    RKTLS_CATEGORY_CLOSED = 2,
+    /// The peer sent a fatal alert.
+    RKTLS_CATEGORY_ALERT = 3,
+    /// A protocol error detected here; an alert was sent to the peer.
+    RKTLS_CATEGORY_PROTOCOL = 4,
+    /// An operating-system I/O error.
+    RKTLS_CATEGORY_IO = 5,
+    /// A caller mistake or bad configuration input.
+    RKTLS_CATEGORY_USAGE = 6,
+    /// Kernel TLS could not be used.
+    RKTLS_CATEGORY_KTLS = 7,
+    /// An internal error or caught panic.
+    RKTLS_CATEGORY_INTERNAL = 9,
+    /// Not a known rktls result code.
+    RKTLS_CATEGORY_UNKNOWN = 10,
+}
+
+impl rktls_result {
+    /// Every code, for tests and for `from_u32`.
+    pub const ALL: &'static [rktls_result] = &[
+        RKTLS_OK,
+        RKTLS_WANT_READ,
+        RKTLS_WANT_WRITE,
+        RKTLS_CLOSED,
+        RKTLS_ERR_TRUNCATED,
+        RKTLS_ERR_ALERT_RECEIVED,
+        RKTLS_ERR_PROTOCOL,
+        RKTLS_ERR_UNEXPECTED_MESSAGE,
+        RKTLS_ERR_DECODE,
+        RKTLS_ERR_PEER_INCOMPATIBLE,
+        RKTLS_ERR_PEER_MISBEHAVED,
+        RKTLS_ERR_BAD_CERTIFICATE,
+        RKTLS_ERR_NO_CERTIFICATE,
+        RKTLS_ERR_DECRYPT,
+        RKTLS_ERR_NO_APPLICATION_PROTOCOL,
+        RKTLS_ERR_KEY_EXHAUSTED,
+        RKTLS_ERR_IO,
+        RKTLS_ERR_NULL_ARGUMENT,
+        RKTLS_ERR_INVALID_ARGUMENT,
+        RKTLS_ERR_WRONG_STATE,
+        RKTLS_ERR_BUFFER_TOO_SMALL,
+        RKTLS_ERR_CONFIG_FILE,
+        RKTLS_ERR_CONFIG_PEM,
+        RKTLS_ERR_CONFIG_KEY_MISMATCH,
+        RKTLS_ERR_CONFIG_CERTIFICATE,
+        RKTLS_ERR_CONFIG_ALPN,
+        RKTLS_ERR_CONFIG_VERSIONS,
+        RKTLS_ERR_CONFIG_CIPHER_SUITES,
+        RKTLS_ERR_CONFIG_INCOMPLETE,
+        RKTLS_ERR_CONFIG_SERVER_NAME,
+        RKTLS_ERR_CONFIG_CA,
+        RKTLS_ERR_KTLS_UNAVAILABLE,
+        RKTLS_ERR_PANIC,
+        RKTLS_ERR_INTERNAL,
+    ];
+
+    pub fn from_u32(v: u32) -> Option<rktls_result> {
+        Self::ALL.iter().copied().find(|r| *r as u32 == v)
+    }
+
+    pub fn category(self) -> rktls_category {
+        use rktls_category::*;
+        match self as u32 {
+            0 => RKTLS_CATEGORY_OK,
+            100..=199 => RKTLS_CATEGORY_WOULD_BLOCK,
+            200..=299 => RKTLS_CATEGORY_CLOSED,
+            300..=399 => RKTLS_CATEGORY_ALERT,
+            400..=499 => RKTLS_CATEGORY_PROTOCOL,
+            500..=599 => RKTLS_CATEGORY_IO,
+            600..=699 => RKTLS_CATEGORY_USAGE,
+            700..=799 => RKTLS_CATEGORY_KTLS,
+            _ => RKTLS_CATEGORY_INTERNAL,
+        }
+    }
+
+    /// A stable, NUL-terminated message.
+    pub fn message(self) -> &'static str {
+        match self {
+            RKTLS_OK => "success\0",
+            RKTLS_WANT_READ => "would block: want read\0",
+            RKTLS_WANT_WRITE => "would block: want write\0",
+            RKTLS_CLOSED => "peer closed the connection cleanly (close_notify)\0",
+            RKTLS_ERR_TRUNCATED => {
+                "connection closed without close_notify: data may be truncated\0"
+            }
+            RKTLS_ERR_ALERT_RECEIVED => "peer sent a fatal TLS alert\0",
+            RKTLS_ERR_PROTOCOL => "TLS protocol error\0",
+            RKTLS_ERR_UNEXPECTED_MESSAGE => "peer sent an unexpected TLS message\0",
+            RKTLS_ERR_DECODE => "peer sent a TLS message that could not be decoded\0",
+            RKTLS_ERR_PEER_INCOMPATIBLE => {
+                "peer has no TLS version, cipher suite or parameter in common with us\0"
+            }
+            RKTLS_ERR_PEER_MISBEHAVED => "peer violated the TLS protocol\0",
+            RKTLS_ERR_BAD_CERTIFICATE => "peer certificate rejected\0",
+            RKTLS_ERR_NO_CERTIFICATE => "peer presented no certificate\0",
+            RKTLS_ERR_DECRYPT => "TLS record failed to decrypt (bad record MAC)\0",
+            RKTLS_ERR_NO_APPLICATION_PROTOCOL => "no ALPN protocol in common with the peer\0",
+            RKTLS_ERR_KEY_EXHAUSTED => "key usage limit reached for this cipher\0",
+            RKTLS_ERR_IO => "I/O error (see errno)\0",
+            RKTLS_ERR_NULL_ARGUMENT => "a required pointer argument was NULL\0",
+            RKTLS_ERR_INVALID_ARGUMENT => "invalid argument\0",
+            RKTLS_ERR_WRONG_STATE => "call not valid in the object's current state\0",
+            RKTLS_ERR_BUFFER_TOO_SMALL => "output buffer too small\0",
+            RKTLS_ERR_CONFIG_FILE => "configuration file could not be read\0",
+            RKTLS_ERR_CONFIG_PEM => "malformed PEM, or no item of the expected kind\0",
+            RKTLS_ERR_CONFIG_KEY_MISMATCH => "private key does not match the certificate\0",
+            RKTLS_ERR_CONFIG_CERTIFICATE => "certificate or private key unusable\0",
+            RKTLS_ERR_CONFIG_ALPN => "ALPN list is not valid wire format\0",
+            RKTLS_ERR_CONFIG_VERSIONS => "protocol version list empty or unsupported\0",
+            RKTLS_ERR_CONFIG_CIPHER_SUITES => "cipher suite list empty, unknown or unusable\0",
+            RKTLS_ERR_CONFIG_INCOMPLETE => {
+                "configuration incomplete (no certificate, or no trust roots)\0"
+            }
+            RKTLS_ERR_CONFIG_SERVER_NAME => "invalid server name\0",
+            RKTLS_ERR_CONFIG_CA => "CA bundle unusable for verification\0",
+            RKTLS_ERR_KTLS_UNAVAILABLE => "kernel TLS unavailable\0",
+            RKTLS_ERR_PANIC => "internal panic caught at the C boundary\0",
+            RKTLS_ERR_INTERNAL => "internal error\0",
+        }
+    }
+}
+
+/// An error inside the library: a code plus a message naming the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub code: rktls_result,
+    pub msg: String,
+}
+
+impl Error {
+    pub fn new(code: rktls_result, msg: impl Into<String>) -> Self {
+        Error {
+            code,
+            msg: msg.into(),
+        }
+    }
+
+    pub fn code(code: rktls_result) -> Self {
+        let m = code.message();
+        Error::new(code, &m[..m.len() - 1])
+    }
+
+    pub fn null(what: &str) -> Self {
+        Error::new(RKTLS_ERR_NULL_ARGUMENT, format!("{what} must not be NULL"))
+    }
+
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::new(RKTLS_ERR_INVALID_ARGUMENT, msg)
+    }
+
+    pub fn state(msg: impl Into<String>) -> Self {
+        Error::new(RKTLS_ERR_WRONG_STATE, msg)
+    }
+
+    pub fn io(e: &std::io::Error) -> Self {
+        Error::new(RKTLS_ERR_IO, format!("I/O error: {e}"))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.msg, self.code as u32)
+    }
+}
+
+/// Map a rustls error to our result code.
+pub fn code_for_tls_error(e: &rustls::Error) -> rktls_result {
+    use rustls::Error as E;
+    match e {
+        E::AlertReceived(_) => RKTLS_ERR_ALERT_RECEIVED,
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            RKTLS_ERR_UNEXPECTED_MESSAGE
+        }
+        E::InvalidMessage(_) => RKTLS_ERR_DECODE,
+        E::PeerIncompatible(_) => RKTLS_ERR_PEER_INCOMPATIBLE,
+        E::PeerMisbehaved(_) => RKTLS_ERR_PEER_MISBEHAVED,
+        E::InvalidCertificate(_) => RKTLS_ERR_BAD_CERTIFICATE,
+        E::NoCertificatesPresented => RKTLS_ERR_NO_CERTIFICATE,
+        E::DecryptError => RKTLS_ERR_DECRYPT,
+        E::NoApplicationProtocol => RKTLS_ERR_NO_APPLICATION_PROTOCOL,
+        E::EncryptError => RKTLS_ERR_KEY_EXHAUSTED,
+        E::General(_) | E::HandshakeNotComplete | E::UnsupportedNameType => RKTLS_ERR_PROTOCOL,
+        _ => RKTLS_ERR_PROTOCOL,
+    }
+}
+
+impl From<rustls::Error> for Error {
+    fn from(e: rustls::Error) -> Self {
+        Error::new(code_for_tls_error(&e), format!("TLS error: {e}"))
+    }
+}
+
+/// Return a stable, NUL-terminated English message for a result code.
+///
+/// The string is static: never free it. Unknown values give
+/// "unknown result code". Thread-safe.
+#[no_mangle]
+pub extern "C" fn rktls_result_str(result: c_uint) -> *const std::ffi::c_char {
+    let s = match rktls_result::from_u32(result) {
+        Some(r) => r.message(),
+        None => "unknown result code\0",
+    };
+    s.as_ptr().cast()
+}
+
+/// Return the category of a result code (would-block, closed, alert,
+/// protocol, I/O, usage, kTLS, internal), so an event loop branches once.
+///
+/// Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe.
+#[no_mangle]
+pub extern "C" fn rktls_result_category(result: c_uint) -> rktls_category {
+    match rktls_result::from_u32(result) {
+        Some(r) => r.category(),
+        None => rktls_category::RKTLS_CATEGORY_UNKNOWN,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_and_messages_nul_terminated() {
+        let mut seen = HashSet::new();
+        for r in rktls_result::ALL {
+            assert!(seen.insert(*r as u32), "duplicate code {r:?}");
+            let m = r.message();
+            assert!(m.ends_with('\0') && m.len() > 1, "{r:?}");
+            assert_eq!(m.matches('\0').count(), 1);
+            assert_eq!(rktls_result::from_u32(*r as u32), Some(*r));
+        }
+        assert_eq!(rktls_result::from_u32(12345), None);
+    }
+
+    #[test]
+    fn categories_follow_blocks() {
+        use rktls_category::*;
+        assert_eq!(RKTLS_OK.category(), RKTLS_CATEGORY_OK);
+        assert_eq!(RKTLS_WANT_WRITE.category(), RKTLS_CATEGORY_WOULD_BLOCK);
+        assert_eq!(RKTLS_ERR_TRUNCATED.category(), RKTLS_CATEGORY_CLOSED);
+        assert_eq!(RKTLS_ERR_ALERT_RECEIVED.category(), RKTLS_CATEGORY_ALERT);
+        assert_eq!(RKTLS_ERR_DECRYPT.category(), RKTLS_CATEGORY_PROTOCOL);
+        assert_eq!(RKTLS_ERR_IO.category(), RKTLS_CATEGORY_IO);
+        assert_eq!(RKTLS_ERR_CONFIG_PEM.category(), RKTLS_CATEGORY_USAGE);
+        assert_eq!(RKTLS_ERR_KTLS_UNAVAILABLE.category(), RKTLS_CATEGORY_KTLS);
+        assert_eq!(RKTLS_ERR_PANIC.category(), RKTLS_CATEGORY_INTERNAL);
+        assert_eq!(rktls_result_category(9999), RKTLS_CATEGORY_UNKNOWN);
+    }
+
+    #[test]
+    fn result_str_handles_unknown() {
+        let p = rktls_result_str(4242);
+        let s = unsafe { std::ffi::CStr::from_ptr(p) };
+        assert_eq!(s.to_str().unwrap(), "unknown result code");
+        let p = rktls_result_str(RKTLS_WANT_READ as u32);
+        let s = unsafe { std::ffi::CStr::from_ptr(p) };
+        assert_eq!(s.to_str().unwrap(), "would block: want read");
+    }
+}

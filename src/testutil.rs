@@ -1,0 +1,140 @@
+//! Test helpers: a throwaway PKI and configs built through the real builders.
+
+use std::sync::{Arc, OnceLock};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::sign::CertifiedKey;
+
+use crate::config::{ClientConfigBuilder, ServerConfigBuilder};
+use crate::connection::Connection;
+
+pub struct Pki {
+    pub ca_pem: String,
+    /// (cert chain PEM, key PEM) for "localhost" and "example.com".
+    pub server: (String, String),
+    /// (cert chain PEM, key PEM) for "other.test".
+    pub other: (String, String),
+    /// (cert chain PEM, key PEM) for a client.
+    pub client: (String, String),
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        Pki {
+            ca_pem: ca_cert.pem(),
+            server: leaf(vec!["localhost".into(), "example.com".into()]),
+            other: leaf(vec!["other.test".into()]),
+            client: leaf(vec!["client.test".into()]),
+        }
+    })
+}
+
+pub fn pems() -> (String, String) {
+    pki().server.clone()
+}
+
+pub fn other_pems() -> (String, String) {
+    pki().other.clone()
+}
+
+pub fn certified_key() -> Arc<CertifiedKey> {
+    let (c, k) = pems();
+    crate::config::certified_key(
+        crate::config::parse_certs(c.as_bytes(), "c").unwrap(),
+        crate::config::parse_key(k.as_bytes(), "k").unwrap(),
+        &crate::crypto::provider(),
+    )
+    .unwrap()
+}
+
+/// Options for test configs.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub versions: Option<Vec<u16>>,
+    pub suites: Option<Vec<u16>>,
+    pub alpn: Option<Vec<u8>>,
+}
+
+pub fn server_config(o: &Opts) -> Arc<rustls::ServerConfig> {
+    let mut b = ServerConfigBuilder::new();
+    let (c, k) = pems();
+    b.add_pem(c.as_bytes(), k.as_bytes()).unwrap();
+    let (c, k) = other_pems();
+    b.add_pem(c.as_bytes(), k.as_bytes()).unwrap();
+    b.apply(
+        o.versions.as_deref(),
+        o.suites.as_deref(),
+        o.alpn.as_deref(),
+    )
+    .unwrap();
+    b.build().unwrap().rustls
+}
+
+pub fn client_config(o: &Opts) -> Arc<rustls::ClientConfig> {
+    let mut b = ClientConfigBuilder::new();
+    b.add_roots_pem(pki().ca_pem.as_bytes()).unwrap();
+    b.apply(
+        o.versions.as_deref(),
+        o.suites.as_deref(),
+        o.alpn.as_deref(),
+    )
+    .unwrap();
+    b.build().unwrap().rustls
+}
+
+/// Move queued TLS bytes from one buffer-mode connection to the other.
+pub fn shuttle(from: &mut Connection, to: &mut Connection) -> usize {
+    let mut moved = 0;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = from.take(&mut buf).unwrap();
+        if n == 0 {
+            return moved;
+        }
+        let mut off = 0;
+        while off < n {
+            let m = to.feed(&buf[off..n]).unwrap();
+            assert!(m > 0, "receiver's buffer is full: read before moving more");
+            off += m;
+        }
+        moved += n;
+    }
+}
+
+/// A server that requires a client certificate, and clients with and
+/// without one.
+pub fn client_auth_configs() -> (
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ClientConfig>,
+    Arc<rustls::ClientConfig>,
+) {
+    let mut b = ServerConfigBuilder::new();
+    let (c, k) = pems();
+    b.add_pem(c.as_bytes(), k.as_bytes()).unwrap();
+    b.require_client_cert_pem(pki().ca_pem.as_bytes()).unwrap();
+    let server = b.build().unwrap().rustls;
+    let mut with = ClientConfigBuilder::new();
+    with.add_roots_pem(pki().ca_pem.as_bytes()).unwrap();
+    let (c, k) = &pki().client;
+    with.set_client_cert_pem(c.as_bytes(), k.as_bytes())
+        .unwrap();
+    (
+        server,
+        with.build().unwrap().rustls,
+        client_config(&Opts::default()),
+    )
+}
