@@ -255,6 +255,75 @@ typedef uint32_t rktls_category;
 #endif // __cplusplus
 
 /*
+ Log levels, most severe first.
+ */
+enum rktls_log_level
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  RKTLS_LOG_ERROR = 1,
+  RKTLS_LOG_WARN = 2,
+  RKTLS_LOG_INFO = 3,
+  RKTLS_LOG_DEBUG = 4,
+  RKTLS_LOG_TRACE = 5,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rktls_log_level rktls_log_level;
+#else
+typedef uint32_t rktls_log_level;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ TLS alert descriptions (RFC 8446 and RFC 5246), as carried on the wire.
+ Functions that report an alert give its `uint8_t` value; compare it with
+ these constants.
+ */
+enum rktls_alert_description
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint8_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  RKTLS_ALERT_CLOSE_NOTIFY = 0,
+  RKTLS_ALERT_UNEXPECTED_MESSAGE = 10,
+  RKTLS_ALERT_BAD_RECORD_MAC = 20,
+  RKTLS_ALERT_RECORD_OVERFLOW = 22,
+  RKTLS_ALERT_HANDSHAKE_FAILURE = 40,
+  RKTLS_ALERT_BAD_CERTIFICATE = 42,
+  RKTLS_ALERT_UNSUPPORTED_CERTIFICATE = 43,
+  RKTLS_ALERT_CERTIFICATE_REVOKED = 44,
+  RKTLS_ALERT_CERTIFICATE_EXPIRED = 45,
+  RKTLS_ALERT_CERTIFICATE_UNKNOWN = 46,
+  RKTLS_ALERT_ILLEGAL_PARAMETER = 47,
+  RKTLS_ALERT_UNKNOWN_CA = 48,
+  RKTLS_ALERT_ACCESS_DENIED = 49,
+  RKTLS_ALERT_DECODE_ERROR = 50,
+  RKTLS_ALERT_DECRYPT_ERROR = 51,
+  RKTLS_ALERT_PROTOCOL_VERSION = 70,
+  RKTLS_ALERT_INSUFFICIENT_SECURITY = 71,
+  RKTLS_ALERT_INTERNAL_ERROR = 80,
+  RKTLS_ALERT_INAPPROPRIATE_FALLBACK = 86,
+  RKTLS_ALERT_USER_CANCELED = 90,
+  RKTLS_ALERT_NO_RENEGOTIATION = 100,
+  RKTLS_ALERT_MISSING_EXTENSION = 109,
+  RKTLS_ALERT_UNSUPPORTED_EXTENSION = 110,
+  RKTLS_ALERT_UNRECOGNIZED_NAME = 112,
+  RKTLS_ALERT_BAD_CERTIFICATE_STATUS_RESPONSE = 113,
+  RKTLS_ALERT_UNKNOWN_PSK_IDENTITY = 115,
+  RKTLS_ALERT_CERTIFICATE_REQUIRED = 116,
+  RKTLS_ALERT_NO_APPLICATION_PROTOCOL = 120,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rktls_alert_description rktls_alert_description;
+#else
+typedef uint8_t rktls_alert_description;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  A built client configuration. Arc handle: immutable, shareable by any
  number of threads and connections (they share its session store);
  release your reference with `rktls_client_config_free()`.

@@ -37,3 +37,20 @@ pub extern "C" fn rktls_version() -> *const std::ffi::c_char {
         .as_ptr()
         .cast()
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_names_package_and_provider() {
+        let v = unsafe { std::ffi::CStr::from_ptr(super::rktls_version()) }
+            .to_str()
+            .unwrap();
+        assert!(v.starts_with(&format!("rktls {} ", env!("CARGO_PKG_VERSION"))));
+        let expect = if cfg!(feature = "aws-lc-rs") {
+            "aws-lc-rs"
+        } else {
+            "ring"
+        };
+        assert!(v.ends_with(&format!("(rustls, {expect})")), "{v}");
+    }
+}
