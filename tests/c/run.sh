@@ -23,10 +23,15 @@ cflags="-O1 -g -std=c11 -D_GNU_SOURCE -pthread $warn $inc"
 run build-shared gcc $cflags -o "$out/echo_shared" tests/c/echo_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
 run build-static gcc $cflags -o "$out/echo_static" tests/c/echo_test.c "$stage/lib/librktls.a" $static_libs
 if ldd "$out/echo_static" | grep -q rktls; then bad static-has-no-librktls-dependency; else ok static-has-no-librktls-dependency; fi
+run build-config gcc $cflags -o "$out/config_test" tests/c/config_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
+run config "$out/config_test" "$certs"
 run echo-shared "$out/echo_shared" "$certs"
 run echo-static "$out/echo_static" "$certs"
 run echo-valgrind valgrind -q --error-exitcode=9 --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/echo_shared" "$certs"
+run config-valgrind valgrind -q --error-exitcode=9 --leak-check=full \
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+  "$out/config_test" "$certs"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
