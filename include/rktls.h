@@ -133,6 +133,22 @@ enum rktls_result
    */
   RKTLS_ERR_BUFFER_TOO_SMALL = 603,
   /*
+   The handle was consumed by an earlier call (e.g. an accepted
+   ClientHello already turned into a connection); only its `_free` is
+   still valid.
+   */
+  RKTLS_ERR_HANDLE_CONSUMED = 604,
+  /*
+   The acceptor already accepted a ClientHello; make a new acceptor for
+   a new connection.
+   */
+  RKTLS_ERR_ALREADY_ACCEPTED = 605,
+  /*
+   The acceptor already failed and reported it; send its alert (if
+   any), close the socket, and free it.
+   */
+  RKTLS_ERR_ALREADY_FAILED = 606,
+  /*
    A file named in the configuration could not be read.
    */
   RKTLS_ERR_CONFIG_FILE = 610,
@@ -324,6 +340,25 @@ typedef uint8_t rktls_alert_description;
 #endif // __cplusplus
 
 /*
+ A received ClientHello, ready to inspect and to turn into a connection.
+ Box handle: one thread at a time; always free it with
+ `rktls_accepted_free()`, also after `rktls_accepted_into_connection()`.
+ */
+typedef struct rktls_accepted rktls_accepted;
+
+/*
+ Reads a ClientHello before a config is chosen. Box handle: one thread at
+ a time; free with `rktls_acceptor_free()`. One acceptor per connection.
+ */
+typedef struct rktls_acceptor rktls_acceptor;
+
+/*
+ The alert owed to a peer after a failed accept or conversion. Box handle:
+ one thread at a time; free with `rktls_alert_free()`.
+ */
+typedef struct rktls_alert rktls_alert;
+
+/*
  A built client configuration. Arc handle: immutable, shareable by any
  number of threads and connections (they share its session store);
  release your reference with `rktls_client_config_free()`.
@@ -377,10 +412,216 @@ extern "C" {
 const char *rktls_version(void);
 
 /*
+ Make a new acceptor in `*out_acceptor` (buffer mode until
+ `rktls_acceptor_set_fd()`). The caller owns it.
+ */
+rktls_result rktls_acceptor_new(struct rktls_acceptor **out_acceptor);
+
+/*
+ Free an acceptor. NULL is a no-op. Does not close its fd.
+ */
+void rktls_acceptor_free(struct rktls_acceptor *acceptor);
+
+/*
+ Let the acceptor read the ClientHello from `fd` itself (blocking or
+ non-blocking) and write the alert itself on failure. The fd stays the
+ caller's. Must be called before any I/O. The connection made from the
+ accepted ClientHello uses the same fd.
+ */
+rktls_result rktls_acceptor_set_fd(struct rktls_acceptor *acceptor, int32_t fd);
+
+/*
+ Buffer mode: give the acceptor `len` bytes received from the client;
+ `*consumed` receives how many it kept (it holds at most about 72 KiB).
+ Every byte kept is replayed into the connection, so feed exactly what
+ you received, in order.
+ */
+rktls_result rktls_acceptor_feed(struct rktls_acceptor *acceptor,
+                                 const uint8_t *buf,
+                                 size_t len,
+                                 size_t *consumed);
+
+/*
+ Try to accept a ClientHello.
+
+ Returns `RKTLS_OK` with a new accepted handle in `*out_accepted` (the
+ caller owns it), `RKTLS_WANT_READ` (feed more bytes, or wait for the fd),
+ `RKTLS_WANT_WRITE` (fd mode: the alert is being written; call again when
+ writable), or an error. On an error `*out_alert` (if `out_alert` is not
+ NULL) receives an alert object the caller owns: after a failed accept,
+ send the alert, then close. In fd mode rktls has already written it.
+ `rktls_alert_present()` is false when no alert is owed (e.g. the client
+ closed first). Calling again after success gives
+ `RKTLS_ERR_ALREADY_ACCEPTED`, after a reported failure
+ `RKTLS_ERR_ALREADY_FAILED`.
+ */
+rktls_result rktls_acceptor_accept(struct rktls_acceptor *acceptor,
+                                   struct rktls_accepted **out_accepted,
+                                   struct rktls_alert **out_alert);
+
+/*
+ Turn an accepted ClientHello into a server connection with the config
+ the caller chose, in `*out_conn` (the caller owns it).
+
+ The handshake continues exactly as on the direct path, in the acceptor's
+ I/O mode (same fd, or buffer mode). On failure (e.g. no protocol version
+ or cipher suite in common with `config`) `*out_alert` (if not NULL)
+ receives the alert object: send it, then close; in fd mode rktls has
+ already written it. The accepted handle is consumed by the first call
+ that gets past argument checks, success or failure: a second call gives
+ `RKTLS_ERR_HANDLE_CONSUMED`; a NULL config gives
+ `RKTLS_ERR_NULL_ARGUMENT` and consumes nothing. Free the handle
+ afterwards in every case.
+ */
+rktls_result rktls_accepted_into_connection(struct rktls_accepted *accepted,
+                                            const struct rktls_server_config *config,
+                                            struct rktls_connection **out_conn,
+                                            struct rktls_alert **out_alert);
+
+/*
+ Free an accepted handle, consumed or not. NULL is a no-op.
+ */
+void rktls_accepted_free(struct rktls_accepted *accepted);
+
+/*
+ Copy the SNI host name the client asked for into `buf`, NUL-terminated
+ (empty if none); `*out_len` receives its length.
+ `RKTLS_ERR_BUFFER_TOO_SMALL` sets `*out_len` to the length needed.
+ */
+rktls_result rktls_accepted_server_name(const struct rktls_accepted *accepted,
+                                        char *buf,
+                                        size_t len,
+                                        size_t *out_len);
+
+/*
+ The cipher suites the client offered (IANA ids, client order):
+ `*items` points into the accepted handle, valid until it is freed.
+ */
+rktls_result rktls_accepted_cipher_suites(const struct rktls_accepted *accepted,
+                                          const uint16_t **items,
+                                          size_t *n);
+
+/*
+ The signature schemes the client offered (IANA ids). As
+ `rktls_accepted_cipher_suites()`.
+ */
+rktls_result rktls_accepted_signature_schemes(const struct rktls_accepted *accepted,
+                                              const uint16_t **items,
+                                              size_t *n);
+
+/*
+ The named groups (key exchange) the client offered; empty if it sent no
+ supported_groups extension. As `rktls_accepted_cipher_suites()`.
+ */
+rktls_result rktls_accepted_named_groups(const struct rktls_accepted *accepted,
+                                         const uint16_t **items,
+                                         size_t *n);
+
+/*
+ The protocol versions the client offered (0x0304 TLS 1.3, 0x0303 TLS
+ 1.2, ...): its supported_versions extension, or its legacy version. As
+ `rktls_accepted_cipher_suites()`.
+ */
+rktls_result rktls_accepted_versions(const struct rktls_accepted *accepted,
+                                     const uint16_t **items,
+                                     size_t *n);
+
+/*
+ The server certificate types the client accepts (RFC 7250 values);
+ empty if it sent no such extension. As `rktls_accepted_cipher_suites()`.
+ */
+rktls_result rktls_accepted_server_cert_types(const struct rktls_accepted *accepted,
+                                              const uint8_t **items,
+                                              size_t *n);
+
+/*
+ The client certificate types the client can send; empty if it sent no
+ such extension. As `rktls_accepted_cipher_suites()`.
+ */
+rktls_result rktls_accepted_client_cert_types(const struct rktls_accepted *accepted,
+                                              const uint8_t **items,
+                                              size_t *n);
+
+/*
+ Number of ALPN protocols the client offered (0 if none, or NULL).
+ */
+size_t rktls_accepted_alpn_count(const struct rktls_accepted *accepted);
+
+/*
+ ALPN protocol `index` the client offered: `*proto` points into the
+ accepted handle (not NUL-terminated), `*len` is its length.
+ `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+ */
+rktls_result rktls_accepted_alpn(const struct rktls_accepted *accepted,
+                                 size_t index,
+                                 const uint8_t **proto,
+                                 size_t *len);
+
+/*
+ Number of certificate authority names (certificate_authorities
+ extension) the client sent; 0 if none, or NULL.
+ */
+size_t rktls_accepted_ca_name_count(const struct rktls_accepted *accepted);
+
+/*
+ CA name `index` (a DER distinguished name): `*der` points into the
+ accepted handle. `RKTLS_ERR_INVALID_ARGUMENT` if out of range.
+ */
+rktls_result rktls_accepted_ca_name(const struct rktls_accepted *accepted,
+                                    size_t index,
+                                    const uint8_t **der,
+                                    size_t *len);
+
+/*
  Return the RFC name of an alert description ("protocol_version", ...),
  or "unknown_alert". The string is static: never free it. Thread-safe.
  */
 const char *rktls_alert_description_str(uint8_t description);
+
+/*
+ Free an alert. NULL is a no-op.
+ */
+void rktls_alert_free(struct rktls_alert *alert);
+
+/*
+ Whether there is an alert to send. false means the failure owes the
+ peer nothing (for example a caller error such as a NULL config, or a
+ client that closed first): just close the socket. false for NULL.
+ */
+bool rktls_alert_present(const struct rktls_alert *alert);
+
+/*
+ The alert's level: 2 fatal, 1 warning, 0 when there is none (or NULL).
+ */
+uint8_t rktls_alert_level(const struct rktls_alert *alert);
+
+/*
+ The alert's description (see `rktls_alert_description`; name it with
+ `rktls_alert_description_str()`), 0 when there is none (or NULL).
+ */
+uint8_t rktls_alert_description(const struct rktls_alert *alert);
+
+/*
+ The alert record's bytes, for callers that do their own I/O: `*bytes`
+ points into the alert (valid until it is freed), `*len` is its length
+ (0 when there is none). Send all of them, then close the connection.
+ */
+rktls_result rktls_alert_bytes(const struct rktls_alert *alert, const uint8_t **bytes, size_t *len);
+
+/*
+ How many of the alert's bytes rktls has not written yet (0 once it was
+ sent on the caller's fd, or when there is none). 0 for NULL.
+ */
+size_t rktls_alert_pending(const struct rktls_alert *alert);
+
+/*
+ Write the rest of the alert to `fd`, handling short writes. Returns
+ `RKTLS_OK` once all of it has been written (at once if there is nothing
+ to write), `RKTLS_WANT_WRITE` if a non-blocking fd is full (call again
+ when writable), or `RKTLS_ERR_IO` (the peer is gone; just close). Does
+ not close the fd.
+ */
+rktls_result rktls_alert_write_fd(struct rktls_alert *alert, int32_t fd);
 
 /*
  Make a new server configuration builder in `*out`.

@@ -113,9 +113,24 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
         E::PeerIncompatible(_) => AlertDescription::HandshakeFailure,
         E::NoCertificatesPresented => AlertDescription::CertificateRequired,
         E::NoApplicationProtocol => AlertDescription::NoApplicationProtocol,
+        E::PeerMisbehaved(
+            rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage
+            | rustls::PeerMisbehaved::TooManyEmptyFragments
+            | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
+        ) => AlertDescription::UnexpectedMessage,
         E::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
         _ => AlertDescription::InternalError,
     }
+}
+
+/// A plaintext fatal alert record for an error after which rustls queued
+/// no alert itself (it closes silently on a few deframing errors). `None`
+/// when no alert is owed: the peer itself sent a fatal alert.
+pub(crate) fn plaintext_for_error(e: &rustls::Error) -> Option<Vec<u8>> {
+    if matches!(e, rustls::Error::AlertReceived(_)) {
+        return None;
+    }
+    Some(vec![21, 3, 3, 0, 2, 2, u8::from(for_error(e))])
 }
 
 #[cfg(test)]
@@ -137,4 +152,159 @@ mod tests {
             None
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The alert object handed to C callers when an accept or a conversion fails.
+
+/// The alert owed to a peer after a failed accept or conversion. Box handle:
+/// one thread at a time; free with `rktls_alert_free()`.
+pub struct rktls_alert {
+    _private: [u8; 0],
+}
+
+impl crate::ffi::Handle for rktls_alert {
+    type Rust = Alert;
+    type Ownership = crate::ffi::Boxed;
+}
+
+/// An alert record (or none) and how much of it has been written.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Alert {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) written: usize,
+    pub(crate) level: u8,
+    pub(crate) description: u8,
+}
+
+impl Alert {
+    /// No alert is owed to the peer.
+    pub(crate) fn none() -> Self {
+        Alert::default()
+    }
+
+    /// An alert from the bytes rustls produced. `description` is used when
+    /// the record cannot be read back (it is encrypted).
+    pub(crate) fn from_wire(bytes: Vec<u8>, description: Option<u8>) -> Self {
+        if bytes.is_empty() {
+            return Alert::none();
+        }
+        let (level, description) = match parse_plain_alert(&bytes) {
+            Some((l, d)) => (l, d),
+            None => (2, description.unwrap_or(80)),
+        };
+        Alert {
+            bytes,
+            written: 0,
+            level,
+            description,
+        }
+    }
+
+    pub(crate) fn present(&self) -> bool {
+        !self.bytes.is_empty()
+    }
+
+    pub(crate) fn pending(&self) -> usize {
+        self.bytes.len() - self.written
+    }
+
+    /// Write what is left to `fd`. Ok(true) when all of it has been written.
+    pub(crate) fn write_fd(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<bool> {
+        while self.pending() > 0 {
+            match crate::sys::send(fd, &self.bytes[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if crate::sys::would_block(&e) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+use crate::ffi::{box_mut, box_ref, box_take, guard, out};
+use crate::result::rktls_result::{self, RKTLS_ERR_IO, RKTLS_OK, RKTLS_WANT_WRITE};
+
+/// Free an alert. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn rktls_alert_free(alert: *mut rktls_alert) {
+    guard(|| {
+        drop(unsafe { box_take(alert) });
+        Ok(RKTLS_OK)
+    });
+}
+
+/// Whether there is an alert to send. false means the failure owes the
+/// peer nothing (for example a caller error such as a NULL config, or a
+/// client that closed first): just close the socket. false for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_alert_present(alert: *const rktls_alert) -> bool {
+    guard_value(false, || {
+        unsafe { box_ref(alert, "alert") }.is_ok_and(|a| a.present())
+    })
+}
+
+/// The alert's level: 2 fatal, 1 warning, 0 when there is none (or NULL).
+#[no_mangle]
+pub extern "C" fn rktls_alert_level(alert: *const rktls_alert) -> u8 {
+    guard_value(0, || {
+        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.level)
+    })
+}
+
+/// The alert's description (see `rktls_alert_description`; name it with
+/// `rktls_alert_description_str()`), 0 when there is none (or NULL).
+#[no_mangle]
+pub extern "C" fn rktls_alert_description(alert: *const rktls_alert) -> u8 {
+    guard_value(0, || {
+        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.description)
+    })
+}
+
+/// The alert record's bytes, for callers that do their own I/O: `*bytes`
+/// points into the alert (valid until it is freed), `*len` is its length
+/// (0 when there is none). Send all of them, then close the connection.
+#[no_mangle]
+pub extern "C" fn rktls_alert_bytes(
+    alert: *const rktls_alert,
+    bytes: *mut *const u8,
+    len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(alert, "alert")? };
+        let b = unsafe { out(bytes, "bytes")? };
+        let l = unsafe { out(len, "len")? };
+        *b = a.bytes.as_ptr();
+        *l = a.bytes.len();
+        Ok(RKTLS_OK)
+    })
+}
+
+/// How many of the alert's bytes rktls has not written yet (0 once it was
+/// sent on the caller's fd, or when there is none). 0 for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_alert_pending(alert: *const rktls_alert) -> usize {
+    guard_value(0, || {
+        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.pending())
+    })
+}
+
+/// Write the rest of the alert to `fd`, handling short writes. Returns
+/// `RKTLS_OK` once all of it has been written (at once if there is nothing
+/// to write), `RKTLS_WANT_WRITE` if a non-blocking fd is full (call again
+/// when writable), or `RKTLS_ERR_IO` (the peer is gone; just close). Does
+/// not close the fd.
+#[no_mangle]
+pub extern "C" fn rktls_alert_write_fd(alert: *mut rktls_alert, fd: i32) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_mut(alert, "alert")? };
+        match a.write_fd(fd) {
+            Ok(true) => Ok(RKTLS_OK),
+            Ok(false) => Ok(RKTLS_WANT_WRITE),
+            Err(e) => Err(crate::result::Error::new(
+                RKTLS_ERR_IO,
+                format!("writing the alert failed: {e}"),
+            )),
+        }
+    })
 }

@@ -219,6 +219,23 @@ fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'_>) -> Step
     out
 }
 
+/// Bytes still needed to complete the last (partial) TLS record in `buf`
+/// (a whole header's worth when it ends on a record boundary).
+pub(crate) fn record_bytes_missing(buf: &[u8]) -> usize {
+    let mut pos = 0;
+    loop {
+        let rest = buf.len() - pos;
+        if rest < 5 {
+            return 5 - rest;
+        }
+        let len = 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
+        if rest < len {
+            return len - rest;
+        }
+        pos += len;
+    }
+}
+
 enum Fill {
     Got,
     Eof,
@@ -287,6 +304,46 @@ impl Connection {
         Ok(Self::new(Tls::Server(UnbufferedServerConnection::new(
             config,
         )?)))
+    }
+
+    /// A server connection that continues from a ClientHello an acceptor
+    /// already read: `hello` (every byte received so far) is processed now,
+    /// with `config`, exactly as the direct path would have processed it.
+    /// On failure the error is returned with the connection, whose queued
+    /// output is the alert for the peer.
+    pub(crate) fn from_hello(
+        config: Arc<rustls::ServerConfig>,
+        hello: Vec<u8>,
+        fd: RawFd,
+        server_name: Option<String>,
+    ) -> Result<Self, (Error, Option<Box<Self>>)> {
+        // Only a config rustls refuses fails here: no alert is owed.
+        let mut c = Self::server(config).map_err(|e| (e, None))?;
+        c.hello_probe = None;
+        c.server_name = server_name;
+        c.b.incoming = hello;
+        c.fd = fd;
+        c.started = true;
+        match c.pump(&mut Action::None) {
+            Ok(()) => Ok(c),
+            Err(e) => Err((e, Some(Box::new(c)))),
+        }
+    }
+
+    /// Take every queued TLS byte not yet sent (the alert, after a failure).
+    pub(crate) fn take_all_out(&mut self) -> Vec<u8> {
+        let v = self.b.outgoing.split_off(self.b.out_pos);
+        self.b.outgoing.clear();
+        self.b.out_pos = 0;
+        v
+    }
+
+    pub(crate) fn alert_sent(&self) -> Option<u8> {
+        self.alert_sent
+    }
+
+    pub(crate) fn alert_received(&self) -> Option<u8> {
+        self.alert_received
     }
 
     pub(crate) fn client(config: Arc<rustls::ClientConfig>, name: &str) -> Result<Self, Error> {
@@ -362,6 +419,13 @@ impl Connection {
                 _ => break,
             }
         }
+        if self.b.outgoing.len() == before && self.common().negotiated_cipher_suite().is_none() {
+            // rustls closes silently on a few deframing errors. Before any
+            // keys exist a plaintext alert is still possible, and owed.
+            if let Some(wire) = alert::plaintext_for_error(&e) {
+                self.b.outgoing.extend_from_slice(&wire);
+            }
+        }
         if let rustls::Error::AlertReceived(d) = &e {
             self.alert_received = Some(u8::from(*d));
         }
@@ -421,23 +485,6 @@ impl Connection {
         Ok(true)
     }
 
-    /// Bytes still needed to complete the last (partial) record buffered.
-    fn bytes_to_record_end(&self) -> usize {
-        let buf = &self.b.incoming;
-        let mut pos = 0;
-        loop {
-            let rest = buf.len() - pos;
-            if rest < 5 {
-                return 5 - rest;
-            }
-            let len = 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
-            if rest < len {
-                return len - rest;
-            }
-            pos += len;
-        }
-    }
-
     fn exact_reads(&self) -> bool {
         self.exact_reads_always || self.is_handshaking()
     }
@@ -453,7 +500,7 @@ impl Connection {
         self.started = true;
         let room = IN_CAP.saturating_sub(self.b.incoming.len());
         let want = if self.exact_reads() {
-            self.bytes_to_record_end().min(room)
+            record_bytes_missing(&self.b.incoming).min(room)
         } else {
             room
         };
@@ -1077,7 +1124,7 @@ pub extern "C" fn rktls_connection_alert_received(
         let Ok(c) = (unsafe { box_ref(conn, "conn") }) else {
             return false;
         };
-        match (c.alert_received, unsafe { description.as_mut() }) {
+        match (c.alert_received(), unsafe { description.as_mut() }) {
             (Some(d), Some(o)) => {
                 *o = d;
                 true
@@ -1099,7 +1146,7 @@ pub extern "C" fn rktls_connection_alert_sent(
         let Ok(c) = (unsafe { box_ref(conn, "conn") }) else {
             return false;
         };
-        match (c.alert_sent, unsafe { description.as_mut() }) {
+        match (c.alert_sent(), unsafe { description.as_mut() }) {
             (Some(d), Some(o)) => {
                 *o = d;
                 true

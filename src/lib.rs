@@ -7,11 +7,13 @@
 // Exported functions check their pointers themselves; see `ffi`.
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
+pub mod acceptor;
 pub mod alert;
 pub mod config;
 pub mod connection;
 mod crypto;
 pub mod ffi;
+mod hello;
 pub mod logging;
 pub mod result;
 mod sys;

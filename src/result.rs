@@ -72,6 +72,16 @@ pub enum rktls_result {
     /// The output buffer is too small; the needed size was stored in the
     /// length out-parameter.
     RKTLS_ERR_BUFFER_TOO_SMALL = 603,
+    /// The handle was consumed by an earlier call (e.g. an accepted
+    /// ClientHello already turned into a connection); only its `_free` is
+    /// still valid.
+    RKTLS_ERR_HANDLE_CONSUMED = 604,
+    /// The acceptor already accepted a ClientHello; make a new acceptor for
+    /// a new connection.
+    RKTLS_ERR_ALREADY_ACCEPTED = 605,
+    /// The acceptor already failed and reported it; send its alert (if
+    /// any), close the socket, and free it.
+    RKTLS_ERR_ALREADY_FAILED = 606,
     /// A file named in the configuration could not be read.
     RKTLS_ERR_CONFIG_FILE = 610,
     /// PEM input is malformed or holds no item of the expected kind.
@@ -158,6 +168,9 @@ impl rktls_result {
         RKTLS_ERR_INVALID_ARGUMENT,
         RKTLS_ERR_WRONG_STATE,
         RKTLS_ERR_BUFFER_TOO_SMALL,
+        RKTLS_ERR_HANDLE_CONSUMED,
+        RKTLS_ERR_ALREADY_ACCEPTED,
+        RKTLS_ERR_ALREADY_FAILED,
         RKTLS_ERR_CONFIG_FILE,
         RKTLS_ERR_CONFIG_PEM,
         RKTLS_ERR_CONFIG_KEY_MISMATCH,
@@ -220,6 +233,9 @@ impl rktls_result {
             RKTLS_ERR_INVALID_ARGUMENT => "invalid argument\0",
             RKTLS_ERR_WRONG_STATE => "call not valid in the object's current state\0",
             RKTLS_ERR_BUFFER_TOO_SMALL => "output buffer too small\0",
+            RKTLS_ERR_HANDLE_CONSUMED => "handle already consumed by an earlier call\0",
+            RKTLS_ERR_ALREADY_ACCEPTED => "acceptor already accepted a ClientHello\0",
+            RKTLS_ERR_ALREADY_FAILED => "acceptor already failed; send its alert and close\0",
             RKTLS_ERR_CONFIG_FILE => "configuration file could not be read\0",
             RKTLS_ERR_CONFIG_PEM => "malformed PEM, or no item of the expected kind\0",
             RKTLS_ERR_CONFIG_KEY_MISMATCH => "private key does not match the certificate\0",

@@ -1,0 +1,1224 @@
+//! The acceptor: read the ClientHello first, inspect it, pick a config, then
+//! continue, with the peer's alert guaranteed on every failure.
+//!
+//! Design. rustls 0.23's `Accepted::into_connection` only makes a buffered
+//! `ServerConnection`, which cannot become a kernel connection later (no
+//! key updates, no tickets under kTLS). So the acceptor keeps every byte it
+//! receives, lets rustls' `Acceptor` parse them only to expose the
+//! ClientHello, and `into_connection` replays the same bytes into a fresh
+//! `UnbufferedServerConnection` made with the chosen config. The connection
+//! is then exactly the one the direct path makes, and so are its alerts:
+//! both paths run the same rustls code on the same bytes.
+//!
+//! In fd mode the acceptor reads one TLS record at a time, so it never takes
+//! bytes past the ClientHello's last record from the socket.
+
+use std::ffi::c_char;
+use std::os::fd::RawFd;
+
+use crate::alert::{self, rktls_alert, Alert};
+use crate::config::rktls_server_config;
+use crate::connection::{record_bytes_missing, rktls_connection, Connection, MAX_RECORD};
+use crate::ffi::{
+    arc_clone, box_into_ptr, box_mut, box_ref, box_take, copy_str_out, guard, guard_value, out,
+    slice, Boxed, Handle,
+};
+use crate::result::rktls_result::{self, *};
+use crate::result::Error;
+use crate::{hello, sys};
+
+/// ClientHello bytes held at most (several records).
+const MAX_HELLO: usize = 4 * MAX_RECORD;
+
+enum Phase {
+    Reading,
+    /// Failed; the error is returned once the alert has been written (fd
+    /// mode) or handed over.
+    Failed(Error, Alert),
+    Reported,
+    Accepted,
+}
+
+pub(crate) struct Acceptor {
+    inner: Option<rustls::server::Acceptor>,
+    bytes: Vec<u8>,
+    /// How many of `bytes` were given to `inner`.
+    fed: usize,
+    fd: RawFd,
+    eof: bool,
+    phase: Phase,
+}
+
+/// Everything rustls exposes of a ClientHello, plus the offered versions.
+#[derive(Default)]
+pub(crate) struct Hello {
+    server_name: Option<String>,
+    alpn: Vec<Vec<u8>>,
+    cipher_suites: Vec<u16>,
+    signature_schemes: Vec<u16>,
+    named_groups: Vec<u16>,
+    versions: Vec<u16>,
+    server_cert_types: Vec<u8>,
+    client_cert_types: Vec<u8>,
+    ca_names: Vec<Vec<u8>>,
+}
+
+impl Hello {
+    fn new(ch: &rustls::server::ClientHello<'_>, bytes: &[u8]) -> Self {
+        Hello {
+            server_name: ch.server_name().map(str::to_string),
+            alpn: ch
+                .alpn()
+                .map(|it| it.map(<[u8]>::to_vec).collect())
+                .unwrap_or_default(),
+            cipher_suites: ch.cipher_suites().iter().map(|s| u16::from(*s)).collect(),
+            signature_schemes: ch
+                .signature_schemes()
+                .iter()
+                .map(|s| u16::from(*s))
+                .collect(),
+            named_groups: ch
+                .named_groups()
+                .map(|g| g.iter().map(|g| u16::from(*g)).collect())
+                .unwrap_or_default(),
+            versions: hello::offered_versions(bytes).unwrap_or_default(),
+            server_cert_types: ch
+                .server_cert_types()
+                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
+                .unwrap_or_default(),
+            client_cert_types: ch
+                .client_cert_types()
+                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
+                .unwrap_or_default(),
+            ca_names: ch
+                .certificate_authorities()
+                .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+pub(crate) struct Accepted {
+    hello: Hello,
+    /// Every byte received; `None` once turned into a connection.
+    bytes: Option<Vec<u8>>,
+    fd: RawFd,
+}
+
+pub(crate) enum Outcome {
+    Want(rktls_result),
+    Accepted(Box<Accepted>),
+}
+
+impl Acceptor {
+    pub(crate) fn new() -> Self {
+        Acceptor {
+            inner: Some(rustls::server::Acceptor::default()),
+            bytes: Vec::new(),
+            fed: 0,
+            fd: -1,
+            eof: false,
+            phase: Phase::Reading,
+        }
+    }
+
+    fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
+        if fd < 0 {
+            return Err(Error::invalid("fd must be >= 0"));
+        }
+        if !self.bytes.is_empty() || !matches!(self.phase, Phase::Reading) {
+            return Err(Error::state("an fd can only be set before any I/O"));
+        }
+        self.fd = fd;
+        Ok(())
+    }
+
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, Error> {
+        if self.fd >= 0 {
+            return Err(Error::state("acceptor reads its fd itself"));
+        }
+        if !matches!(self.phase, Phase::Reading) {
+            return Err(Error::state("acceptor is finished: no more bytes"));
+        }
+        let n = data.len().min(MAX_HELLO - self.bytes.len());
+        self.bytes.extend_from_slice(&data[..n]);
+        Ok(n)
+    }
+
+    fn fail(&mut self, err: Error, alert: Alert) {
+        self.phase = Phase::Failed(err, alert);
+    }
+
+    pub(crate) fn accept(&mut self) -> Result<Outcome, (Error, Alert)> {
+        loop {
+            match &mut self.phase {
+                Phase::Reading => {}
+                Phase::Accepted => {
+                    return Err((Error::code(RKTLS_ERR_ALREADY_ACCEPTED), Alert::none()))
+                }
+                Phase::Reported => {
+                    return Err((Error::code(RKTLS_ERR_ALREADY_FAILED), Alert::none()))
+                }
+                Phase::Failed(_, alert) => {
+                    if self.fd >= 0 {
+                        // The peer may be gone (an error here): the cause
+                        // is still the failure being reported.
+                        if let Ok(false) = alert.write_fd(self.fd) {
+                            return Ok(Outcome::Want(RKTLS_WANT_WRITE));
+                        }
+                    }
+                    let Phase::Failed(err, alert) =
+                        std::mem::replace(&mut self.phase, Phase::Reported)
+                    else {
+                        unreachable!()
+                    };
+                    log::debug!("accept failed: {}", err.msg);
+                    return Err((err, alert));
+                }
+            }
+            let Some(inner) = self.inner.as_mut() else {
+                return Err((
+                    Error::new(RKTLS_ERR_INTERNAL, "acceptor lost"),
+                    Alert::none(),
+                ));
+            };
+            while self.fed < self.bytes.len() {
+                match inner.read_tls(&mut &self.bytes[self.fed..]) {
+                    Ok(n) if n > 0 => self.fed += n,
+                    _ => break,
+                }
+            }
+            match inner.accept() {
+                Ok(None) => {}
+                Ok(Some(accepted)) => {
+                    let hello = Hello::new(&accepted.client_hello(), &self.bytes);
+                    self.inner = None;
+                    self.phase = Phase::Accepted;
+                    return Ok(Outcome::Accepted(Box::new(Accepted {
+                        hello,
+                        bytes: Some(std::mem::take(&mut self.bytes)),
+                        fd: self.fd,
+                    })));
+                }
+                Err((e, mut rustls_alert)) => {
+                    self.inner = None;
+                    let mut wire = Vec::new();
+                    let _ = rustls_alert.write_all(&mut wire);
+                    if wire.is_empty() {
+                        // rustls closes silently on some errors; the peer
+                        // is owed an alert all the same.
+                        wire = alert::plaintext_for_error(&e).unwrap_or_default();
+                    }
+                    let a = Alert::from_wire(wire, Some(u8::from(alert::for_error(&e))));
+                    let mut err = Error::from(e);
+                    if a.present() {
+                        err.msg.push_str(&format!(
+                            " (sent alert {})",
+                            alert::name(a.description).trim_end_matches('\0')
+                        ));
+                    }
+                    self.fail(err, a);
+                    continue;
+                }
+            }
+            // More bytes are needed.
+            if self.fed < self.bytes.len() || self.bytes.len() >= MAX_HELLO {
+                self.fail(
+                    Error::new(RKTLS_ERR_DECODE, "ClientHello too large"),
+                    Alert::from_wire(vec![21, 3, 3, 0, 2, 2, 50], None),
+                );
+                continue;
+            }
+            if self.eof {
+                self.fail(
+                    Error::new(
+                        RKTLS_ERR_TRUNCATED,
+                        "client closed the connection before a complete ClientHello",
+                    ),
+                    Alert::none(),
+                );
+                continue;
+            }
+            if self.fd < 0 {
+                return Ok(Outcome::Want(RKTLS_WANT_READ));
+            }
+            let want = record_bytes_missing(&self.bytes).min(MAX_HELLO - self.bytes.len());
+            let start = self.bytes.len();
+            self.bytes.resize(start + want, 0);
+            let r = sys::read(self.fd, &mut self.bytes[start..]);
+            match r {
+                Ok(n) => {
+                    self.bytes.truncate(start + n);
+                    self.eof = n == 0;
+                }
+                Err(e) => {
+                    self.bytes.truncate(start);
+                    if sys::would_block(&e) {
+                        return Ok(Outcome::Want(RKTLS_WANT_READ));
+                    }
+                    self.fail(Error::io(&e), Alert::none());
+                }
+            }
+        }
+    }
+}
+
+impl Accepted {
+    /// Continue the handshake with `config`, replaying the ClientHello.
+    pub(crate) fn make_connection(
+        &mut self,
+        config: std::sync::Arc<rustls::ServerConfig>,
+    ) -> Result<Connection, (Error, Alert)> {
+        let bytes = self
+            .bytes
+            .take()
+            .ok_or_else(|| (Error::code(RKTLS_ERR_HANDLE_CONSUMED), Alert::none()))?;
+        match Connection::from_hello(config, bytes, self.fd, self.hello.server_name.clone()) {
+            Ok(c) => Ok(c),
+            Err((e, None)) => Err((e, Alert::none())),
+            Err((e, Some(mut c))) => {
+                let mut a = Alert::from_wire(c.take_all_out(), c.alert_sent());
+                if self.fd >= 0 {
+                    // A fresh socket has room for an alert; if not, the
+                    // caller sees rktls_alert_pending() > 0 and writes it.
+                    let _ = a.write_fd(self.fd);
+                }
+                Err((e, a))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// C API.
+
+/// Reads a ClientHello before a config is chosen. Box handle: one thread at
+/// a time; free with `rktls_acceptor_free()`. One acceptor per connection.
+pub struct rktls_acceptor {
+    _private: [u8; 0],
+}
+
+impl Handle for rktls_acceptor {
+    type Rust = Acceptor;
+    type Ownership = Boxed;
+}
+
+/// A received ClientHello, ready to inspect and to turn into a connection.
+/// Box handle: one thread at a time; always free it with
+/// `rktls_accepted_free()`, also after `rktls_accepted_into_connection()`.
+pub struct rktls_accepted {
+    _private: [u8; 0],
+}
+
+impl Handle for rktls_accepted {
+    type Rust = Accepted;
+    type Ownership = Boxed;
+}
+
+fn give_alert(out_alert: *mut *mut rktls_alert, a: Alert) {
+    if let Some(o) = unsafe { out_alert.as_mut() } {
+        *o = box_into_ptr::<rktls_alert>(a);
+    }
+}
+
+/// Make a new acceptor in `*out_acceptor` (buffer mode until
+/// `rktls_acceptor_set_fd()`). The caller owns it.
+#[no_mangle]
+pub extern "C" fn rktls_acceptor_new(out_acceptor: *mut *mut rktls_acceptor) -> rktls_result {
+    guard(|| {
+        let o = unsafe { out(out_acceptor, "out_acceptor")? };
+        *o = box_into_ptr::<rktls_acceptor>(Acceptor::new());
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Free an acceptor. NULL is a no-op. Does not close its fd.
+#[no_mangle]
+pub extern "C" fn rktls_acceptor_free(acceptor: *mut rktls_acceptor) {
+    guard(|| {
+        drop(unsafe { box_take(acceptor) });
+        Ok(RKTLS_OK)
+    });
+}
+
+/// Let the acceptor read the ClientHello from `fd` itself (blocking or
+/// non-blocking) and write the alert itself on failure. The fd stays the
+/// caller's. Must be called before any I/O. The connection made from the
+/// accepted ClientHello uses the same fd.
+#[no_mangle]
+pub extern "C" fn rktls_acceptor_set_fd(acceptor: *mut rktls_acceptor, fd: i32) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(acceptor, "acceptor")? }.set_fd(fd)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Buffer mode: give the acceptor `len` bytes received from the client;
+/// `*consumed` receives how many it kept (it holds at most about 72 KiB).
+/// Every byte kept is replayed into the connection, so feed exactly what
+/// you received, in order.
+#[no_mangle]
+pub extern "C" fn rktls_acceptor_feed(
+    acceptor: *mut rktls_acceptor,
+    buf: *const u8,
+    len: usize,
+    consumed: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let c = unsafe { out(consumed, "consumed")? };
+        *c = 0;
+        let a = unsafe { box_mut(acceptor, "acceptor")? };
+        *c = a.feed(unsafe { slice(buf, len, "buf")? })?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Try to accept a ClientHello.
+///
+/// Returns `RKTLS_OK` with a new accepted handle in `*out_accepted` (the
+/// caller owns it), `RKTLS_WANT_READ` (feed more bytes, or wait for the fd),
+/// `RKTLS_WANT_WRITE` (fd mode: the alert is being written; call again when
+/// writable), or an error. On an error `*out_alert` (if `out_alert` is not
+/// NULL) receives an alert object the caller owns: after a failed accept,
+/// send the alert, then close. In fd mode rktls has already written it.
+/// `rktls_alert_present()` is false when no alert is owed (e.g. the client
+/// closed first). Calling again after success gives
+/// `RKTLS_ERR_ALREADY_ACCEPTED`, after a reported failure
+/// `RKTLS_ERR_ALREADY_FAILED`.
+#[no_mangle]
+pub extern "C" fn rktls_acceptor_accept(
+    acceptor: *mut rktls_acceptor,
+    out_accepted: *mut *mut rktls_accepted,
+    out_alert: *mut *mut rktls_alert,
+) -> rktls_result {
+    if let Some(o) = unsafe { out_alert.as_mut() } {
+        *o = std::ptr::null_mut();
+    }
+    guard(|| {
+        let o = unsafe { out(out_accepted, "out_accepted")? };
+        *o = std::ptr::null_mut();
+        let a = unsafe { box_mut(acceptor, "acceptor")? };
+        match a.accept() {
+            Ok(Outcome::Want(r)) => Ok(r),
+            Ok(Outcome::Accepted(acc)) => {
+                *o = Box::into_raw(acc).cast();
+                Ok(RKTLS_OK)
+            }
+            Err((e, alert)) => {
+                give_alert(out_alert, alert);
+                Err(e)
+            }
+        }
+    })
+}
+
+/// Turn an accepted ClientHello into a server connection with the config
+/// the caller chose, in `*out_conn` (the caller owns it).
+///
+/// The handshake continues exactly as on the direct path, in the acceptor's
+/// I/O mode (same fd, or buffer mode). On failure (e.g. no protocol version
+/// or cipher suite in common with `config`) `*out_alert` (if not NULL)
+/// receives the alert object: send it, then close; in fd mode rktls has
+/// already written it. The accepted handle is consumed by the first call
+/// that gets past argument checks, success or failure: a second call gives
+/// `RKTLS_ERR_HANDLE_CONSUMED`; a NULL config gives
+/// `RKTLS_ERR_NULL_ARGUMENT` and consumes nothing. Free the handle
+/// afterwards in every case.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_into_connection(
+    accepted: *mut rktls_accepted,
+    config: *const rktls_server_config,
+    out_conn: *mut *mut rktls_connection,
+    out_alert: *mut *mut rktls_alert,
+) -> rktls_result {
+    if let Some(o) = unsafe { out_alert.as_mut() } {
+        *o = std::ptr::null_mut();
+    }
+    guard(|| {
+        let o = unsafe { out(out_conn, "out_conn")? };
+        *o = std::ptr::null_mut();
+        let acc = unsafe { box_mut(accepted, "accepted")? };
+        let cfg = match unsafe { arc_clone(config, "config") } {
+            Ok(c) => c,
+            Err(e) => {
+                give_alert(out_alert, Alert::none());
+                return Err(e);
+            }
+        };
+        match acc.make_connection(cfg.rustls.clone()) {
+            Ok(c) => {
+                *o = box_into_ptr::<rktls_connection>(c);
+                Ok(RKTLS_OK)
+            }
+            Err((e, alert)) => {
+                give_alert(out_alert, alert);
+                Err(e)
+            }
+        }
+    })
+}
+
+/// Free an accepted handle, consumed or not. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_free(accepted: *mut rktls_accepted) {
+    guard(|| {
+        drop(unsafe { box_take(accepted) });
+        Ok(RKTLS_OK)
+    });
+}
+
+/// Copy the SNI host name the client asked for into `buf`, NUL-terminated
+/// (empty if none); `*out_len` receives its length.
+/// `RKTLS_ERR_BUFFER_TOO_SMALL` sets `*out_len` to the length needed.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_server_name(
+    accepted: *const rktls_accepted,
+    buf: *mut c_char,
+    len: usize,
+    out_len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        unsafe {
+            copy_str_out(
+                a.hello.server_name.as_deref().unwrap_or(""),
+                buf,
+                len,
+                out_len,
+            )
+        }
+    })
+}
+
+fn give_slice<T>(v: &[T], items: *mut *const T, n: *mut usize) -> Result<rktls_result, Error> {
+    let p = unsafe { out(items, "items")? };
+    let l = unsafe { out(n, "n")? };
+    *p = v.as_ptr();
+    *l = v.len();
+    Ok(RKTLS_OK)
+}
+
+/// The cipher suites the client offered (IANA ids, client order):
+/// `*items` points into the accepted handle, valid until it is freed.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_cipher_suites(
+    accepted: *const rktls_accepted,
+    items: *mut *const u16,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        give_slice(
+            &unsafe { box_ref(accepted, "accepted")? }
+                .hello
+                .cipher_suites,
+            items,
+            n,
+        )
+    })
+}
+
+/// The signature schemes the client offered (IANA ids). As
+/// `rktls_accepted_cipher_suites()`.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_signature_schemes(
+    accepted: *const rktls_accepted,
+    items: *mut *const u16,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        give_slice(&a.hello.signature_schemes, items, n)
+    })
+}
+
+/// The named groups (key exchange) the client offered; empty if it sent no
+/// supported_groups extension. As `rktls_accepted_cipher_suites()`.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_named_groups(
+    accepted: *const rktls_accepted,
+    items: *mut *const u16,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        give_slice(
+            &unsafe { box_ref(accepted, "accepted")? }.hello.named_groups,
+            items,
+            n,
+        )
+    })
+}
+
+/// The protocol versions the client offered (0x0304 TLS 1.3, 0x0303 TLS
+/// 1.2, ...): its supported_versions extension, or its legacy version. As
+/// `rktls_accepted_cipher_suites()`.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_versions(
+    accepted: *const rktls_accepted,
+    items: *mut *const u16,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        give_slice(
+            &unsafe { box_ref(accepted, "accepted")? }.hello.versions,
+            items,
+            n,
+        )
+    })
+}
+
+/// The server certificate types the client accepts (RFC 7250 values);
+/// empty if it sent no such extension. As `rktls_accepted_cipher_suites()`.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_server_cert_types(
+    accepted: *const rktls_accepted,
+    items: *mut *const u8,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        give_slice(&a.hello.server_cert_types, items, n)
+    })
+}
+
+/// The client certificate types the client can send; empty if it sent no
+/// such extension. As `rktls_accepted_cipher_suites()`.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_client_cert_types(
+    accepted: *const rktls_accepted,
+    items: *mut *const u8,
+    n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        give_slice(&a.hello.client_cert_types, items, n)
+    })
+}
+
+/// Number of ALPN protocols the client offered (0 if none, or NULL).
+#[no_mangle]
+pub extern "C" fn rktls_accepted_alpn_count(accepted: *const rktls_accepted) -> usize {
+    guard_value(0, || {
+        unsafe { box_ref(accepted, "accepted") }.map_or(0, |a| a.hello.alpn.len())
+    })
+}
+
+/// ALPN protocol `index` the client offered: `*proto` points into the
+/// accepted handle (not NUL-terminated), `*len` is its length.
+/// `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_alpn(
+    accepted: *const rktls_accepted,
+    index: usize,
+    proto: *mut *const u8,
+    len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        let p = a
+            .hello
+            .alpn
+            .get(index)
+            .ok_or_else(|| Error::invalid(format!("no ALPN protocol at index {index}")))?;
+        give_slice(p, proto, len)
+    })
+}
+
+/// Number of certificate authority names (certificate_authorities
+/// extension) the client sent; 0 if none, or NULL.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_ca_name_count(accepted: *const rktls_accepted) -> usize {
+    guard_value(0, || {
+        unsafe { box_ref(accepted, "accepted") }.map_or(0, |a| a.hello.ca_names.len())
+    })
+}
+
+/// CA name `index` (a DER distinguished name): `*der` points into the
+/// accepted handle. `RKTLS_ERR_INVALID_ARGUMENT` if out of range.
+#[no_mangle]
+pub extern "C" fn rktls_accepted_ca_name(
+    accepted: *const rktls_accepted,
+    index: usize,
+    der: *mut *const u8,
+    len: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let a = unsafe { box_ref(accepted, "accepted")? };
+        let d = a
+            .hello
+            .ca_names
+            .get(index)
+            .ok_or_else(|| Error::invalid(format!("no CA name at index {index}")))?;
+        give_slice(d, der, len)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{client_config, server_config, Opts};
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    /// A hand-built ClientHello, so tests can bend every field.
+    #[derive(Clone)]
+    struct Ch {
+        legacy_version: u16,
+        session_id_len: u8,
+        suites: Vec<u16>,
+        versions: Option<Vec<u16>>,
+        alpn: Option<Vec<&'static [u8]>>,
+        sni: Option<&'static str>,
+        tls13_key_share: bool,
+        extensions_override: Option<Vec<u8>>,
+    }
+
+    impl Ch {
+        fn tls13() -> Self {
+            Ch {
+                legacy_version: 0x0303,
+                session_id_len: 32,
+                suites: vec![0x1301, 0x1302, 0x1303],
+                versions: Some(vec![0x0304]),
+                alpn: None,
+                sni: Some("localhost"),
+                tls13_key_share: true,
+                extensions_override: None,
+            }
+        }
+
+        fn tls12() -> Self {
+            Ch {
+                suites: vec![0xc02b, 0xc02c, 0xcca9],
+                versions: None,
+                tls13_key_share: false,
+                ..Ch::tls13()
+            }
+        }
+
+        fn ext(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
+            out.extend_from_slice(&typ.to_be_bytes());
+            out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            out.extend_from_slice(body);
+        }
+
+        fn u16_list(items: &[u16]) -> Vec<u8> {
+            let mut v = ((items.len() * 2) as u16).to_be_bytes().to_vec();
+            for i in items {
+                v.extend_from_slice(&i.to_be_bytes());
+            }
+            v
+        }
+
+        fn extensions(&self) -> Vec<u8> {
+            if let Some(e) = &self.extensions_override {
+                return e.clone();
+            }
+            let mut e = Vec::new();
+            if let Some(name) = self.sni {
+                let mut b = ((name.len() + 3) as u16).to_be_bytes().to_vec();
+                b.push(0);
+                b.extend_from_slice(&(name.len() as u16).to_be_bytes());
+                b.extend_from_slice(name.as_bytes());
+                Self::ext(&mut e, 0, &b);
+            }
+            Self::ext(&mut e, 10, &Self::u16_list(&[0x001d, 0x0017]));
+            Self::ext(&mut e, 11, &[1, 0]);
+            Self::ext(
+                &mut e,
+                13,
+                &Self::u16_list(&[0x0403, 0x0804, 0x0401, 0x0807]),
+            );
+            if let Some(protos) = &self.alpn {
+                let mut list = Vec::new();
+                for p in protos {
+                    list.push(p.len() as u8);
+                    list.extend_from_slice(p);
+                }
+                let mut b = (list.len() as u16).to_be_bytes().to_vec();
+                b.extend_from_slice(&list);
+                Self::ext(&mut e, 16, &b);
+            }
+            if let Some(vs) = &self.versions {
+                let mut b = vec![(vs.len() * 2) as u8];
+                for v in vs {
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+                Self::ext(&mut e, 43, &b);
+            }
+            if self.tls13_key_share {
+                let mut share = vec![0, 36, 0, 0x1d, 0, 32];
+                share.extend_from_slice(&[9u8; 32]);
+                Self::ext(&mut e, 51, &share);
+                Self::ext(&mut e, 45, &[1, 1]);
+            }
+            e
+        }
+
+        fn message(&self) -> Vec<u8> {
+            let mut b = self.legacy_version.to_be_bytes().to_vec();
+            b.extend_from_slice(&[7u8; 32]);
+            b.push(self.session_id_len);
+            b.extend_from_slice(&vec![1u8; self.session_id_len.min(32) as usize]);
+            b.extend_from_slice(&Self::u16_list(&self.suites));
+            b.extend_from_slice(&[1, 0]);
+            let e = self.extensions();
+            b.extend_from_slice(&(e.len() as u16).to_be_bytes());
+            b.extend_from_slice(&e);
+            let mut m = vec![1, 0];
+            m.extend_from_slice(&(b.len() as u16).to_be_bytes());
+            m.extend_from_slice(&b);
+            m
+        }
+
+        fn record(&self) -> Vec<u8> {
+            record(22, &self.message())
+        }
+    }
+
+    fn record(typ: u8, body: &[u8]) -> Vec<u8> {
+        let mut r = vec![typ, 3, 1];
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// The last TLS record in a byte stream.
+    fn last_record(mut s: &[u8]) -> Vec<u8> {
+        let mut last = Vec::new();
+        while s.len() >= 5 {
+            let n = 5 + u16::from_be_bytes([s[3], s[4]]) as usize;
+            last = s[..n.min(s.len())].to_vec();
+            s = &s[n.min(s.len())..];
+        }
+        last
+    }
+
+    fn drive_to_error(c: &mut Connection, out: &mut Vec<u8>) -> rktls_result {
+        let mut buf = [0u8; 8192];
+        for _ in 0..10 {
+            match c.handshake() {
+                Ok(RKTLS_WANT_WRITE) => {
+                    let n = c.take(&mut buf).unwrap();
+                    out.extend_from_slice(&buf[..n]);
+                }
+                Ok(r) => return r,
+                Err(e) => return e.code,
+            }
+        }
+        panic!("no result");
+    }
+
+    fn direct(cfg: Arc<rustls::ServerConfig>, input: &[u8]) -> (rktls_result, Vec<u8>) {
+        let mut s = Connection::server(cfg).unwrap();
+        assert_eq!(s.feed(input).unwrap(), input.len());
+        let mut out = Vec::new();
+        let r = drive_to_error(&mut s, &mut out);
+        (r, out)
+    }
+
+    fn via_acceptor(cfg: Arc<rustls::ServerConfig>, input: &[u8]) -> (rktls_result, Vec<u8>) {
+        let mut a = Acceptor::new();
+        assert_eq!(a.feed(input).unwrap(), input.len());
+        match a.accept() {
+            Ok(Outcome::Accepted(mut acc)) => match acc.make_connection(cfg) {
+                Ok(mut c) => {
+                    let mut out = Vec::new();
+                    let r = drive_to_error(&mut c, &mut out);
+                    (r, out)
+                }
+                Err((e, alert)) => (e.code, alert.bytes),
+            },
+            Ok(Outcome::Want(r)) => (r, Vec::new()),
+            Err((e, alert)) => (e.code, alert.bytes),
+        }
+    }
+
+    fn cfg(
+        versions: &[u16],
+        suites: Option<&[u16]>,
+        alpn: Option<&[u8]>,
+    ) -> Arc<rustls::ServerConfig> {
+        server_config(&Opts {
+            versions: Some(versions.to_vec()),
+            suites: suites.map(<[u16]>::to_vec),
+            alpn: alpn.map(<[u8]>::to_vec),
+        })
+    }
+
+    /// Each case: the server config, the client's bytes, and the alerts
+    /// acceptable for it (rustls picks one; both paths must agree).
+    /// (name, server config, client bytes, acceptable alert descriptions)
+    type Case = (
+        &'static str,
+        Arc<rustls::ServerConfig>,
+        Vec<u8>,
+        &'static [u8],
+    );
+
+    fn cases() -> Vec<Case> {
+        let both = || cfg(&[0x0304, 0x0303], None, None);
+        let mut truncated = Ch::tls13().message();
+        truncated.truncate(truncated.len() - 20);
+        let body_len = (truncated.len() - 4) as u16;
+        truncated[2..4].copy_from_slice(&body_len.to_be_bytes());
+        let mut garbage = Ch::tls13();
+        garbage.extensions_override = Some(vec![0x12, 0x34, 0xff, 0xf0, 1, 2, 3]);
+        let mut bad_sid = Ch::tls13();
+        bad_sid.session_id_len = 40;
+        let mut two = Ch::tls12().record();
+        two.extend(Ch::tls12().record());
+        let mut oversize = vec![22, 3, 1, 0x48, 0x01];
+        oversize.extend_from_slice(&[0u8; 64]);
+        let mut sslv2 = vec![
+            0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+        ];
+        sslv2.extend_from_slice(&[0u8; 37]);
+        vec![
+            (
+                "tls12 client vs tls13 server",
+                cfg(&[0x0304], None, None),
+                Ch::tls12().record(),
+                &[70],
+            ),
+            (
+                "no cipher suite in common",
+                cfg(&[0x0304], Some(&[0x1302]), None),
+                Ch {
+                    suites: vec![0x1301],
+                    ..Ch::tls13()
+                }
+                .record(),
+                &[40],
+            ),
+            (
+                "no ALPN in common (TLS 1.2: the alert is still plaintext)",
+                cfg(&[0x0303], None, Some(b"\x02h2")),
+                Ch {
+                    alpn: Some(vec![b"spdy/1"]),
+                    ..Ch::tls12()
+                }
+                .record(),
+                &[120],
+            ),
+            (
+                "truncated ClientHello",
+                both(),
+                record(22, &truncated),
+                &[50, 47],
+            ),
+            ("bad session id length", both(), bad_sid.record(), &[50, 47]),
+            ("garbage extensions", both(), garbage.record(), &[50, 47]),
+            (
+                "HTTP request",
+                both(),
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+                &[50, 10, 70],
+            ),
+            ("SSLv2 ClientHello", both(), sslv2, &[50, 10, 70]),
+            ("record over the size limit", both(), oversize, &[22, 50]),
+            ("second ClientHello", cfg(&[0x0303], None, None), two, &[10]),
+        ]
+    }
+
+    #[test]
+    fn alerts_identical_on_direct_and_acceptor_paths() {
+        for (name, cfg, input, expected) in cases() {
+            let (rd, out_d) = direct(cfg.clone(), &input);
+            let (ra, out_a) = via_acceptor(cfg, &input);
+            let (ad, aa) = (last_record(&out_d), last_record(&out_a));
+            assert!(
+                rd != RKTLS_OK && rd != RKTLS_WANT_READ,
+                "{name}: direct gave {rd:?}"
+            );
+            assert_eq!(
+                ad.len(),
+                7,
+                "{name}: direct path sent no plaintext alert: {out_d:?}"
+            );
+            assert_eq!(ad, aa, "{name}: alerts differ ({rd:?} vs {ra:?})");
+            assert_eq!(ad[0], 21, "{name}");
+            assert!(
+                expected.contains(&ad[6]),
+                "{name}: alert {} not in {expected:?}",
+                ad[6]
+            );
+            assert_eq!(rd.category(), ra.category(), "{name}: {rd:?} vs {ra:?}");
+        }
+    }
+
+    /// Run a real rktls client against the server, directly or through an
+    /// acceptor; return the server's result and the alert the client got.
+    fn with_real_client(
+        scfg: Arc<rustls::ServerConfig>,
+        copts: &Opts,
+        use_acceptor: bool,
+    ) -> (rktls_result, Option<u8>) {
+        let mut c = Connection::client(client_config(copts), "localhost").unwrap();
+        let mut buf = vec![0u8; 65536];
+        assert_eq!(c.handshake().unwrap(), RKTLS_WANT_WRITE);
+        let n = c.take(&mut buf).unwrap();
+        let mut s = if use_acceptor {
+            let mut a = Acceptor::new();
+            a.feed(&buf[..n]).unwrap();
+            let Ok(Outcome::Accepted(mut acc)) = a.accept() else {
+                panic!("not accepted")
+            };
+            match acc.make_connection(scfg) {
+                Ok(s) => s,
+                Err((e, alert)) => {
+                    c.feed(&alert.bytes).unwrap();
+                    // Whatever the client queued must be taken before its
+                    // error is reported.
+                    while c.handshake() == Ok(RKTLS_WANT_WRITE) {
+                        c.take(&mut buf).unwrap();
+                    }
+                    let ce = c.handshake().unwrap_err();
+                    assert_eq!(ce.code, RKTLS_ERR_ALERT_RECEIVED);
+                    return (e.code, c.alert_received());
+                }
+            }
+        } else {
+            let mut s = Connection::server(scfg).unwrap();
+            s.feed(&buf[..n]).unwrap();
+            s
+        };
+        let mut server_result;
+        for _ in 0..10 {
+            match s.handshake() {
+                Ok(r) => server_result = r,
+                Err(e) => {
+                    server_result = e.code;
+                }
+            }
+            let n = s.take(&mut buf).unwrap();
+            if n > 0 {
+                c.feed(&buf[..n]).unwrap();
+            }
+            if let Err(e) = c.handshake() {
+                assert_eq!(e.code, RKTLS_ERR_ALERT_RECEIVED, "client: {e}");
+                let _ = s.handshake().map_err(|e| server_result = e.code);
+                return (server_result, c.alert_received());
+            }
+            let n = c.take(&mut buf).unwrap();
+            if n > 0 {
+                s.feed(&buf[..n]).unwrap();
+            }
+        }
+        panic!("handshake did not fail");
+    }
+
+    #[test]
+    fn real_client_gets_the_same_alert_on_both_paths() {
+        let cases: Vec<(&str, Arc<rustls::ServerConfig>, Opts, u8, rktls_result)> = vec![
+            (
+                "version",
+                cfg(&[0x0304], None, None),
+                Opts {
+                    versions: Some(vec![0x0303]),
+                    ..Opts::default()
+                },
+                70,
+                RKTLS_ERR_PEER_INCOMPATIBLE,
+            ),
+            (
+                "cipher",
+                cfg(&[0x0304], Some(&[0x1302]), None),
+                Opts {
+                    suites: Some(vec![0x1301]),
+                    ..Opts::default()
+                },
+                40,
+                RKTLS_ERR_PEER_INCOMPATIBLE,
+            ),
+            (
+                "ALPN, TLS 1.3 (encrypted alert)",
+                cfg(&[0x0304], None, Some(b"\x02h2")),
+                Opts {
+                    alpn: Some(b"\x06spdy/1".to_vec()),
+                    ..Opts::default()
+                },
+                120,
+                RKTLS_ERR_NO_APPLICATION_PROTOCOL,
+            ),
+        ];
+        for (name, scfg, copts, alert, code) in cases {
+            for use_acceptor in [false, true] {
+                let (r, got) = with_real_client(scfg.clone(), &copts, use_acceptor);
+                assert_eq!(got, Some(alert), "{name} (acceptor: {use_acceptor})");
+                assert_eq!(r, code, "{name} (acceptor: {use_acceptor})");
+            }
+        }
+    }
+
+    #[test]
+    fn accepted_exposes_the_client_hello() {
+        let ch = Ch {
+            alpn: Some(vec![b"h2", b"http/1.1"]),
+            versions: Some(vec![0x0304, 0x0303]),
+            ..Ch::tls13()
+        };
+        let mut a = Acceptor::new();
+        let bytes = ch.record();
+        // One byte at a time: need more, until the whole hello is in.
+        for (i, b) in bytes.iter().enumerate() {
+            a.feed(&[*b]).unwrap();
+            let r = a.accept();
+            if i + 1 < bytes.len() {
+                assert!(matches!(r, Ok(Outcome::Want(RKTLS_WANT_READ))), "at {i}");
+            } else {
+                let Ok(Outcome::Accepted(acc)) = r else {
+                    panic!("not accepted")
+                };
+                assert_eq!(acc.hello.server_name.as_deref(), Some("localhost"));
+                assert_eq!(acc.hello.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+                assert_eq!(acc.hello.cipher_suites, vec![0x1301, 0x1302, 0x1303]);
+                assert_eq!(acc.hello.versions, vec![0x0304, 0x0303]);
+                assert_eq!(acc.hello.named_groups, vec![0x001d, 0x0017]);
+                assert!(acc.hello.signature_schemes.contains(&0x0403));
+            }
+        }
+    }
+
+    #[test]
+    fn misuse_gets_its_own_codes() {
+        let mut a = Acceptor::new();
+        a.feed(&Ch::tls13().record()).unwrap();
+        let Ok(Outcome::Accepted(mut acc)) = a.accept() else {
+            panic!()
+        };
+        assert_eq!(a.accept().err().unwrap().0.code, RKTLS_ERR_ALREADY_ACCEPTED);
+        assert!(acc.make_connection(cfg(&[0x0304], None, None)).is_ok());
+        let (e, alert) = acc
+            .make_connection(cfg(&[0x0304], None, None))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, RKTLS_ERR_HANDLE_CONSUMED);
+        assert!(!alert.present());
+
+        let mut a = Acceptor::new();
+        a.feed(b"\x16\x03\x01\x00\x05hello").unwrap();
+        let (e, alert) = a.accept().err().unwrap();
+        assert_eq!(
+            e.code.category(),
+            crate::result::rktls_category::RKTLS_CATEGORY_PROTOCOL
+        );
+        assert!(alert.present());
+        assert_eq!(a.accept().err().unwrap().0.code, RKTLS_ERR_ALREADY_FAILED);
+        assert_eq!(a.feed(b"x").unwrap_err().code, RKTLS_ERR_WRONG_STATE);
+    }
+
+    #[test]
+    fn c_api_null_config_consumes_nothing() {
+        let mut acc: *mut rktls_acceptor = std::ptr::null_mut();
+        assert_eq!(rktls_acceptor_new(&mut acc), RKTLS_OK);
+        let bytes = Ch::tls13().record();
+        let mut n = 0;
+        assert_eq!(
+            rktls_acceptor_feed(acc, bytes.as_ptr(), bytes.len(), &mut n),
+            RKTLS_OK
+        );
+        let mut accepted: *mut rktls_accepted = std::ptr::null_mut();
+        let mut alert: *mut rktls_alert = std::ptr::null_mut();
+        assert_eq!(
+            rktls_acceptor_accept(acc, &mut accepted, &mut alert),
+            RKTLS_OK
+        );
+        assert!(alert.is_null());
+        let mut conn: *mut rktls_connection = std::ptr::null_mut();
+        let r = rktls_accepted_into_connection(accepted, std::ptr::null(), &mut conn, &mut alert);
+        assert_eq!(r, RKTLS_ERR_NULL_ARGUMENT);
+        assert!(!alert.is_null() && !crate::alert::rktls_alert_present(alert));
+        crate::alert::rktls_alert_free(alert);
+        let cfg = crate::config::ServerConfig {
+            rustls: server_config(&Opts::default()),
+        };
+        let cfg_ptr = crate::ffi::arc_into_ptr::<rktls_server_config>(Arc::new(cfg));
+        let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);
+        assert_eq!(r, RKTLS_OK);
+        assert!(!conn.is_null() && alert.is_null());
+        let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);
+        assert_eq!(r, RKTLS_ERR_HANDLE_CONSUMED);
+        crate::alert::rktls_alert_free(alert);
+        rktls_accepted_free(accepted);
+        crate::connection::rktls_connection_free(conn);
+        crate::config::rktls_server_config_free(cfg_ptr);
+        rktls_acceptor_free(acc);
+        rktls_accepted_free(std::ptr::null_mut());
+    }
+
+    #[test]
+    fn fd_mode_sends_alerts_itself() {
+        // A version mismatch found by into_connection.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&Ch::tls12().record()).unwrap();
+        let mut acc = Acceptor::new();
+        acc.set_fd(a.as_raw_fd()).unwrap();
+        let Ok(Outcome::Accepted(mut accepted)) = acc.accept() else {
+            panic!()
+        };
+        let (e, alert) = accepted
+            .make_connection(cfg(&[0x0304], None, None))
+            .err()
+            .unwrap();
+        assert_eq!(e.code, RKTLS_ERR_PEER_INCOMPATIBLE);
+        assert_eq!(alert.pending(), 0, "written by rktls");
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, [21, 3, 3, 0, 2, 2, 70]);
+
+        // Garbage found by the acceptor itself, on a non-blocking socket.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut acc = Acceptor::new();
+        acc.set_fd(a.as_raw_fd()).unwrap();
+        assert!(matches!(acc.accept(), Ok(Outcome::Want(RKTLS_WANT_READ))));
+        b.write_all(b"\x16\x03\x01\x00\x05hello").unwrap();
+        let (_, alert) = acc.accept().err().unwrap();
+        let mut got = vec![0u8; alert.bytes.len()];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got, alert.bytes);
+        assert_eq!(got[0], 21);
+
+        // A client that closes before its hello is complete: no alert owed.
+        let (a, mut b) = UnixStream::pair().unwrap();
+        b.write_all(&Ch::tls13().record()[..30]).unwrap();
+        drop(b);
+        let mut acc = Acceptor::new();
+        acc.set_fd(a.as_raw_fd()).unwrap();
+        let (e, alert) = acc.accept().err().unwrap();
+        assert_eq!(e.code, RKTLS_ERR_TRUNCATED);
+        assert!(!alert.present());
+    }
+
+    #[test]
+    fn fd_mode_acceptor_reads_no_further_than_the_hello() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let ccfg = client_config(&Opts::default());
+        let client = std::thread::spawn(move || {
+            let mut c = Connection::client(ccfg, "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.write(b"hello").unwrap(), (RKTLS_OK, 5));
+            let mut buf = [0u8; 16];
+            let (r, n) = c.read(&mut buf).unwrap();
+            assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"world"[..]));
+            drop(b);
+        });
+        let mut acc = Acceptor::new();
+        acc.set_fd(a.as_raw_fd()).unwrap();
+        let Ok(Outcome::Accepted(mut accepted)) = acc.accept() else {
+            panic!()
+        };
+        assert_eq!(accepted.hello.server_name.as_deref(), Some("localhost"));
+        let mut conn = accepted
+            .make_connection(server_config(&Opts::default()))
+            .unwrap();
+        assert_eq!(conn.handshake().unwrap(), RKTLS_OK);
+        let mut buf = [0u8; 16];
+        let (r, n) = conn.read(&mut buf).unwrap();
+        assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"hello"[..]));
+        conn.write(b"world").unwrap();
+        client.join().unwrap();
+    }
+}

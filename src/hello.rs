@@ -1,0 +1,125 @@
+//! The one ClientHello detail rustls' `ClientHello` does not expose: the
+//! protocol versions offered. Parsed from the raw records, defensively: any
+//! malformation gives `None` (rustls itself reports the error).
+
+/// Reassemble the first handshake message from TLS records.
+fn first_handshake_message(mut records: &[u8]) -> Option<Vec<u8>> {
+    let mut msg = Vec::new();
+    while records.len() >= 5 {
+        let len = u16::from_be_bytes([records[3], records[4]]) as usize;
+        let body = records.get(5..5 + len)?;
+        if records[0] != 22 {
+            return None;
+        }
+        msg.extend_from_slice(body);
+        records = &records[5 + len..];
+        if msg.len() >= 4 {
+            let need = 4 + u32::from_be_bytes([0, msg[1], msg[2], msg[3]]) as usize;
+            if msg.len() >= need {
+                msg.truncate(need);
+                return Some(msg);
+            }
+        }
+    }
+    None
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<usize> {
+        self.take(1).map(|b| b[0] as usize)
+    }
+    fn u16(&mut self) -> Option<usize> {
+        self.take(2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+}
+
+/// The versions a ClientHello offers: its supported_versions extension, or
+/// else its legacy version. `None` if the records hold no valid ClientHello.
+pub(crate) fn offered_versions(records: &[u8]) -> Option<Vec<u16>> {
+    let msg = first_handshake_message(records)?;
+    let mut r = Reader(&msg);
+    if r.u8()? != 1 {
+        return None;
+    }
+    r.take(3)?;
+    let legacy = r.u16()? as u16;
+    r.take(32)?;
+    let n = r.u8()?;
+    r.take(n)?;
+    let n = r.u16()?;
+    r.take(n)?;
+    let n = r.u8()?;
+    r.take(n)?;
+    if r.0.is_empty() {
+        return Some(vec![legacy]);
+    }
+    let n = r.u16()?;
+    let mut exts = Reader(r.take(n)?);
+    while !exts.0.is_empty() {
+        let typ = exts.u16()?;
+        let len = exts.u16()?;
+        let body = exts.take(len)?;
+        if typ == 43 {
+            let mut b = Reader(body);
+            let n = b.u8()?;
+            let list = b.take(n)?;
+            return Some(
+                list.chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect(),
+            );
+        }
+    }
+    Some(vec![legacy])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(body: &[u8]) -> Vec<u8> {
+        let mut r = vec![22, 3, 1];
+        r.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        r.extend_from_slice(body);
+        r
+    }
+
+    fn hello(exts: &[u8]) -> Vec<u8> {
+        let mut b = vec![3, 3];
+        b.extend_from_slice(&[0u8; 32]);
+        b.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        b.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        b.extend_from_slice(exts);
+        let mut m = vec![1, 0];
+        m.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        m.extend_from_slice(&b);
+        m
+    }
+
+    #[test]
+    fn versions_from_extension_or_legacy() {
+        let with = hello(&[0, 43, 0, 5, 4, 3, 4, 3, 3]);
+        assert_eq!(offered_versions(&record(&with)), Some(vec![0x0304, 0x0303]));
+        assert_eq!(offered_versions(&record(&hello(&[]))), Some(vec![0x0303]));
+        // Split over two records.
+        let (a, b) = with.split_at(10);
+        let mut two = record(a);
+        two.extend(record(b));
+        assert_eq!(offered_versions(&two), Some(vec![0x0304, 0x0303]));
+        // Truncated or not a handshake.
+        assert_eq!(offered_versions(&record(&with[..20])), None);
+        assert_eq!(offered_versions(b"GET / HTTP/1.1\r\n\r\n"), None);
+        assert_eq!(offered_versions(&record(&hello(&[0, 43, 0, 9, 4]))), None);
+    }
+}
