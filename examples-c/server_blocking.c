@@ -2,15 +2,19 @@
  * server_blocking: a thread-per-connection TLS file server (or echo server)
  * on rktls, with blocking sockets in fd mode.
  *
- *   server_blocking --cert FILE --key FILE [--cert FILE --key FILE]...
- *                   [--port N] [--root DIR] [--echo] [--tls12|--tls13]
+ *   server_blocking --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
+ *                   [--port N] [--root DIR] [--echo] [--direct] [--tls12|--tls13]
  *                   [--suites HEX,...] [--alpn LIST] [--client-ca FILE]
  *                   [--max-conns N]
  *
- * Several --cert/--key pairs are chosen between by SNI. Prints
- * "READY port=N" once listening (port 0 picks a free one), and one line per
- * connection: how the handshake ended, and for failures the alert sent.
- * With --max-conns it exits after serving that many connections.
+ * Each connection starts with an acceptor: the ClientHello is read first,
+ * its SNI picks the config (the certificate given with that --sni name; the
+ * first certificate otherwise), then the handshake continues. A rejected
+ * client is logged with the alert it was sent. --direct skips the acceptor
+ * and uses one config holding every certificate (rktls picks by SNI).
+ *
+ * Prints "READY port=N" once listening (port 0 picks a free one), and one
+ * line per connection. With --max-conns it exits after that many.
  */
 #include "common.h"
 
@@ -22,11 +26,16 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-static const rktls_server_config *config;
+#define MAX_CERTS 8
+static const rktls_server_config *configs[MAX_CERTS]; /* one per certificate */
+static const char *sni_names[MAX_CERTS];
+static int ncerts;
+static const rktls_server_config *all_certs; /* every certificate, for --direct */
 static const char *root = ".";
-static int echo_mode;
+static int echo_mode, direct_mode;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void logf_line(const char *fmt, const char *a, const char *b)
@@ -122,21 +131,103 @@ static rktls_result serve_echo(rktls_connection *c)
     }
 }
 
+/* Log a rejected client and the alert it was sent. */
+static void log_rejected(const char *stage, rktls_result r, const rktls_alert *alert)
+{
+    char line[256];
+    char detail[512] = "";
+    size_t n;
+    rktls_last_error_message(detail, sizeof detail, &n);
+    if (rktls_alert_present(alert))
+        snprintf(line, sizeof line, "alert sent: %s",
+                 rktls_alert_description_str(rktls_alert_get_description(alert)));
+    else
+        snprintf(line, sizeof line, "no alert owed");
+    pthread_mutex_lock(&out_lock);
+    printf("rejected at %s: %s: %s [%s]\n", stage, rktls_result_str(r), detail, line);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+}
+
+/* Acceptor path: read the ClientHello, pick the config by SNI, continue.
+ * After a failed accept, the alert is sent (rktls wrote it to the fd), then
+ * the socket is closed by the caller. */
+static rktls_result start_with_acceptor(int fd, rktls_connection **conn)
+{
+    rktls_acceptor *acc = NULL;
+    rktls_accepted *hello = NULL;
+    rktls_alert *alert = NULL;
+    rktls_result r = rktls_acceptor_new(&acc);
+    if (r == RKTLS_OK)
+        r = rktls_acceptor_set_fd(acc, fd);
+    while (r == RKTLS_OK && (r = rktls_acceptor_accept(acc, &hello, &alert)) == RKTLS_WANT_READ)
+        ; /* blocking fd: only a signal interrupts */
+    if (r != RKTLS_OK) {
+        log_rejected("accept", r, alert);
+        goto out;
+    }
+    char sni[256] = "";
+    size_t n;
+    rktls_accepted_server_name(hello, sni, sizeof sni, &n);
+    const rktls_server_config *chosen = configs[0];
+    for (int i = 0; i < ncerts; i++)
+        if (sni_names[i] && strcmp(sni_names[i], sni) == 0)
+            chosen = configs[i];
+    r = rktls_accepted_into_connection(hello, chosen, conn, &alert);
+    if (r != RKTLS_OK)
+        log_rejected("handshake", r, alert);
+out:
+    rktls_alert_free(alert);
+    rktls_accepted_free(hello);
+    rktls_acceptor_free(acc);
+    return r;
+}
+
+/* Direct path: one config, rktls picks the certificate by SNI. */
+static rktls_result start_direct(int fd, rktls_connection **conn)
+{
+    rktls_result r = rktls_server_connection_new(all_certs, conn);
+    if (r == RKTLS_OK)
+        r = rktls_connection_set_fd(*conn, fd);
+    return r;
+}
+
+/* Close after a refusal without destroying the alert: closing a socket
+ * that still holds unread client bytes makes the kernel send a reset, which
+ * can discard the alert before the client reads it. So: send FIN, read
+ * what the client still sends (bounded in time and size), then close. */
+static void lingering_close(int fd)
+{
+    struct timeval tv = {.tv_sec = 1};
+    char sink[4096];
+    shutdown(fd, SHUT_WR);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 16 && read(fd, sink, sizeof sink) > 0; i++)
+        ;
+    close(fd);
+}
+
 static void *handle(void *arg)
 {
     int fd = (int)(intptr_t)arg;
     rktls_connection *c = NULL;
     char why[768];
-    rktls_result r = rktls_server_connection_new(config, &c);
-    if (r == RKTLS_OK)
-        r = rktls_connection_set_fd(c, fd);
+    rktls_result r = direct_mode ? start_direct(fd, &c) : start_with_acceptor(fd, &c);
+    if (c == NULL) {
+        lingering_close(fd);
+        fd = -1;
+        goto out;
+    }
     if (r == RKTLS_OK)
         r = rktls_connection_handshake(c);
     if (r != RKTLS_OK) {
         uint8_t alert;
         describe_failure(c, r, why, sizeof why);
-        logf_line("handshake failed: %s%s\n", why,
-                  rktls_connection_alert_sent(c, &alert) ? " [alert sent]" : "");
+        logf_line("handshake failed: %s [alert sent: %s]\n", why,
+                  rktls_connection_alert_sent(c, &alert) ? rktls_alert_description_str(alert)
+                                                         : "none");
+        lingering_close(fd);
+        fd = -1;
         goto out;
     }
     char sni[256] = "", info[512];
@@ -163,50 +254,72 @@ static void *handle(void *arg)
     }
 out:
     rktls_connection_free(c);
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     return NULL;
 }
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: server_blocking --cert FILE --key FILE [--cert F --key F]... "
-                    "[--port N] [--root DIR] [--echo] [--tls12|--tls13] [--suites HEX,...] "
-                    "[--alpn LIST] [--client-ca FILE] [--max-conns N]\n");
+    fprintf(stderr, "usage: server_blocking --cert FILE --key FILE [--sni NAME] "
+                    "[--cert F --key F --sni NAME]... [--port N] [--root DIR] [--echo] "
+                    "[--direct] [--tls12|--tls13] [--suites HEX,...] [--alpn LIST] "
+                    "[--client-ca FILE] [--max-conns N]\n");
     exit(2);
+}
+
+/* The options every config shares. */
+static uint16_t versions[2], suites[16];
+static size_t nversions, nsuites;
+static uint8_t alpn[256];
+static size_t alpn_len;
+static const char *client_ca;
+
+static void apply_options(rktls_server_config_builder *b)
+{
+    rktls_result r;
+    if (nversions && (r = rktls_server_config_builder_set_versions(b, versions, nversions)))
+        die_rktls("versions", r);
+    if (nsuites && (r = rktls_server_config_builder_set_cipher_suites(b, suites, nsuites)))
+        die_rktls("suites", r);
+    if (alpn_len && (r = rktls_server_config_builder_set_alpn(b, alpn, alpn_len)))
+        die_rktls("alpn", r);
+    if (client_ca && (r = rktls_server_config_builder_set_client_verify_file(b, client_ca, true)))
+        die_rktls("client-ca", r);
 }
 
 int main(int argc, char **argv)
 {
-    rktls_server_config_builder *b = NULL;
-    rktls_result r = rktls_server_config_builder_new(&b);
-    if (r != RKTLS_OK)
-        die_rktls("builder", r);
-    int port = 0, max_conns = -1, ncerts = 0;
-    const char *cert = NULL;
+    const char *certs[MAX_CERTS], *keys[MAX_CERTS];
+    int port = 0, max_conns = -1;
+    rktls_result r;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--echo")) {
             echo_mode = 1;
             continue;
         }
+        if (!strcmp(a, "--direct")) {
+            direct_mode = 1;
+            continue;
+        }
         if (!strcmp(a, "--tls12") || !strcmp(a, "--tls13")) {
-            uint16_t ver = a[6] == '2' ? 0x0303 : 0x0304;
-            if ((r = rktls_server_config_builder_set_versions(b, &ver, 1)) != RKTLS_OK)
-                die_rktls("versions", r);
+            versions[nversions++ % 2] = a[6] == '2' ? 0x0303 : 0x0304;
             continue;
         }
         if (!v)
             usage();
         i++;
         if (!strcmp(a, "--cert")) {
-            cert = v;
-        } else if (!strcmp(a, "--key")) {
-            if (!cert)
+            if (ncerts == MAX_CERTS)
                 usage();
-            if ((r = rktls_server_config_builder_add_cert_key_files(b, cert, v)) != RKTLS_OK)
-                die_rktls(cert, r);
-            cert = NULL;
-            ncerts++;
+            certs[ncerts] = v;
+            keys[ncerts] = NULL;
+            sni_names[ncerts++] = NULL;
+        } else if (!strcmp(a, "--key") && ncerts) {
+            keys[ncerts - 1] = v;
+        } else if (!strcmp(a, "--sni") && ncerts) {
+            sni_names[ncerts - 1] = v;
         } else if (!strcmp(a, "--port")) {
             port = atoi(v);
         } else if (!strcmp(a, "--root")) {
@@ -214,25 +327,36 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--max-conns")) {
             max_conns = atoi(v);
         } else if (!strcmp(a, "--suites")) {
-            uint16_t s[16];
-            size_t n = parse_suites(v, s, 16);
-            if ((r = rktls_server_config_builder_set_cipher_suites(b, s, n)) != RKTLS_OK)
-                die_rktls("suites", r);
+            nsuites = parse_suites(v, suites, 16);
         } else if (!strcmp(a, "--alpn")) {
-            uint8_t w[256];
-            size_t n = alpn_wire(v, w, sizeof w);
-            if ((r = rktls_server_config_builder_set_alpn(b, w, n)) != RKTLS_OK)
-                die_rktls("alpn", r);
+            alpn_len = alpn_wire(v, alpn, sizeof alpn);
         } else if (!strcmp(a, "--client-ca")) {
-            if ((r = rktls_server_config_builder_set_client_verify_file(b, v, true)) != RKTLS_OK)
-                die_rktls("client-ca", r);
+            client_ca = v;
         } else {
             usage();
         }
     }
     if (ncerts == 0)
         usage();
-    if ((r = rktls_server_config_builder_build(b, &config)) != RKTLS_OK)
+    rktls_server_config_builder *all = NULL;
+    if ((r = rktls_server_config_builder_new(&all)) != RKTLS_OK)
+        die_rktls("builder", r);
+    apply_options(all);
+    for (int i = 0; i < ncerts; i++) {
+        rktls_server_config_builder *b = NULL;
+        if (!keys[i])
+            usage();
+        if ((r = rktls_server_config_builder_new(&b)) != RKTLS_OK)
+            die_rktls("builder", r);
+        apply_options(b);
+        if ((r = rktls_server_config_builder_add_cert_key_files(b, certs[i], keys[i])) != RKTLS_OK)
+            die_rktls(certs[i], r);
+        if ((r = rktls_server_config_builder_build(b, &configs[i])) != RKTLS_OK)
+            die_rktls("build", r);
+        if ((r = rktls_server_config_builder_add_cert_key_files(all, certs[i], keys[i])) != RKTLS_OK)
+            die_rktls(certs[i], r);
+    }
+    if ((r = rktls_server_config_builder_build(all, &all_certs)) != RKTLS_OK)
         die_rktls("build", r);
 
     signal(SIGPIPE, SIG_IGN);
@@ -273,6 +397,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
     close(ls);
-    rktls_server_config_free(config);
+    for (int i = 0; i < ncerts; i++)
+        rktls_server_config_free(configs[i]);
+    rktls_server_config_free(all_certs);
     return 0;
 }

@@ -32,6 +32,7 @@ step stage make stage examples
 step certs scripts/gen-certs.sh "$certs"
 step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
+step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 
 echo
