@@ -248,6 +248,9 @@ static void *handle(void *arg)
         while ((r = rktls_connection_shutdown(c)) == RKTLS_WANT_WRITE)
             ;
         logf_line("closed: %s%s\n", r == RKTLS_OK ? "clean" : rktls_result_str(r), "");
+        /* The client may still send (its close_notify): do not reset it. */
+        lingering_close(fd);
+        fd = -1;
     } else {
         describe_failure(c, r, why, sizeof why);
         logf_line("connection ended: %s%s\n", why, "");

@@ -246,7 +246,7 @@ pub extern "C" fn rktls_alert_present(alert: *const rktls_alert) -> bool {
 
 /// The alert's level: 2 fatal, 1 warning, 0 when there is none (or NULL).
 #[no_mangle]
-pub extern "C" fn rktls_alert_level(alert: *const rktls_alert) -> u8 {
+pub extern "C" fn rktls_alert_get_level(alert: *const rktls_alert) -> u8 {
     guard_value(0, || {
         unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.level)
     })
@@ -255,7 +255,7 @@ pub extern "C" fn rktls_alert_level(alert: *const rktls_alert) -> u8 {
 /// The alert's description (see `rktls_alert_description`; name it with
 /// `rktls_alert_description_str()`), 0 when there is none (or NULL).
 #[no_mangle]
-pub extern "C" fn rktls_alert_description(alert: *const rktls_alert) -> u8 {
+pub extern "C" fn rktls_alert_get_description(alert: *const rktls_alert) -> u8 {
     guard_value(0, || {
         unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.description)
     })

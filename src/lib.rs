@@ -13,6 +13,8 @@ pub mod config;
 pub mod connection;
 mod crypto;
 pub mod ffi;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hello;
 pub mod logging;
 pub mod result;
