@@ -27,6 +27,11 @@
 
 
 /*
+ Inputs longer than this are cut: a ClientHello flight fits many times.
+ */
+#define MAX_INPUT (16 * 1024)
+
+/*
  The result of every fallible rktls call.
 
  Codes are grouped in stable blocks: 1xx would-block, 2xx closed, 3xx alert
@@ -593,13 +598,13 @@ bool rktls_alert_present(const struct rktls_alert *alert);
 /*
  The alert's level: 2 fatal, 1 warning, 0 when there is none (or NULL).
  */
-uint8_t rktls_alert_level(const struct rktls_alert *alert);
+uint8_t rktls_alert_get_level(const struct rktls_alert *alert);
 
 /*
  The alert's description (see `rktls_alert_description`; name it with
  `rktls_alert_description_str()`), 0 when there is none (or NULL).
  */
-uint8_t rktls_alert_description(const struct rktls_alert *alert);
+uint8_t rktls_alert_get_description(const struct rktls_alert *alert);
 
 /*
  The alert record's bytes, for callers that do their own I/O: `*bytes`

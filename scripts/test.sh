@@ -34,6 +34,7 @@ step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
 step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
+step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 echo
 [ "$fail" -eq 0 ] || echo "failed steps: ${failed[*]} (logs in $logs/)"

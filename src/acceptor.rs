@@ -3,12 +3,20 @@
 //!
 //! Design. rustls 0.23's `Accepted::into_connection` only makes a buffered
 //! `ServerConnection`, which cannot become a kernel connection later (no
-//! key updates, no tickets under kTLS). So the acceptor keeps every byte it
-//! receives, lets rustls' `Acceptor` parse them only to expose the
-//! ClientHello, and `into_connection` replays the same bytes into a fresh
-//! `UnbufferedServerConnection` made with the chosen config. The connection
-//! is then exactly the one the direct path makes, and so are its alerts:
-//! both paths run the same rustls code on the same bytes.
+//! key updates, no tickets under kTLS). And rustls' `Acceptor` parses a
+//! ClientHello on a path of its own: the fuzzer found malformed hellos it
+//! refuses with another alert than the direct path sends.
+//!
+//! So the acceptor keeps every byte it receives and runs them through a
+//! *probe*: an `UnbufferedServerConnection` whose config accepts every
+//! version and suite and whose certificate resolver records the ClientHello
+//! it is shown and stops there (`hello::probe_config`). Everything before
+//! certificate selection is rustls' config-independent validation, so a
+//! hello the probe refuses is refused by the direct path with the same
+//! alert, and a hello it reaches the resolver with is exposed to the caller.
+//! `into_connection` then replays the same bytes into a fresh
+//! `UnbufferedServerConnection` with the chosen config: the connection, and
+//! any alert it sends, are the direct path's own.
 //!
 //! In fd mode the acceptor reads one TLS record at a time, so it never takes
 //! bytes past the ClientHello's last record from the socket.
@@ -16,16 +24,17 @@
 use std::ffi::c_char;
 use std::os::fd::RawFd;
 
-use crate::alert::{self, rktls_alert, Alert};
+use crate::alert::{rktls_alert, Alert};
 use crate::config::rktls_server_config;
 use crate::connection::{record_bytes_missing, rktls_connection, Connection, MAX_RECORD};
 use crate::ffi::{
     arc_clone, box_into_ptr, box_mut, box_ref, box_take, copy_str_out, guard, guard_value, out,
     slice, Boxed, Handle,
 };
+use crate::hello::{self, Hello};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
-use crate::{hello, sys};
+use crate::sys;
 
 /// ClientHello bytes held at most (several records).
 const MAX_HELLO: usize = 4 * MAX_RECORD;
@@ -40,62 +49,14 @@ enum Phase {
 }
 
 pub(crate) struct Acceptor {
-    inner: Option<rustls::server::Acceptor>,
+    /// Runs the bytes through rustls up to certificate selection.
+    probe: Option<Box<Connection>>,
     bytes: Vec<u8>,
-    /// How many of `bytes` were given to `inner`.
+    /// How many of `bytes` were given to the probe.
     fed: usize,
     fd: RawFd,
     eof: bool,
     phase: Phase,
-}
-
-/// Everything rustls exposes of a ClientHello, plus the offered versions.
-#[derive(Default)]
-pub(crate) struct Hello {
-    server_name: Option<String>,
-    alpn: Vec<Vec<u8>>,
-    cipher_suites: Vec<u16>,
-    signature_schemes: Vec<u16>,
-    named_groups: Vec<u16>,
-    versions: Vec<u16>,
-    server_cert_types: Vec<u8>,
-    client_cert_types: Vec<u8>,
-    ca_names: Vec<Vec<u8>>,
-}
-
-impl Hello {
-    fn new(ch: &rustls::server::ClientHello<'_>, bytes: &[u8]) -> Self {
-        Hello {
-            server_name: ch.server_name().map(str::to_string),
-            alpn: ch
-                .alpn()
-                .map(|it| it.map(<[u8]>::to_vec).collect())
-                .unwrap_or_default(),
-            cipher_suites: ch.cipher_suites().iter().map(|s| u16::from(*s)).collect(),
-            signature_schemes: ch
-                .signature_schemes()
-                .iter()
-                .map(|s| u16::from(*s))
-                .collect(),
-            named_groups: ch
-                .named_groups()
-                .map(|g| g.iter().map(|g| u16::from(*g)).collect())
-                .unwrap_or_default(),
-            versions: hello::offered_versions(bytes).unwrap_or_default(),
-            server_cert_types: ch
-                .server_cert_types()
-                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
-                .unwrap_or_default(),
-            client_cert_types: ch
-                .client_cert_types()
-                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
-                .unwrap_or_default(),
-            ca_names: ch
-                .certificate_authorities()
-                .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
-                .unwrap_or_default(),
-        }
-    }
 }
 
 pub(crate) struct Accepted {
@@ -113,7 +74,7 @@ pub(crate) enum Outcome {
 impl Acceptor {
     pub(crate) fn new() -> Self {
         Acceptor {
-            inner: Some(rustls::server::Acceptor::default()),
+            probe: None,
             bytes: Vec::new(),
             fed: 0,
             fd: -1,
@@ -176,50 +137,39 @@ impl Acceptor {
                     return Err((err, alert));
                 }
             }
-            let Some(inner) = self.inner.as_mut() else {
-                return Err((
-                    Error::new(RKTLS_ERR_INTERNAL, "acceptor lost"),
-                    Alert::none(),
-                ));
+            let probe = match &mut self.probe {
+                Some(p) => p,
+                None => match Connection::server(hello::probe_config()) {
+                    Ok(p) => self.probe.insert(Box::new(p)),
+                    Err(e) => return Err((e, Alert::none())),
+                },
             };
-            while self.fed < self.bytes.len() {
-                match inner.read_tls(&mut &self.bytes[self.fed..]) {
-                    Ok(n) if n > 0 => self.fed += n,
-                    _ => break,
+            let mut result = Ok(());
+            while self.fed < self.bytes.len() && result.is_ok() {
+                let n = probe.feed(&self.bytes[self.fed..]).unwrap_or(0);
+                self.fed += n;
+                result = probe.process();
+                if n == 0 {
+                    break;
                 }
             }
-            match inner.accept() {
-                Ok(None) => {}
-                Ok(Some(accepted)) => {
-                    let hello = Hello::new(&accepted.client_hello(), &self.bytes);
-                    self.inner = None;
-                    self.phase = Phase::Accepted;
-                    return Ok(Outcome::Accepted(Box::new(Accepted {
-                        hello,
-                        bytes: Some(std::mem::take(&mut self.bytes)),
-                        fd: self.fd,
-                    })));
-                }
-                Err((e, mut rustls_alert)) => {
-                    self.inner = None;
-                    let mut wire = Vec::new();
-                    let _ = rustls_alert.write_all(&mut wire);
-                    if wire.is_empty() {
-                        // rustls closes silently on some errors; the peer
-                        // is owed an alert all the same.
-                        wire = alert::plaintext_for_error(&e).unwrap_or_default();
-                    }
-                    let a = Alert::from_wire(wire, Some(u8::from(alert::for_error(&e))));
-                    let mut err = Error::from(e);
-                    if a.present() {
-                        err.msg.push_str(&format!(
-                            " (sent alert {})",
-                            alert::name(a.description).trim_end_matches('\0')
-                        ));
-                    }
-                    self.fail(err, a);
-                    continue;
-                }
+            if let Some(mut seen) = probe.take_seen_hello() {
+                seen.versions = hello::offered_versions(&self.bytes).unwrap_or_default();
+                self.probe = None;
+                self.phase = Phase::Accepted;
+                return Ok(Outcome::Accepted(Box::new(Accepted {
+                    hello: seen,
+                    bytes: Some(std::mem::take(&mut self.bytes)),
+                    fd: self.fd,
+                })));
+            }
+            if let Err(e) = result {
+                // Refused before any config matters: the direct path would
+                // refuse it the same way, and this is its alert.
+                let a = Alert::from_wire(probe.take_all_out(), probe.alert_sent());
+                self.probe = None;
+                self.fail(e, a);
+                continue;
             }
             // More bytes are needed.
             if self.fed < self.bytes.len() || self.bytes.len() >= MAX_HELLO {

@@ -119,6 +119,9 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
             | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
         ) => AlertDescription::UnexpectedMessage,
         E::PeerMisbehaved(_) => AlertDescription::IllegalParameter,
+        // TLS 1.2: the certificate's key can sign none of the client's
+        // schemes (rustls sends handshake_failure for this in TLS 1.3).
+        E::General(m) if m == "incompatible signing key" => AlertDescription::HandshakeFailure,
         _ => AlertDescription::InternalError,
     }
 }

@@ -301,6 +301,7 @@ fn covers_name(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        crate::hello::record_sni(&hello);
         if self.keys.len() == 1 {
             return self.keys.first().cloned();
         }

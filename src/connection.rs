@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use rustls::client::UnbufferedClientConnection;
 use rustls::pki_types::ServerName;
-use rustls::server::{Acceptor, UnbufferedServerConnection};
+use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
@@ -105,6 +105,20 @@ struct Buffers {
     out_pos: usize,
     plain: Vec<u8>,
     plain_pos: usize,
+    /// A ChangeCipherSpec record was queued (TLS 1.2: encrypted from here).
+    sent_ccs: bool,
+}
+
+/// Whether a run of whole records contains a ChangeCipherSpec.
+fn has_ccs(mut records: &[u8]) -> bool {
+    while records.len() >= 5 {
+        if records[0] == 20 {
+            return true;
+        }
+        let n = 5 + u16::from_be_bytes([records[3], records[4]]) as usize;
+        records = &records[n.min(records.len())..];
+    }
+    false
 }
 
 /// Append to `out` through `f`, growing to the size `f` asks for.
@@ -172,11 +186,13 @@ fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'_>) -> Step
             failed.map_or(Step::Progress, Step::Failed)
         }
         Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            let start = b.outgoing.len();
             let r = append_with(&mut b.outgoing, 1024, |buf| match enc.encode(buf) {
                 Ok(n) => Ok(n),
                 Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
                 Err(_) => Err(None),
             });
+            b.sent_ccs |= has_ccs(&b.outgoing[start..]);
             match r {
                 Ok(()) => Step::Progress,
                 Err(()) => Step::Failed(rustls::Error::General("encode failed".into())),
@@ -257,8 +273,8 @@ pub(crate) struct Connection {
     alert_sent: Option<u8>,
     errno: i32,
     server_name: Option<String>,
-    /// Server side: parses the ClientHello as it arrives, for its SNI.
-    hello_probe: Option<Box<Acceptor>>,
+    /// What the certificate resolver was last shown of a ClientHello.
+    seen_hello: Option<Box<crate::hello::Hello>>,
     /// Keep record-exact reads after the handshake (kTLS may take over).
     exact_reads_always: bool,
     /// Whether any I/O happened yet (an fd may be set only before).
@@ -278,10 +294,6 @@ impl Handle for rktls_connection {
 
 impl Connection {
     fn new(tls: Tls) -> Self {
-        let hello_probe = match tls {
-            Tls::Server(_) => Some(Box::default()),
-            Tls::Client(_) => None,
-        };
         Connection {
             tls,
             b: Buffers::default(),
@@ -294,7 +306,7 @@ impl Connection {
             alert_sent: None,
             errno: 0,
             server_name: None,
-            hello_probe,
+            seen_hello: None,
             exact_reads_always: false,
             started: false,
         }
@@ -319,7 +331,6 @@ impl Connection {
     ) -> Result<Self, (Error, Option<Box<Self>>)> {
         // Only a config rustls refuses fails here: no alert is owed.
         let mut c = Self::server(config).map_err(|e| (e, None))?;
-        c.hello_probe = None;
         c.server_name = server_name;
         c.b.incoming = hello;
         c.fd = fd;
@@ -328,6 +339,16 @@ impl Connection {
             Ok(()) => Ok(c),
             Err(e) => Err((e, Some(Box::new(c)))),
         }
+    }
+
+    /// The ClientHello the certificate resolver was shown, if any yet.
+    pub(crate) fn take_seen_hello(&mut self) -> Option<crate::hello::Hello> {
+        self.seen_hello.take().map(|b| *b)
+    }
+
+    /// Process buffered input (buffer mode), for the acceptor's probe.
+    pub(crate) fn process(&mut self) -> Result<(), Error> {
+        self.pump(&mut Action::None)
     }
 
     /// Take every queued TLS byte not yet sent (the alert, after a failure).
@@ -379,7 +400,15 @@ impl Connection {
 
     fn step(&mut self, act: &mut Action<'_>) -> Step {
         match &mut self.tls {
-            Tls::Server(c) => step(c, &mut self.b, act),
+            Tls::Server(c) => {
+                let s = step(c, &mut self.b, act);
+                // The certificate resolver saw a ClientHello: keep its SNI.
+                if let Some(h) = crate::hello::take_seen() {
+                    self.server_name.clone_from(&h.server_name);
+                    self.seen_hello = Some(Box::new(h));
+                }
+                s
+            }
             Tls::Client(c) => step(c, &mut self.b, act),
         }
     }
@@ -419,9 +448,10 @@ impl Connection {
                 _ => break,
             }
         }
-        if self.b.outgoing.len() == before && self.common().negotiated_cipher_suite().is_none() {
-            // rustls closes silently on a few deframing errors. Before any
-            // keys exist a plaintext alert is still possible, and owed.
+        if self.b.outgoing.len() == before && self.plaintext_alert_possible() {
+            // rustls closes silently on a few errors (deframing, a TLS 1.2
+            // key that cannot sign). Until records are encrypted a
+            // plaintext alert is still possible, and the peer is owed one.
             if let Some(wire) = alert::plaintext_for_error(&e) {
                 self.b.outgoing.extend_from_slice(&wire);
             }
@@ -452,6 +482,14 @@ impl Connection {
         log::debug!("connection failed: {}", err.msg);
         self.error = Some(err.clone());
         err
+    }
+
+    /// Whether our records still go out in plaintext: before a suite is
+    /// chosen, or in TLS 1.2 before our ChangeCipherSpec.
+    fn plaintext_alert_possible(&self) -> bool {
+        let c = self.common();
+        c.negotiated_cipher_suite().is_none()
+            || (c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) && !self.b.sent_ccs)
     }
 
     /// A fatal error is returned only once its alert has left.
@@ -518,7 +556,6 @@ impl Connection {
             }
             Ok(n) => {
                 self.b.incoming.truncate(start + n);
-                self.probe_hello(start);
                 Ok(Fill::Got)
             }
             Err(e) => {
@@ -530,31 +567,6 @@ impl Connection {
                     Err(Error::io(&e))
                 }
             }
-        }
-    }
-
-    /// Feed the incoming bytes from `start` on to the ClientHello probe.
-    fn probe_hello(&mut self, start: usize) {
-        let Some(acc) = self.hello_probe.as_mut() else {
-            return;
-        };
-        let mut rd = &self.b.incoming[start..];
-        while !rd.is_empty() {
-            match acc.read_tls(&mut rd) {
-                Ok(n) if n > 0 => {}
-                _ => {
-                    self.hello_probe = None;
-                    return;
-                }
-            }
-        }
-        match acc.accept() {
-            Ok(None) => {}
-            Ok(Some(accepted)) => {
-                self.server_name = accepted.client_hello().server_name().map(str::to_string);
-                self.hello_probe = None;
-            }
-            Err(_) => self.hello_probe = None,
         }
     }
 
@@ -729,11 +741,7 @@ impl Connection {
         }
         self.started = true;
         let n = IN_CAP.saturating_sub(self.b.incoming.len()).min(data.len());
-        let start = self.b.incoming.len();
         self.b.incoming.extend_from_slice(&data[..n]);
-        if n > 0 {
-            self.probe_hello(start);
-        }
         Ok(n)
     }
 

@@ -1,6 +1,119 @@
-//! The one ClientHello detail rustls' `ClientHello` does not expose: the
-//! protocol versions offered. Parsed from the raw records, defensively: any
-//! malformation gives `None` (rustls itself reports the error).
+//! What the server learns from a ClientHello.
+//!
+//! rustls shows a ClientHello to the certificate resolver, on the thread
+//! that is processing it. Our resolvers record what they are shown in a
+//! thread-local slot, and the code that drove rustls takes it right after
+//! the call: the direct path learns the SNI name this way, and the acceptor
+//! learns everything (see `acceptor.rs`). The one detail rustls does not
+//! expose, the offered protocol versions, is parsed from the raw records.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// Everything rustls exposes of a ClientHello, plus the offered versions.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Hello {
+    pub(crate) server_name: Option<String>,
+    pub(crate) alpn: Vec<Vec<u8>>,
+    pub(crate) cipher_suites: Vec<u16>,
+    pub(crate) signature_schemes: Vec<u16>,
+    pub(crate) named_groups: Vec<u16>,
+    pub(crate) versions: Vec<u16>,
+    pub(crate) server_cert_types: Vec<u8>,
+    pub(crate) client_cert_types: Vec<u8>,
+    pub(crate) ca_names: Vec<Vec<u8>>,
+}
+
+impl Hello {
+    fn full(ch: &ClientHello<'_>) -> Self {
+        Hello {
+            server_name: ch.server_name().map(str::to_string),
+            alpn: ch
+                .alpn()
+                .map(|it| it.map(<[u8]>::to_vec).collect())
+                .unwrap_or_default(),
+            cipher_suites: ch.cipher_suites().iter().map(|s| u16::from(*s)).collect(),
+            signature_schemes: ch
+                .signature_schemes()
+                .iter()
+                .map(|s| u16::from(*s))
+                .collect(),
+            named_groups: ch
+                .named_groups()
+                .map(|g| g.iter().map(|g| u16::from(*g)).collect())
+                .unwrap_or_default(),
+            versions: Vec::new(),
+            server_cert_types: ch
+                .server_cert_types()
+                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
+                .unwrap_or_default(),
+            client_cert_types: ch
+                .client_cert_types()
+                .map(|t| t.iter().map(|t| u8::from(*t)).collect())
+                .unwrap_or_default(),
+            ca_names: ch
+                .certificate_authorities()
+                .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+thread_local! {
+    static SEEN: RefCell<Option<Hello>> = const { RefCell::new(None) };
+}
+
+/// Record what a resolver was shown (called by resolvers only).
+pub(crate) fn record_sni(ch: &ClientHello<'_>) {
+    let h = Hello {
+        server_name: ch.server_name().map(str::to_string),
+        ..Hello::default()
+    };
+    SEEN.with(|s| *s.borrow_mut() = Some(h));
+}
+
+/// Take what a resolver recorded during the last rustls call on this thread.
+pub(crate) fn take_seen() -> Option<Hello> {
+    SEEN.with(|s| s.borrow_mut().take())
+}
+
+/// The resolver of the acceptor's probe: records the whole ClientHello and
+/// resolves no certificate, which stops the handshake there.
+struct Probe;
+
+impl fmt::Debug for Probe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl ResolvesServerCert for Probe {
+    fn resolve(&self, ch: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let h = Hello::full(&ch);
+        SEEN.with(|s| *s.borrow_mut() = Some(h));
+        None
+    }
+}
+
+/// A server config that accepts every version and suite rktls supports and
+/// stops at certificate selection: running a ClientHello through it runs
+/// all of rustls' config-independent checks, exactly as the direct path does.
+pub(crate) fn probe_config() -> Arc<rustls::ServerConfig> {
+    static CFG: OnceLock<Arc<rustls::ServerConfig>> = OnceLock::new();
+    CFG.get_or_init(|| {
+        let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(crate::crypto::provider()))
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .expect("every version has suites")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Probe));
+        Arc::new(cfg)
+    })
+    .clone()
+}
 
 /// Reassemble the first handshake message from TLS records.
 fn first_handshake_message(mut records: &[u8]) -> Option<Vec<u8>> {
