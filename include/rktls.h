@@ -9,7 +9,8 @@
  * boundary (RKTLS_ERR_PANIC). Handles documented as Box handles are used by
  * one thread at a time (they may move between threads) and freed by their
  * _free; Arc handles (const pointers) are immutable and shareable. Every
- * _free accepts NULL.
+ * _free accepts NULL. An out-parameter that receives a new handle is
+ * written only on success; an rktls_alert out-parameter only on failure.
  */
 
 #ifndef RKTLS_H
@@ -452,9 +453,9 @@ rktls_result rktls_acceptor_feed(struct rktls_acceptor *acceptor,
  Returns `RKTLS_OK` with a new accepted handle in `*out_accepted` (the
  caller owns it), `RKTLS_WANT_READ` (feed more bytes, or wait for the fd),
  `RKTLS_WANT_WRITE` (fd mode: the alert is being written; call again when
- writable), or an error. On an error `*out_alert` (if `out_alert` is not
- NULL) receives an alert object the caller owns: after a failed accept,
- send the alert, then close. In fd mode rktls has already written it.
+ writable), or an error. On an error, and only then, `*out_alert` (if
+ `out_alert` is not NULL) receives an alert object the caller owns:
+ after a failed accept, send the alert, then close. In fd mode rktls has already written it.
  `rktls_alert_present()` is false when no alert is owed (e.g. the client
  closed first). Calling again after success gives
  `RKTLS_ERR_ALREADY_ACCEPTED`, after a reported failure
@@ -471,7 +472,7 @@ rktls_result rktls_acceptor_accept(struct rktls_acceptor *acceptor,
  The handshake continues exactly as on the direct path, in the acceptor's
  I/O mode (same fd, or buffer mode). On failure (e.g. no protocol version
  or cipher suite in common with `config`) `*out_alert` (if not NULL)
- receives the alert object: send it, then close; in fd mode rktls has
+ receives the alert object, which the caller owns: send it, then close; in fd mode rktls has
  already written it. The accepted handle is consumed by the first call
  that gets past argument checks, success or failure: a second call gives
  `RKTLS_ERR_HANDLE_CONSUMED`; a NULL config gives

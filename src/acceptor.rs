@@ -328,9 +328,9 @@ pub extern "C" fn rktls_acceptor_feed(
 /// Returns `RKTLS_OK` with a new accepted handle in `*out_accepted` (the
 /// caller owns it), `RKTLS_WANT_READ` (feed more bytes, or wait for the fd),
 /// `RKTLS_WANT_WRITE` (fd mode: the alert is being written; call again when
-/// writable), or an error. On an error `*out_alert` (if `out_alert` is not
-/// NULL) receives an alert object the caller owns: after a failed accept,
-/// send the alert, then close. In fd mode rktls has already written it.
+/// writable), or an error. On an error, and only then, `*out_alert` (if
+/// `out_alert` is not NULL) receives an alert object the caller owns:
+/// after a failed accept, send the alert, then close. In fd mode rktls has already written it.
 /// `rktls_alert_present()` is false when no alert is owed (e.g. the client
 /// closed first). Calling again after success gives
 /// `RKTLS_ERR_ALREADY_ACCEPTED`, after a reported failure
@@ -341,12 +341,8 @@ pub extern "C" fn rktls_acceptor_accept(
     out_accepted: *mut *mut rktls_accepted,
     out_alert: *mut *mut rktls_alert,
 ) -> rktls_result {
-    if let Some(o) = unsafe { out_alert.as_mut() } {
-        *o = std::ptr::null_mut();
-    }
     guard(|| {
         let o = unsafe { out(out_accepted, "out_accepted")? };
-        *o = std::ptr::null_mut();
         let a = unsafe { box_mut(acceptor, "acceptor")? };
         match a.accept() {
             Ok(Outcome::Want(r)) => Ok(r),
@@ -368,7 +364,7 @@ pub extern "C" fn rktls_acceptor_accept(
 /// The handshake continues exactly as on the direct path, in the acceptor's
 /// I/O mode (same fd, or buffer mode). On failure (e.g. no protocol version
 /// or cipher suite in common with `config`) `*out_alert` (if not NULL)
-/// receives the alert object: send it, then close; in fd mode rktls has
+/// receives the alert object, which the caller owns: send it, then close; in fd mode rktls has
 /// already written it. The accepted handle is consumed by the first call
 /// that gets past argument checks, success or failure: a second call gives
 /// `RKTLS_ERR_HANDLE_CONSUMED`; a NULL config gives
@@ -381,12 +377,8 @@ pub extern "C" fn rktls_accepted_into_connection(
     out_conn: *mut *mut rktls_connection,
     out_alert: *mut *mut rktls_alert,
 ) -> rktls_result {
-    if let Some(o) = unsafe { out_alert.as_mut() } {
-        *o = std::ptr::null_mut();
-    }
     guard(|| {
         let o = unsafe { out(out_conn, "out_conn")? };
-        *o = std::ptr::null_mut();
         let acc = unsafe { box_mut(accepted, "accepted")? };
         let cfg = match unsafe { arc_clone(config, "config") } {
             Ok(c) => c,
@@ -1081,6 +1073,7 @@ mod tests {
         assert_eq!(r, RKTLS_ERR_NULL_ARGUMENT);
         assert!(!alert.is_null() && !crate::alert::rktls_alert_present(alert));
         crate::alert::rktls_alert_free(alert);
+        alert = std::ptr::null_mut();
         let cfg = crate::config::ServerConfig {
             rustls: server_config(&Opts::default()),
         };
@@ -1088,8 +1081,10 @@ mod tests {
         let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);
         assert_eq!(r, RKTLS_OK);
         assert!(!conn.is_null() && alert.is_null());
-        let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);
+        let mut again: *mut rktls_connection = std::ptr::null_mut();
+        let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut again, &mut alert);
         assert_eq!(r, RKTLS_ERR_HANDLE_CONSUMED);
+        assert!(again.is_null(), "written only on success");
         crate::alert::rktls_alert_free(alert);
         rktls_accepted_free(accepted);
         crate::connection::rktls_connection_free(conn);

@@ -638,7 +638,6 @@ pub extern "C" fn rktls_server_config_builder_build(
     guard(|| {
         let b = unsafe { box_take(builder) }.ok_or_else(|| Error::null("builder"))?;
         let o = unsafe { out(out_config, "out_config")? };
-        *o = std::ptr::null();
         let cfg = b.build()?;
         *o = arc_into_ptr::<rktls_server_config>(Arc::new(cfg));
         Ok(RKTLS_OK)
@@ -950,7 +949,6 @@ pub extern "C" fn rktls_client_config_builder_build(
     guard(|| {
         let b = unsafe { box_take(builder) }.ok_or_else(|| Error::null("builder"))?;
         let o = unsafe { out(out_config, "out_config")? };
-        *o = std::ptr::null();
         let cfg = b.build()?;
         *o = arc_into_ptr::<rktls_client_config>(Arc::new(cfg));
         Ok(RKTLS_OK)

