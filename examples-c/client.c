@@ -5,6 +5,7 @@
  *   client --port N --ca FILE [--host ADDR] [--sni NAME] [--tls12|--tls13]
  *          [--suites HEX,...] [--alpn LIST] [--cert FILE --key FILE]
  *          [--get PATH [--out FILE]] [--echo FILE] [--count N]
+ *          [--ktls off|prefer|require]
  *
  * With --count N it connects N times with one config, so later connections
  * resume the session. Prints one line per connection (version, suite, ALPN,
@@ -97,7 +98,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: client --port N --ca FILE [--host ADDR] [--sni NAME] "
                     "[--tls12|--tls13] [--suites HEX,...] [--alpn LIST] [--cert F --key F] "
-                    "[--get PATH [--out FILE]] [--echo FILE] [--count N]\n");
+                    "[--get PATH [--out FILE]] [--echo FILE] [--count N] [--ktls off|prefer|require]\n");
     exit(2);
 }
 
@@ -156,6 +157,12 @@ int main(int argc, char **argv)
             echo = v;
         } else if (!strcmp(a, "--count")) {
             count = atoi(v);
+        } else if (!strcmp(a, "--ktls")) {
+            int m = ktls_mode(v);
+            if (m < 0)
+                usage();
+            if ((r = rktls_client_config_builder_set_ktls(b, (uint32_t)m)) != RKTLS_OK)
+                die_rktls("ktls", r);
         } else {
             usage();
         }
@@ -185,11 +192,11 @@ int main(int argc, char **argv)
         const uint8_t *alpn;
         size_t alpn_len = 0;
         rktls_connection_alpn(c, &alpn, &alpn_len);
-        printf("client: conn %d: %s %s alpn=%.*s resumed=%s\n", i + 1,
+        printf("client: conn %d: %s %s alpn=%.*s resumed=%s ktls=%s\n", i + 1,
                version_name(rktls_connection_protocol_version(c)),
                rktls_cipher_suite_name(rktls_connection_cipher_suite(c)),
                (int)(alpn_len ? alpn_len : 1), alpn_len ? (const char *)alpn : "-",
-               rktls_connection_is_resumed(c) ? "yes" : "no");
+               rktls_connection_is_resumed(c) ? "yes" : "no", ktls_state(c));
         fflush(stdout);
 
         size_t len = 0;

@@ -69,6 +69,21 @@ static inline size_t alpn_wire(const char *list, uint8_t *out, size_t max)
     return len;
 }
 
+/* "off", "prefer" or "require" -> RKTLS_KTLS_*; -1 if unknown. */
+static inline int ktls_mode(const char *s)
+{
+    return !strcmp(s, "off") ? RKTLS_KTLS_OFF
+           : !strcmp(s, "prefer") ? RKTLS_KTLS_PREFER
+           : !strcmp(s, "require") ? RKTLS_KTLS_REQUIRE
+                                   : -1;
+}
+
+static inline const char *ktls_state(const rktls_connection *c)
+{
+    int tx = rktls_connection_ktls_tx(c), rx = rktls_connection_ktls_rx(c);
+    return tx && rx ? "tx+rx" : tx ? "tx" : rx ? "rx" : "off";
+}
+
 static inline const char *version_name(uint16_t v)
 {
     return v == 0x0304 ? "TLSv1.3" : v == 0x0303 ? "TLSv1.2" : "none";

@@ -5,13 +5,17 @@
  *   server_blocking --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                   [--port N] [--root DIR] [--echo] [--direct] [--tls12|--tls13]
  *                   [--suites HEX,...] [--alpn LIST] [--client-ca FILE]
- *                   [--max-conns N]
+ *                   [--ktls off|prefer|require] [--max-conns N]
  *
  * Each connection starts with an acceptor: the ClientHello is read first,
  * its SNI picks the config (the certificate given with that --sni name; the
  * first certificate otherwise), then the handshake continues. A rejected
  * client is logged with the alert it was sent. --direct skips the acceptor
  * and uses one config holding every certificate (rktls picks by SNI).
+ *
+ * With --ktls prefer (or require) the record layer moves into the kernel
+ * after the handshake where it can, and files are sent with zero-copy
+ * sendfile(2); elsewhere rktls_connection_sendfile() encrypts in userspace.
  *
  * Prints "READY port=N" once listening (port 0 picks a free one), and one
  * line per connection. With --max-conns it exits after that many.
@@ -79,10 +83,15 @@ static rktls_result serve_file(rktls_connection *c, const char *path, int keep_a
                       "HTTP/1.1 200 OK\r\nContent-Length: %lld\r\nConnection: %s\r\n\r\n",
                       (long long)st.st_size, keep_alive ? "keep-alive" : "close");
     rktls_result r = write_all(c, (const uint8_t *)head, (size_t)hl);
-    static __thread uint8_t buf[65536];
-    ssize_t got;
-    while (r == RKTLS_OK && (got = read(fd, buf, sizeof buf)) > 0)
-        r = write_all(c, buf, (size_t)got);
+    int64_t off = 0;
+    while (r == RKTLS_OK && off < st.st_size) {
+        size_t n = 0;
+        r = rktls_connection_sendfile(c, fd, &off, (size_t)(st.st_size - off), &n);
+        if (r == RKTLS_OK && n == 0)
+            break; /* the file shrank */
+    }
+    if (r == RKTLS_OK)
+        r = rktls_connection_flush(c);
     close(fd);
     return r;
 }
@@ -236,11 +245,11 @@ static void *handle(void *arg)
     size_t alpn_len = 0;
     rktls_connection_server_name(c, sni, sizeof sni, &n);
     rktls_connection_alpn(c, &alpn, &alpn_len);
-    snprintf(info, sizeof info, "%s %s sni=%s alpn=%.*s resumed=%s",
+    snprintf(info, sizeof info, "%s %s sni=%s alpn=%.*s resumed=%s ktls=%s",
              version_name(rktls_connection_protocol_version(c)),
              rktls_cipher_suite_name(rktls_connection_cipher_suite(c)), sni[0] ? sni : "-",
              (int)(alpn_len ? alpn_len : 1), alpn_len ? (const char *)alpn : "-",
-             rktls_connection_is_resumed(c) ? "yes" : "no");
+             rktls_connection_is_resumed(c) ? "yes" : "no", ktls_state(c));
     logf_line("handshake ok: %s%s\n", info, "");
 
     r = echo_mode ? serve_echo(c) : serve_http(c);
@@ -267,7 +276,7 @@ static void usage(void)
     fprintf(stderr, "usage: server_blocking --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] [--echo] "
                     "[--direct] [--tls12|--tls13] [--suites HEX,...] [--alpn LIST] "
-                    "[--client-ca FILE] [--max-conns N]\n");
+                    "[--client-ca FILE] [--ktls off|prefer|require] [--max-conns N]\n");
     exit(2);
 }
 
@@ -277,6 +286,7 @@ static size_t nversions, nsuites;
 static uint8_t alpn[256];
 static size_t alpn_len;
 static const char *client_ca;
+static int ktls = RKTLS_KTLS_OFF;
 
 static void apply_options(rktls_server_config_builder *b)
 {
@@ -289,6 +299,8 @@ static void apply_options(rktls_server_config_builder *b)
         die_rktls("alpn", r);
     if (client_ca && (r = rktls_server_config_builder_set_client_verify_file(b, client_ca, true)))
         die_rktls("client-ca", r);
+    if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)))
+        die_rktls("ktls", r);
 }
 
 int main(int argc, char **argv)
@@ -335,6 +347,9 @@ int main(int argc, char **argv)
             alpn_len = alpn_wire(v, alpn, sizeof alpn);
         } else if (!strcmp(a, "--client-ca")) {
             client_ca = v;
+        } else if (!strcmp(a, "--ktls")) {
+            if ((ktls = ktls_mode(v)) < 0)
+                usage();
         } else {
             usage();
         }

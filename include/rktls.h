@@ -346,6 +346,38 @@ typedef uint8_t rktls_alert_description;
 #endif // __cplusplus
 
 /*
+ Whether connections move their record layer into the kernel after the
+ handshake (fd mode only).
+ */
+enum rktls_ktls_mode
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   Never: the record layer stays in userspace.
+   */
+  RKTLS_KTLS_OFF = 0,
+  /*
+   When the kernel and the negotiated cipher allow it; otherwise stay in
+   userspace (logged once per reason). The default is off.
+   */
+  RKTLS_KTLS_PREFER = 1,
+  /*
+   Always: the handshake fails with `RKTLS_ERR_KTLS_UNAVAILABLE` when
+   the kernel cannot take the connection.
+   */
+  RKTLS_KTLS_REQUIRE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rktls_ktls_mode rktls_ktls_mode;
+#else
+typedef uint32_t rktls_ktls_mode;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  A received ClientHello, ready to inspect and to turn into a connection.
  Box handle: one thread at a time; always free it with
  `rktls_accepted_free()`, also after `rktls_accepted_into_connection()`.
@@ -732,6 +764,18 @@ rktls_result rktls_server_config_builder_set_client_verify_file(struct rktls_ser
                                                                 bool required);
 
 /*
+ Choose whether connections move their record layer into the Linux
+ kernel (kTLS) after the handshake: `RKTLS_KTLS_OFF` (default),
+ `RKTLS_KTLS_PREFER` (when the kernel and the negotiated cipher allow it,
+ otherwise stay in userspace) or `RKTLS_KTLS_REQUIRE` (otherwise the
+ handshake fails with `RKTLS_ERR_KTLS_UNAVAILABLE`). Applies to fd-mode
+ connections; it also makes their reads stop at TLS record boundaries.
+ `RKTLS_ERR_INVALID_ARGUMENT` for an unknown mode.
+ */
+rktls_result rktls_server_config_builder_set_ktls(struct rktls_server_config_builder *builder,
+                                                  uint32_t mode);
+
+/*
  Build the server configuration into `*out_config`.
 
  Always consumes `builder`, on success and on failure: do not use or free
@@ -826,6 +870,13 @@ rktls_result rktls_client_config_builder_set_session_cache(struct rktls_client_c
 rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_config_builder *builder,
                                                             const char *cert_path,
                                                             const char *key_path);
+
+/*
+ Choose kTLS for client connections. As
+ `rktls_server_config_builder_set_ktls()`.
+ */
+rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
+                                                  uint32_t mode);
 
 /*
  Build the client configuration into `*out_config`.
@@ -1065,6 +1116,36 @@ rktls_result rktls_connection_error_message(const struct rktls_connection *conn,
                                             char *buf,
                                             size_t len,
                                             size_t *out_len);
+
+/*
+ Whether the connection's record layer is in the kernel (kTLS), for
+ sending and for receiving. Once it is, `write`, `sendfile` and `splice`
+ on the fd itself are safe (the kernel encrypts); reads must still go
+ through `rktls_connection_read()`, which handles the control records
+ (alerts, session tickets) the kernel hands over. false for NULL.
+ */
+bool rktls_connection_ktls_tx(const struct rktls_connection *conn);
+
+/*
+ Whether received records are decrypted by the kernel. See
+ `rktls_connection_ktls_tx()`. false for NULL.
+ */
+bool rktls_connection_ktls_rx(const struct rktls_connection *conn);
+
+/*
+ Send up to `count` bytes of the file `in_fd`, starting at `*offset`
+ (advanced by what was sent); `*out_n` receives the count (0 at end of
+ file). Fd mode only. With the record layer in the kernel this is
+ zero-copy `sendfile(2)`; otherwise rktls reads and encrypts the bytes
+ itself (at most 64 KiB a call). Completes the handshake first if
+ needed. Returns `RKTLS_WANT_WRITE` (nothing sent) when the socket is
+ full: call again when writable. Loop until all is sent.
+ */
+rktls_result rktls_connection_sendfile(struct rktls_connection *conn,
+                                       int32_t in_fd,
+                                       int64_t *offset,
+                                       size_t count,
+                                       size_t *out_n);
 
 /*
  Copy the message of the last failed rktls call made on this thread into

@@ -388,7 +388,8 @@ pub extern "C" fn rktls_accepted_into_connection(
             }
         };
         match acc.make_connection(cfg.rustls.clone()) {
-            Ok(c) => {
+            Ok(mut c) => {
+                c.set_ktls_mode(cfg.ktls);
                 *o = box_into_ptr::<rktls_connection>(c);
                 Ok(RKTLS_OK)
             }
@@ -1076,6 +1077,7 @@ mod tests {
         alert = std::ptr::null_mut();
         let cfg = crate::config::ServerConfig {
             rustls: server_config(&Opts::default()),
+            ktls: crate::ktls::rktls_ktls_mode::RKTLS_KTLS_OFF,
         };
         let cfg_ptr = crate::ffi::arc_into_ptr::<rktls_server_config>(Arc::new(cfg));
         let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);

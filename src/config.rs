@@ -27,6 +27,7 @@ use crate::ffi::{
     arc_free, arc_into_ptr, box_into_ptr, box_mut, box_take, cstr, guard, out, slice, slice_of,
     Boxed, Handle, Shared,
 };
+use crate::ktls::rktls_ktls_mode;
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 
@@ -327,6 +328,7 @@ impl ResolvesServerCert for SniResolver {
 }
 
 pub(crate) struct ServerConfigBuilder {
+    ktls: rktls_ktls_mode,
     keys: Vec<Arc<CertifiedKey>>,
     proto: Protocol,
     session_cache: usize,
@@ -355,6 +357,7 @@ pub struct rktls_server_config {
 
 pub(crate) struct ServerConfig {
     pub(crate) rustls: Arc<rustls::ServerConfig>,
+    pub(crate) ktls: rktls_ktls_mode,
 }
 
 impl Handle for rktls_server_config {
@@ -367,6 +370,7 @@ const DEFAULT_SESSION_CACHE: usize = 1024;
 impl ServerConfigBuilder {
     pub(crate) fn new() -> Self {
         ServerConfigBuilder {
+            ktls: rktls_ktls_mode::RKTLS_KTLS_OFF,
             keys: Vec::new(),
             proto: Protocol::default(),
             session_cache: DEFAULT_SESSION_CACHE,
@@ -443,6 +447,7 @@ impl ServerConfigBuilder {
         }
         Ok(ServerConfig {
             rustls: Arc::new(cfg),
+            ktls: self.ktls,
         })
     }
 }
@@ -623,6 +628,30 @@ pub extern "C" fn rktls_server_config_builder_set_client_verify_file(
     })
 }
 
+fn parse_ktls_mode(mode: u32) -> Result<rktls_ktls_mode, Error> {
+    rktls_ktls_mode::from_u32(mode)
+        .ok_or_else(|| Error::invalid(format!("unknown kTLS mode {mode}")))
+}
+
+/// Choose whether connections move their record layer into the Linux
+/// kernel (kTLS) after the handshake: `RKTLS_KTLS_OFF` (default),
+/// `RKTLS_KTLS_PREFER` (when the kernel and the negotiated cipher allow it,
+/// otherwise stay in userspace) or `RKTLS_KTLS_REQUIRE` (otherwise the
+/// handshake fails with `RKTLS_ERR_KTLS_UNAVAILABLE`). Applies to fd-mode
+/// connections; it also makes their reads stop at TLS record boundaries.
+/// `RKTLS_ERR_INVALID_ARGUMENT` for an unknown mode.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_ktls(
+    builder: *mut rktls_server_config_builder,
+    mode: u32,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.ktls = parse_ktls_mode(mode)?;
+        Ok(RKTLS_OK)
+    })
+}
+
 /// Build the server configuration into `*out_config`.
 ///
 /// Always consumes `builder`, on success and on failure: do not use or free
@@ -658,6 +687,7 @@ pub extern "C" fn rktls_server_config_free(config: *const rktls_server_config) {
 // Client side.
 
 pub(crate) struct ClientConfigBuilder {
+    ktls: rktls_ktls_mode,
     roots: RootCertStore,
     proto: Protocol,
     session_cache: usize,
@@ -685,6 +715,7 @@ pub struct rktls_client_config {
 
 pub(crate) struct ClientConfig {
     pub(crate) rustls: Arc<rustls::ClientConfig>,
+    pub(crate) ktls: rktls_ktls_mode,
 }
 
 impl Handle for rktls_client_config {
@@ -713,6 +744,7 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
 impl ClientConfigBuilder {
     pub(crate) fn new() -> Self {
         ClientConfigBuilder {
+            ktls: rktls_ktls_mode::RKTLS_KTLS_OFF,
             roots: RootCertStore::empty(),
             proto: Protocol::default(),
             session_cache: 256,
@@ -768,6 +800,7 @@ impl ClientConfigBuilder {
         };
         Ok(ClientConfig {
             rustls: Arc::new(cfg),
+            ktls: self.ktls,
         })
     }
 }
@@ -931,6 +964,20 @@ pub extern "C" fn rktls_client_config_builder_set_cert_key_files(
             key_path,
             &crypto::provider(),
         )?);
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Choose kTLS for client connections. As
+/// `rktls_server_config_builder_set_ktls()`.
+#[no_mangle]
+pub extern "C" fn rktls_client_config_builder_set_ktls(
+    builder: *mut rktls_client_config_builder,
+    mode: u32,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.ktls = parse_ktls_mode(mode)?;
         Ok(RKTLS_OK)
     })
 }

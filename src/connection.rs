@@ -33,6 +33,7 @@ use crate::ffi::{
     arc_clone, box_into_ptr, box_mut, box_ref, box_take, copy_str_out, cstr, guard, guard_value,
     out, slice, slice_mut, Boxed, Handle,
 };
+use crate::ktls::{self, rktls_ktls_mode};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
@@ -49,6 +50,27 @@ const MAX_WRITE: usize = 64 * 1024;
 enum Tls {
     Server(UnbufferedServerConnection),
     Client(UnbufferedClientConnection),
+    /// The record layer is in the kernel; rustls keeps only what key
+    /// updates and session tickets need.
+    Kernel(KernelConn),
+    /// A conversion to the kernel failed half-way: nothing is left.
+    Gone,
+}
+
+enum KernelConn {
+    // Kept for key updates (not yet handled on the server side).
+    #[allow(dead_code)]
+    Server(rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>),
+    Client(rustls::kernel::KernelConnection<rustls::client::ClientConnectionData>),
+}
+
+/// What the handshake negotiated, kept when rustls' state is released.
+struct Negotiated {
+    version: u16,
+    suite: u16,
+    alpn: Option<Vec<u8>>,
+    resumed: bool,
+    peer_certs: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 /// Lets one generic driver serve both sides.
@@ -277,6 +299,11 @@ pub(crate) struct Connection {
     seen_hello: Option<Box<crate::hello::Hello>>,
     /// Keep record-exact reads after the handshake (kTLS may take over).
     exact_reads_always: bool,
+    ktls_mode: rktls_ktls_mode,
+    /// The kernel conversion was attempted (it is tried once).
+    ktls_tried: bool,
+    /// Set once the record layer is in the kernel.
+    negotiated: Option<Negotiated>,
     /// Whether any I/O happened yet (an fd may be set only before).
     started: bool,
 }
@@ -308,6 +335,9 @@ impl Connection {
             server_name: None,
             seen_hello: None,
             exact_reads_always: false,
+            ktls_mode: rktls_ktls_mode::RKTLS_KTLS_OFF,
+            ktls_tried: false,
+            negotiated: None,
             started: false,
         }
     }
@@ -379,15 +409,63 @@ impl Connection {
         Ok(c)
     }
 
-    fn common(&self) -> &CommonState {
+    /// rustls' state, while the record layer is in userspace.
+    fn common(&self) -> Option<&CommonState> {
         match &self.tls {
-            Tls::Server(c) => c,
-            Tls::Client(c) => c,
+            Tls::Server(c) => Some(c),
+            Tls::Client(c) => Some(c),
+            Tls::Kernel(_) | Tls::Gone => None,
         }
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
-        self.common().is_handshaking()
+        self.common().is_some_and(|c| c.is_handshaking())
+    }
+
+    fn in_kernel(&self) -> bool {
+        matches!(self.tls, Tls::Kernel(_))
+    }
+
+    pub(crate) fn protocol_version(&self) -> u16 {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.version,
+            (None, Some(c)) => c.protocol_version().map_or(0, u16::from),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn cipher_suite(&self) -> u16 {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.suite,
+            (None, Some(c)) => c
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.alpn.as_deref(),
+            (None, Some(c)) => c.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_resumed(&self) -> bool {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.resumed,
+            (None, Some(c)) => c.handshake_kind() == Some(HandshakeKind::Resumed),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn peer_certs(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.peer_certs.as_deref(),
+            (None, Some(c)) => c.peer_certificates(),
+            _ => None,
+        }
     }
 
     pub(crate) fn pending_out(&self) -> usize {
@@ -400,6 +478,7 @@ impl Connection {
 
     fn step(&mut self, act: &mut Action<'_>) -> Step {
         match &mut self.tls {
+            Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
                 let s = step(c, &mut self.b, act);
                 // The certificate resolver saw a ClientHello: keep its SNI.
@@ -440,7 +519,7 @@ impl Connection {
         // error, before it would look at input again. Stop while it still
         // has output: processing more input could fail (and alert) twice.
         for _ in 0..16 {
-            if !self.common().wants_write() {
+            if !self.common().is_some_and(|c| c.wants_write()) {
                 break;
             }
             match self.step(&mut Action::None) {
@@ -487,7 +566,9 @@ impl Connection {
     /// Whether our records still go out in plaintext: before a suite is
     /// chosen, or in TLS 1.2 before our ChangeCipherSpec.
     fn plaintext_alert_possible(&self) -> bool {
-        let c = self.common();
+        let Some(c) = self.common() else {
+            return false;
+        };
         c.negotiated_cipher_suite().is_none()
             || (c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) && !self.b.sent_ccs)
     }
@@ -495,6 +576,9 @@ impl Connection {
     /// A fatal error is returned only once its alert has left.
     fn deliver_error(&mut self) -> Result<rktls_result, Error> {
         let err = self.error.clone().expect("deliver_error without error");
+        if !matches!(self.tls, Tls::Server(_) | Tls::Client(_)) {
+            return Err(err);
+        }
         match self.flush_out() {
             Ok(false) => Ok(RKTLS_WANT_WRITE),
             // Sent, or the peer is gone: either way, report the cause.
@@ -582,6 +666,12 @@ impl Connection {
     }
 
     pub(crate) fn handshake(&mut self) -> Result<rktls_result, Error> {
+        if self.in_kernel() {
+            return match &self.error {
+                Some(e) => Err(e.clone()),
+                None => Ok(RKTLS_OK),
+            };
+        }
         loop {
             if self.error.is_some() {
                 return self.deliver_error();
@@ -593,7 +683,7 @@ impl Connection {
                 return Ok(RKTLS_WANT_WRITE);
             }
             if !self.is_handshaking() {
-                return Ok(RKTLS_OK);
+                return self.maybe_offload();
             }
             if self.peer_closed {
                 self.error = Some(Error::new(
@@ -633,10 +723,13 @@ impl Connection {
                 }
                 return Ok((RKTLS_OK, n));
             }
+            if self.in_kernel() {
+                return self.kernel_read(buf);
+            }
             if self.error.is_some() {
                 return self.deliver_error().map(|r| (r, 0));
             }
-            if self.is_handshaking() {
+            if self.needs_handshake() {
                 match self.handshake()? {
                     RKTLS_OK => continue,
                     other => return Ok((other, 0)),
@@ -672,7 +765,7 @@ impl Connection {
         if self.error.is_some() {
             return self.deliver_error().map(|r| (r, 0));
         }
-        if self.is_handshaking() {
+        if self.needs_handshake() {
             match self.handshake()? {
                 RKTLS_OK => {}
                 other => return Ok((other, 0)),
@@ -683,6 +776,9 @@ impl Connection {
         }
         if data.is_empty() {
             return Ok((RKTLS_OK, 0));
+        }
+        if self.in_kernel() {
+            return self.kernel_write(data);
         }
         if self.pending_out() >= OUT_HIGH_WATER
             && !self.flush_out()?
@@ -722,6 +818,16 @@ impl Connection {
                 "handshake not complete: there is no session to close; close the socket",
             ));
         }
+        if self.in_kernel() {
+            if !self.sent_close_notify {
+                match ktls::send_record(self.fd, ktls::CT_ALERT, &[1, 0]) {
+                    Ok(_) => self.sent_close_notify = true,
+                    Err(e) if sys::would_block(&e) => return Ok(RKTLS_WANT_WRITE),
+                    Err(e) => return Err(self.io_error(&e)),
+                }
+            }
+            return Ok(RKTLS_OK);
+        }
         if !self.sent_close_notify {
             let mut act = Action::CloseNotify;
             if self.pump(&mut act).is_err() {
@@ -730,6 +836,396 @@ impl Connection {
             self.sent_close_notify = true;
         }
         self.flush()
+    }
+
+    /// The kernel conversion is still to be attempted.
+    fn offload_pending(&self) -> bool {
+        self.ktls_mode != rktls_ktls_mode::RKTLS_KTLS_OFF
+            && !self.ktls_tried
+            && self.fd >= 0
+            && self.error.is_none()
+    }
+
+    fn needs_handshake(&self) -> bool {
+        self.is_handshaking() || self.offload_pending()
+    }
+
+    pub(crate) fn set_ktls_mode(&mut self, mode: rktls_ktls_mode) {
+        self.ktls_mode = mode;
+        // The kernel must start exactly at a record boundary.
+        self.exact_reads_always = mode != rktls_ktls_mode::RKTLS_KTLS_OFF;
+    }
+
+    fn io_error(&mut self, e: &std::io::Error) -> Error {
+        self.errno = e.raw_os_error().unwrap_or(0);
+        Error::io(e)
+    }
+
+    /// Move the record layer into the kernel, once, after the handshake,
+    /// if the mode asks for it. Nothing is lost: records already received
+    /// are processed first (their plaintext stays queued for `read`), a
+    /// partial record is completed, and queued output is sent.
+    fn maybe_offload(&mut self) -> Result<rktls_result, Error> {
+        if !self.offload_pending() {
+            return Ok(RKTLS_OK);
+        }
+        loop {
+            if self.pump(&mut Action::None).is_err() {
+                return self.deliver_error();
+            }
+            if self.b.incoming.is_empty() {
+                break;
+            }
+            if self.eof {
+                self.error = Some(Error::new(
+                    RKTLS_ERR_TRUNCATED,
+                    "connection closed in the middle of a record",
+                ));
+                return self.deliver_error();
+            }
+            match self.fill_in()? {
+                Fill::Got | Fill::Eof => {}
+                Fill::WouldBlock => return Ok(RKTLS_WANT_READ),
+            }
+        }
+        if !self.flush_out()? {
+            return Ok(RKTLS_WANT_WRITE);
+        }
+        self.ktls_tried = true;
+        let Some(c) = self.common() else {
+            return Ok(RKTLS_OK);
+        };
+        let Some(suite) = c.negotiated_cipher_suite() else {
+            return Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "no suite after the handshake",
+            ));
+        };
+        if let Err(u) = ktls::supported(suite) {
+            return self.ktls_fallback(u.message());
+        }
+        if let Err(e) = ktls::attach_ulp(self.fd) {
+            return self.ktls_fallback(&format!("setsockopt TCP_ULP \"tls\" failed: {e}"));
+        }
+        let negotiated = Negotiated {
+            version: self.protocol_version(),
+            suite: self.cipher_suite(),
+            alpn: self.alpn().map(<[u8]>::to_vec),
+            resumed: self.is_resumed(),
+            peer_certs: self.peer_certs().map(<[_]>::to_vec),
+        };
+        // From here there is no way back to userspace.
+        let converted = match std::mem::replace(&mut self.tls, Tls::Gone) {
+            Tls::Server(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, KernelConn::Server(k))),
+            Tls::Client(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, KernelConn::Client(k))),
+            other => {
+                self.tls = other;
+                return Ok(RKTLS_OK);
+            }
+        };
+        let result = converted
+            .map_err(|e| {
+                Error::new(
+                    RKTLS_ERR_KTLS_UNAVAILABLE,
+                    format!("rustls could not hand the connection to the kernel: {e}"),
+                )
+            })
+            .and_then(|(secrets, k)| {
+                ktls::install(self.fd, libc::TLS_TX, suite, secrets.tx)?;
+                ktls::install(self.fd, libc::TLS_RX, suite, secrets.rx)?;
+                Ok(k)
+            });
+        match result {
+            Ok(k) => {
+                self.tls = Tls::Kernel(k);
+                self.negotiated = Some(negotiated);
+                // rustls' handshake state went with the conversion; release
+                // the record buffers too (undelivered plaintext stays).
+                self.b.incoming = Vec::new();
+                self.b.outgoing = Vec::new();
+                self.b.out_pos = 0;
+                log::debug!("record layer moved into the kernel (TX and RX)");
+                Ok(RKTLS_OK)
+            }
+            Err(e) => {
+                log::error!(
+                    "kTLS conversion failed past the point of no return: {}",
+                    e.msg
+                );
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The kernel cannot take the connection: stay in userspace (prefer),
+    /// or end it with a close_notify (require).
+    fn ktls_fallback(&mut self, why: &str) -> Result<rktls_result, Error> {
+        if self.ktls_mode == rktls_ktls_mode::RKTLS_KTLS_PREFER {
+            log::debug!("kTLS not used for this connection: {why}");
+            return Ok(RKTLS_OK);
+        }
+        let _ = self.pump(&mut Action::CloseNotify);
+        self.sent_close_notify = true;
+        let _ = self.flush_out();
+        let e = Error::new(
+            RKTLS_ERR_KTLS_UNAVAILABLE,
+            format!("kernel TLS required but unavailable: {why}"),
+        );
+        self.error = Some(e.clone());
+        Err(e)
+    }
+
+    pub(crate) fn ktls_active(&self) -> bool {
+        self.in_kernel()
+    }
+
+    /// End an offloaded connection: send a fatal alert through the kernel
+    /// (best effort) and record the error.
+    fn kernel_fatal(&mut self, code: rktls_result, alert: u8, msg: String) -> Error {
+        if ktls::send_record(self.fd, ktls::CT_ALERT, &[2, alert]).is_ok() {
+            self.alert_sent = Some(alert);
+        }
+        let e = Error::new(
+            code,
+            format!(
+                "{msg} (sent alert {})",
+                alert::name(alert).trim_end_matches('\0')
+            ),
+        );
+        self.error = Some(e.clone());
+        e
+    }
+
+    /// Handshake messages that arrive after the offload.
+    fn kernel_handshake(&mut self, mut msgs: &[u8]) -> Result<(), Error> {
+        while !msgs.is_empty() {
+            let (typ, body, rest) = match msgs {
+                &[t, a, b, c, ref rest @ ..] => {
+                    let len = u32::from_be_bytes([0, a, b, c]) as usize;
+                    if rest.len() < len {
+                        return Err(self.kernel_fatal(
+                            RKTLS_ERR_DECODE,
+                            50,
+                            "truncated handshake message after the offload".into(),
+                        ));
+                    }
+                    (t, &rest[..len], &rest[len..])
+                }
+                _ => {
+                    return Err(self.kernel_fatal(
+                        RKTLS_ERR_DECODE,
+                        50,
+                        "truncated handshake header after the offload".into(),
+                    ))
+                }
+            };
+            msgs = rest;
+            match (typ, &mut self.tls) {
+                // NewSessionTicket (TLS 1.3): keep it for resumption.
+                (4, Tls::Kernel(KernelConn::Client(k))) => {
+                    if let Err(e) = k.handle_new_session_ticket(body) {
+                        return Err(self.kernel_fatal(
+                            RKTLS_ERR_DECODE,
+                            50,
+                            format!("bad NewSessionTicket: {e}"),
+                        ));
+                    }
+                }
+                // HelloRequest (TLS 1.2): rustls never renegotiates.
+                (0, Tls::Kernel(KernelConn::Client(_))) => {
+                    log::warn!(
+                        "server requested TLS 1.2 renegotiation; refused (no_renegotiation)"
+                    );
+                    let _ = ktls::send_record(self.fd, ktls::CT_ALERT, &[1, 100]);
+                }
+                (24, _) => {
+                    return Err(self.kernel_fatal(
+                        RKTLS_ERR_PROTOCOL,
+                        80,
+                        "peer sent KeyUpdate after the offload; key updates under kTLS are not \
+                         supported yet"
+                            .into(),
+                    ))
+                }
+                (t, _) => {
+                    return Err(self.kernel_fatal(
+                        RKTLS_ERR_UNEXPECTED_MESSAGE,
+                        10,
+                        format!("unexpected handshake message {t} after the offload"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read on an RX-offloaded socket, handling control records.
+    fn kernel_read(&mut self, buf: &mut [u8]) -> Result<(rktls_result, usize), Error> {
+        const RECORD: usize = 16384 + 256;
+        loop {
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            if self.peer_closed {
+                return Ok((RKTLS_CLOSED, 0));
+            }
+            let direct = buf.len() >= RECORD;
+            if !direct && self.b.incoming.len() < RECORD {
+                self.b.incoming.resize(RECORD, 0);
+            }
+            let r = if direct {
+                ktls::recv_record(self.fd, buf)
+            } else {
+                ktls::recv_record(self.fd, &mut self.b.incoming)
+            };
+            let (typ, n) = match r {
+                Ok(v) => v,
+                Err(e) if sys::would_block(&e) => return Ok((RKTLS_WANT_READ, 0)),
+                Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
+                    return Err(self.kernel_fatal(
+                        RKTLS_ERR_DECRYPT,
+                        20,
+                        "a record failed to decrypt in the kernel".into(),
+                    ))
+                }
+                Err(e) => {
+                    let err = self.io_error(&e);
+                    self.error = Some(err.clone());
+                    return Err(err);
+                }
+            };
+            let record: Vec<u8>;
+            let data: &[u8] = if direct {
+                record = buf[..n].to_vec();
+                &record
+            } else {
+                &self.b.incoming[..n]
+            };
+            match typ {
+                ktls::CT_APPLICATION_DATA if n == 0 => {
+                    self.error = Some(Error::new(
+                        RKTLS_ERR_TRUNCATED,
+                        "connection closed without close_notify",
+                    ));
+                }
+                ktls::CT_APPLICATION_DATA => {
+                    if direct {
+                        return Ok((RKTLS_OK, n));
+                    }
+                    let m = n.min(buf.len());
+                    buf[..m].copy_from_slice(&self.b.incoming[..m]);
+                    let rest = self.b.incoming[m..n].to_vec();
+                    self.b.plain.extend_from_slice(&rest);
+                    return Ok((RKTLS_OK, m));
+                }
+                ktls::CT_ALERT if n == 2 => {
+                    let (level, desc) = (data[0], data[1]);
+                    if desc == 0 {
+                        self.peer_closed = true;
+                    } else if level == 1 {
+                        log::warn!(
+                            "peer sent warning alert {}",
+                            alert::name(desc).trim_end_matches('\0')
+                        );
+                    } else {
+                        self.alert_received = Some(desc);
+                        self.error = Some(Error::new(
+                            RKTLS_ERR_ALERT_RECEIVED,
+                            format!(
+                                "TLS error: received fatal alert {}",
+                                alert::name(desc).trim_end_matches('\0')
+                            ),
+                        ));
+                    }
+                }
+                ktls::CT_HANDSHAKE => {
+                    let msgs = data.to_vec();
+                    self.kernel_handshake(&msgs)?;
+                }
+                t => {
+                    return Err(self.kernel_fatal(
+                        RKTLS_ERR_UNEXPECTED_MESSAGE,
+                        10,
+                        format!("unexpected record type {t} (length {n}) after the offload"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Write on a TX-offloaded socket: the kernel encrypts.
+    fn kernel_write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
+        match sys::send(self.fd, data) {
+            Ok(n) => Ok((RKTLS_OK, n)),
+            Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
+            Err(e) => {
+                let err = self.io_error(&e);
+                self.error = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    /// Send up to `count` bytes of `in_fd` from `*offset`: zero-copy
+    /// `sendfile` once TX is in the kernel, otherwise read and encrypted
+    /// here. Advances `*offset` by what was accepted.
+    pub(crate) fn sendfile(
+        &mut self,
+        in_fd: RawFd,
+        offset: &mut i64,
+        count: usize,
+    ) -> Result<(rktls_result, usize), Error> {
+        if self.fd < 0 {
+            return Err(Error::state("sendfile needs a connection in fd mode"));
+        }
+        if self.error.is_some() {
+            return self.deliver_error().map(|r| (r, 0));
+        }
+        if self.needs_handshake() {
+            match self.handshake()? {
+                RKTLS_OK => {}
+                other => return Ok((other, 0)),
+            }
+        }
+        if self.sent_close_notify {
+            return Err(Error::state("sendfile after shutdown"));
+        }
+        if count == 0 {
+            return Ok((RKTLS_OK, 0));
+        }
+        if self.in_kernel() {
+            return match sys::sendfile(self.fd, in_fd, offset, count) {
+                Ok(n) => Ok((RKTLS_OK, n)),
+                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
+                Err(e) => {
+                    let err = self.io_error(&e);
+                    self.error = Some(err.clone());
+                    Err(err)
+                }
+            };
+        }
+        if self.pending_out() >= OUT_HIGH_WATER
+            && !self.flush_out()?
+            && self.pending_out() >= OUT_HIGH_WATER
+        {
+            return Ok((RKTLS_WANT_WRITE, 0));
+        }
+        let mut chunk = vec![0u8; count.min(MAX_WRITE)];
+        let n = match sys::pread(in_fd, &mut chunk, *offset) {
+            Ok(n) => n,
+            Err(e) => return Err(self.io_error(&e)),
+        };
+        if n == 0 {
+            return Ok((RKTLS_OK, 0));
+        }
+        let (r, m) = self.write(&chunk[..n])?;
+        *offset += m as i64;
+        Ok((r, m))
     }
 
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, Error> {
@@ -786,7 +1282,9 @@ pub extern "C" fn rktls_server_connection_new(
     guard(|| {
         let o = unsafe { out(out_conn, "out_conn")? };
         let cfg = unsafe { arc_clone(config, "config")? };
-        *o = box_into_ptr::<rktls_connection>(Connection::server(cfg.rustls.clone())?);
+        let mut c = Connection::server(cfg.rustls.clone())?;
+        c.set_ktls_mode(cfg.ktls);
+        *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
 }
@@ -805,7 +1303,9 @@ pub extern "C" fn rktls_client_connection_new(
         let o = unsafe { out(out_conn, "out_conn")? };
         let cfg = unsafe { arc_clone(config, "config")? };
         let name = unsafe { cstr(server_name, "server_name")? };
-        *o = box_into_ptr::<rktls_connection>(Connection::client(cfg.rustls.clone(), name)?);
+        let mut c = Connection::client(cfg.rustls.clone(), name)?;
+        c.set_ktls_mode(cfg.ktls);
+        *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
 }
@@ -991,10 +1491,7 @@ pub extern "C" fn rktls_connection_is_handshaking(conn: *const rktls_connection)
 #[no_mangle]
 pub extern "C" fn rktls_connection_protocol_version(conn: *const rktls_connection) -> u16 {
     guard_value(0, || {
-        unsafe { box_ref(conn, "conn") }
-            .ok()
-            .and_then(|c| c.common().protocol_version())
-            .map_or(0, u16::from)
+        unsafe { box_ref(conn, "conn") }.map_or(0, |c| c.protocol_version())
     })
 }
 
@@ -1003,10 +1500,7 @@ pub extern "C" fn rktls_connection_protocol_version(conn: *const rktls_connectio
 #[no_mangle]
 pub extern "C" fn rktls_connection_cipher_suite(conn: *const rktls_connection) -> u16 {
     guard_value(0, || {
-        unsafe { box_ref(conn, "conn") }
-            .ok()
-            .and_then(|c| c.common().negotiated_cipher_suite())
-            .map_or(0, |s| u16::from(s.suite()))
+        unsafe { box_ref(conn, "conn") }.map_or(0, |c| c.cipher_suite())
     })
 }
 
@@ -1042,7 +1536,7 @@ pub extern "C" fn rktls_connection_alpn(
         let c = unsafe { box_ref(conn, "conn")? };
         let p = unsafe { out(proto, "proto")? };
         let l = unsafe { out(len, "len")? };
-        match c.common().alpn_protocol() {
+        match c.alpn() {
             Some(a) => {
                 *p = a.as_ptr();
                 *l = a.len();
@@ -1077,8 +1571,7 @@ pub extern "C" fn rktls_connection_server_name(
 #[no_mangle]
 pub extern "C" fn rktls_connection_is_resumed(conn: *const rktls_connection) -> bool {
     guard_value(false, || {
-        unsafe { box_ref(conn, "conn") }
-            .is_ok_and(|c| c.common().handshake_kind() == Some(HandshakeKind::Resumed))
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.is_resumed())
     })
 }
 
@@ -1089,7 +1582,7 @@ pub extern "C" fn rktls_connection_peer_cert_count(conn: *const rktls_connection
     guard_value(0, || {
         unsafe { box_ref(conn, "conn") }
             .ok()
-            .and_then(|c| c.common().peer_certificates())
+            .and_then(|c| c.peer_certs())
             .map_or(0, <[_]>::len)
     })
 }
@@ -1109,8 +1602,7 @@ pub extern "C" fn rktls_connection_peer_cert(
         let d = unsafe { out(der, "der")? };
         let l = unsafe { out(len, "len")? };
         let cert = c
-            .common()
-            .peer_certificates()
+            .peer_certs()
             .and_then(|cs| cs.get(index))
             .ok_or_else(|| Error::invalid(format!("no peer certificate at index {index}")))?;
         *d = cert.as_ref().as_ptr();
@@ -1189,6 +1681,53 @@ pub extern "C" fn rktls_connection_error_message(
     })
 }
 
+/// Whether the connection's record layer is in the kernel (kTLS), for
+/// sending and for receiving. Once it is, `write`, `sendfile` and `splice`
+/// on the fd itself are safe (the kernel encrypts); reads must still go
+/// through `rktls_connection_read()`, which handles the control records
+/// (alerts, session tickets) the kernel hands over. false for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_ktls_tx(conn: *const rktls_connection) -> bool {
+    guard_value(false, || {
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_active())
+    })
+}
+
+/// Whether received records are decrypted by the kernel. See
+/// `rktls_connection_ktls_tx()`. false for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_ktls_rx(conn: *const rktls_connection) -> bool {
+    guard_value(false, || {
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_active())
+    })
+}
+
+/// Send up to `count` bytes of the file `in_fd`, starting at `*offset`
+/// (advanced by what was sent); `*out_n` receives the count (0 at end of
+/// file). Fd mode only. With the record layer in the kernel this is
+/// zero-copy `sendfile(2)`; otherwise rktls reads and encrypts the bytes
+/// itself (at most 64 KiB a call). Completes the handshake first if
+/// needed. Returns `RKTLS_WANT_WRITE` (nothing sent) when the socket is
+/// full: call again when writable. Loop until all is sent.
+#[no_mangle]
+pub extern "C" fn rktls_connection_sendfile(
+    conn: *mut rktls_connection,
+    in_fd: i32,
+    offset: *mut i64,
+    count: usize,
+    out_n: *mut usize,
+) -> rktls_result {
+    guard(|| {
+        let n_out = unsafe { out(out_n, "out_n")? };
+        *n_out = 0;
+        let off = unsafe { out(offset, "offset")? };
+        let c = unsafe { box_mut(conn, "conn")? };
+        let (r, n) = c.sendfile(in_fd, off, count)?;
+        *n_out = n;
+        Ok(r)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1252,14 +1791,9 @@ mod tests {
             let (mut s, mut c) = pair(&o);
             assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
             for conn in [&s, &c] {
-                assert_eq!(conn.common().protocol_version().map(u16::from), Some(v));
-                assert_eq!(
-                    conn.common()
-                        .negotiated_cipher_suite()
-                        .map(|s| u16::from(s.suite())),
-                    Some(suite)
-                );
-                assert_eq!(conn.common().alpn_protocol(), Some(&b"h2"[..]));
+                assert_eq!(conn.protocol_version(), v);
+                assert_eq!(conn.cipher_suite(), suite);
+                assert_eq!(conn.alpn(), Some(&b"h2"[..]));
             }
             assert_eq!(s.server_name.as_deref(), Some("localhost"));
             let msg: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
@@ -1357,11 +1891,8 @@ mod tests {
         let mut s = Connection::server(scfg.clone()).unwrap();
         let mut c = Connection::client(with, "localhost").unwrap();
         assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
-        assert_eq!(s.common().peer_certificates().map(<[_]>::len), Some(1));
-        assert!(c
-            .common()
-            .peer_certificates()
-            .is_some_and(|p| !p.is_empty()));
+        assert_eq!(s.peer_certs().map(<[_]>::len), Some(1));
+        assert!(c.peer_certs().is_some_and(|p| !p.is_empty()));
         let mut s = Connection::server(scfg).unwrap();
         let mut c = Connection::client(without, "localhost").unwrap();
         let (rs, rc) = handshake_buffers(&mut s, &mut c);
@@ -1396,7 +1927,7 @@ mod tests {
                 s.write(b"x").unwrap();
                 shuttle(&mut s, &mut c);
                 assert_eq!(read_all(&mut c, 1), b"x");
-                resumed.push(c.common().handshake_kind() == Some(HandshakeKind::Resumed));
+                resumed.push(c.is_resumed());
             }
             assert_eq!(resumed, vec![false, true], "version {v:04x}");
         }
@@ -1520,6 +2051,47 @@ mod tests {
         let mut s = Connection::server(server_config(&Opts::default())).unwrap();
         s.set_fd(a.as_raw_fd()).unwrap();
         assert_eq!(s.handshake().unwrap_err().code, RKTLS_ERR_TRUNCATED);
+    }
+
+    /// On a kernel without kTLS (this machine's): prefer falls back to
+    /// userspace, require fails the handshake and closes cleanly. On a
+    /// kernel with kTLS both offload; the VM tests cover that in depth.
+    #[test]
+    fn kernel_lacks_ktls_prefer_falls_back_require_fails() {
+        let has_ktls = crate::ktls::supported(crate::crypto::provider().cipher_suites[0]).is_ok();
+        for mode in [
+            rktls_ktls_mode::RKTLS_KTLS_PREFER,
+            rktls_ktls_mode::RKTLS_KTLS_REQUIRE,
+        ] {
+            let (a, b) = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| {
+                    let c = std::net::TcpStream::connect(l.local_addr()?)?;
+                    Ok((l.accept()?.0, c))
+                })
+                .unwrap();
+            let scfg = server_config(&Opts::default());
+            let server = std::thread::spawn(move || {
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                s.set_ktls_mode(mode);
+                let r = s.handshake();
+                (r.map_err(|e| e.code), s.ktls_active(), a)
+            });
+            let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            let (r, active, _a) = server.join().unwrap();
+            if has_ktls {
+                assert_eq!((r, active), (Ok(RKTLS_OK), true), "{mode:?}");
+            } else if mode == rktls_ktls_mode::RKTLS_KTLS_PREFER {
+                assert_eq!((r, active), (Ok(RKTLS_OK), false));
+            } else {
+                assert_eq!(r, Err(RKTLS_ERR_KTLS_UNAVAILABLE));
+                // The client is told with a close_notify, not a reset.
+                let mut buf = [0u8; 16];
+                assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+            }
+        }
     }
 
     #[test]

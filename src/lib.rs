@@ -16,6 +16,7 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hello;
+pub mod ktls;
 pub mod logging;
 pub mod result;
 mod sys;

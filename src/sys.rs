@@ -19,13 +19,11 @@ fn check(n: isize) -> io::Result<usize> {
 /// `read(2)`, retried on EINTR.
 pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        #[cfg(test)]
-        if let Some(e) = fault::take(fault::Op::Read) {
-            let err = io::Error::from_raw_os_error(e);
-            if e == libc::EINTR {
+        if let Some(e) = injected(fault::Op::Read) {
+            if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return Err(err);
+            return Err(e);
         }
         // SAFETY: buf is valid for writes of buf.len() bytes.
         let r = check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) });
@@ -40,12 +38,11 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 /// falling back to `write(2)` for fds that are not sockets; retried on EINTR.
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     loop {
-        #[cfg(test)]
-        if let Some(e) = fault::take(fault::Op::Send) {
-            if e == libc::EINTR {
+        if let Some(e) = injected(fault::Op::Send) {
+            if e.raw_os_error() == Some(libc::EINTR) {
                 continue;
             }
-            return Err(io::Error::from_raw_os_error(e));
+            return Err(e);
         }
         // SAFETY: buf is valid for reads of buf.len() bytes.
         let mut r =
@@ -65,9 +62,164 @@ pub(crate) fn would_block(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN)) || e.raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
-#[cfg(test)]
+/// A failure a test asked for on this thread; never in other builds.
+#[inline]
+fn injected(op: fault::Op) -> Option<io::Error> {
+    if cfg!(test) {
+        fault::take(op).map(io::Error::from_raw_os_error)
+    } else {
+        None
+    }
+}
+
+/// `setsockopt(2)` with a byte-string value.
+pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
+    if let Some(e) = injected(fault::Op::SetSockOpt) {
+        return Err(e);
+    }
+    // SAFETY: value is valid for reads of value.len() bytes.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            value.as_ptr().cast(),
+            value.len() as libc::socklen_t,
+        )
+    };
+    check(r as isize).map(|_| ())
+}
+
+/// A control-message buffer aligned for `cmsghdr`, room for one small cmsg.
+#[repr(C, align(8))]
+struct CmsgBuf([u8; 64]);
+
+/// `recvmsg(2)` on an RX-offloaded TLS socket: one record's worth of
+/// decrypted bytes and its content type (TLS_GET_RECORD_TYPE), retried on
+/// EINTR. A truncated control message is an error (EPROTO).
+pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> {
+    loop {
+        if let Some(e) = injected(fault::Op::RecvMsg) {
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let mut cbuf = CmsgBuf([0; 64]);
+        // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.0.len();
+        // SAFETY: msg describes valid buffers.
+        let r = check(unsafe { libc::recvmsg(fd, &mut msg, 0) });
+        let n = match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => r?,
+        };
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EPROTO));
+        }
+        let mut typ = crate::ktls::CT_APPLICATION_DATA;
+        // SAFETY: walking the control buffer the kernel filled in.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_TLS && (*c).cmsg_type == libc::TLS_GET_RECORD_TYPE {
+                    typ = *libc::CMSG_DATA(c);
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        return Ok((typ, n));
+    }
+}
+
+/// `sendmsg(2)` of one record of content type `typ` on a TX-offloaded TLS
+/// socket (TLS_SET_RECORD_TYPE), with MSG_NOSIGNAL, retried on EINTR.
+pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usize> {
+    loop {
+        if let Some(e) = injected(fault::Op::SendMsg) {
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut iov = libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        };
+        let mut cbuf = CmsgBuf([0; 64]);
+        // SAFETY: as in recv_record; the cmsg fits (CMSG_SPACE(1) <= 64).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(1) } as usize;
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_TLS;
+            (*c).cmsg_type = libc::TLS_SET_RECORD_TYPE;
+            (*c).cmsg_len = libc::CMSG_LEN(1) as usize;
+            *libc::CMSG_DATA(c) = typ;
+        }
+        // SAFETY: msg describes valid buffers.
+        let r = check(unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL) });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `pread(2)` of a file at `offset`, retried on EINTR.
+pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize> {
+    loop {
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let r = check(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// `sendfile(2)` from `in_fd` at `*offset`, advancing it; retried on EINTR.
+pub(crate) fn sendfile(
+    out_fd: RawFd,
+    in_fd: RawFd,
+    offset: &mut i64,
+    count: usize,
+) -> io::Result<usize> {
+    loop {
+        if let Some(e) = injected(fault::Op::SendFile) {
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        let mut off: libc::off_t = *offset;
+        // SAFETY: off is a valid off_t.
+        let r = check(unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Ok(n) => {
+                *offset = off;
+                return Ok(n);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fault {
-    //! Test-only fault injection, per thread.
+    //! Test-only fault injection, per thread (consulted only in test builds).
     use std::cell::RefCell;
     use std::collections::VecDeque;
 
@@ -75,6 +227,10 @@ pub(crate) mod fault {
     pub enum Op {
         Read,
         Send,
+        SetSockOpt,
+        RecvMsg,
+        SendMsg,
+        SendFile,
     }
 
     thread_local! {
