@@ -15,7 +15,7 @@
 #   VM_KERNEL_META (kernel meta package, default linux-image-6.12-amd64).
 # Cache: target/vm/cache/<kernel package>/ holds the .deb, vmlinuz and
 #   rootfs/lib/modules/ (tls.ko, and <kver>/ with the crypto modules).
-# Logs:  target/vm/logs/<date>-<pid>.log holds each run's serial output.
+# Logs:  target/vm/logs/<date>-<pid>.log holds each run's serial output (last 100 kept).
 set -Eeuo pipefail
 # Any failure of this script itself is 125 too, never a guest's exit code.
 trap 'echo "vm: error: command failed at line $LINENO" >&2; exit 125' ERR
@@ -204,6 +204,7 @@ main() {
     build_initrd "$WORK/initrd.gz" "$script" "$@"
 
     mkdir -p "$LOGS"; log=$LOGS/$(date +%Y%m%d-%H%M%S)-$$.log
+    { ls -1t "$LOGS"/*.log 2>/dev/null || true; } | tail -n +100 | xargs -r rm -f   # keep 100
     note "booting $(basename "$KDIR") (timeout ${VM_TIMEOUT}s, log $log)"
     boot "$log" || rc=$?
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Real-kernel kTLS tests: boots the test VM (tests/vm/run.sh: Debian's Linux
+# 6.12 with tls.ko, under qemu) and runs tests/vm/ktls_guest.sh there with
+# the example programs, the library and the test certificates.
+# Needs `make stage examples` and build/certs (scripts/test.sh makes both).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+for f in build/examples/server_blocking build/examples/client build/certs/ca.pem; do
+  [ -e "$f" ] || { echo "missing $f: run make stage examples and scripts/gen-certs.sh build/certs"; exit 2; }
+done
+# Debian's openssl and GnuTLS tools are the independent peers (userspace).
+exec tests/vm/run.sh tests/vm/ktls_guest.sh "$PWD/build/examples" "$PWD/build/certs" \
+  "$(command -v openssl)" "$(command -v gnutls-cli)" "$(command -v gnutls-serv)" \
+  /usr/lib/ssl /etc/ssl/openssl.cnf

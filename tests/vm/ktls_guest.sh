@@ -1,0 +1,170 @@
+#!/bin/sh
+# Runs inside the test VM (Debian's Linux 6.12, tls.ko loaded), from
+# tests/vm/ktls.sh. The rktls example server and client move their record
+# layer into the kernel (--ktls require) for every version x cipher, move a
+# few MB each way, and /proc/net/tls_stat must show the kernel did the work.
+# Ends with "N passed, M failed".
+ROOT=${ROOT:-$(pwd)}
+BIN=$ROOT/build/examples
+C=$ROOT/build/certs
+W=/tmp/w
+mkdir -p $W/www
+# gnutls-cli resolves the host name it verifies.
+grep -q localhost /etc/hosts 2>/dev/null || echo "127.0.0.1 localhost" >> /etc/hosts
+pass=0
+fail=0
+ok() { echo "ok   $1"; pass=$((pass + 1)); }
+bad() { echo "FAIL $1"; fail=$((fail + 1)); }
+
+dd if=/dev/urandom of=$W/www/file bs=1024 count=3072 2>/dev/null
+dd if=/dev/urandom of=$W/echo bs=1024 count=1024 2>/dev/null
+want=$(sha256sum $W/www/file | cut -d' ' -f1)
+
+stat_of() { # counter name -> value
+  awk -v k="$1" '$1 == k { print $2 }' /proc/net/tls_stat
+}
+
+# stop_server: wait for the server to finish its --max-conns, at most 30 s.
+stop_server() {
+  i=0
+  while kill -0 $spid 2>/dev/null && [ $i -lt 300 ]; do
+    i=$((i + 1))
+    sleep 0.1
+  done
+  if kill -0 $spid 2>/dev/null; then
+    kill $spid
+    bad "server did not finish its connections"
+  fi
+  wait $spid 2>/dev/null
+}
+
+# start_server LOG ARGS...: sets $port
+start_server() {
+  log=$1
+  shift
+  $BIN/server_blocking --cert $C/server.pem --key $C/server.key "$@" > $log 2>&1 &
+  spid=$!
+  port=""
+  i=0
+  while [ $i -lt 300 ]; do
+    port=$(sed -n 's/^READY port=//p' $log)
+    [ -n "$port" ] && return 0
+    i=$((i + 1))
+    sleep 0.1
+  done
+  echo "server did not start:"
+  cat $log
+  return 1
+}
+
+tx0=$(stat_of TlsTxSw)
+rx0=$(stat_of TlsRxSw)
+for case in "--tls13 1301" "--tls13 1302" "--tls13 1303" "--tls12 c02b" "--tls12 c02c" "--tls12 cca9"; do
+  set -- $case
+  ver=$1
+  suite=$2
+  name="$ver $suite"
+  # Files: server sendfile(2) over kTLS TX, client kTLS RX; resumed second time.
+  start_server $W/s.log $ver --suites $suite --root $W/www --ktls require --max-conns 2 || { bad "$name: server"; continue; }
+  if timeout 120 $BIN/client --port $port --ca $C/ca.pem --ktls require --get /file --out $W/got --count 2 > $W/c.log 2>&1 &&
+    [ "$(sha256sum $W/got | cut -d' ' -f1)" = "$want" ] &&
+    [ "$(grep -c 'ktls=tx+rx' $W/c.log)" = 2 ] && grep -q 'conn 2: .*resumed=yes' $W/c.log; then
+    ok "$name: 3 MB file via sendfile, both ends in the kernel, resumed"
+  else
+    bad "$name: file"
+    cat $W/c.log $W/s.log
+  fi
+  stop_server
+  grep -q "ktls=tx+rx" $W/s.log || { bad "$name: server not offloaded"; cat $W/s.log; }
+  # Echo: client kTLS TX -> server kTLS RX, and back.
+  start_server $W/e.log $ver --suites $suite --echo --ktls require --max-conns 1 || { bad "$name: echo server"; continue; }
+  if timeout 120 $BIN/client --port $port --ca $C/ca.pem --ktls require --echo $W/echo > $W/ce.log 2>&1 &&
+    grep -q "echo ok 1048576 bytes" $W/ce.log && grep -q "ktls=tx+rx" $W/ce.log; then
+    ok "$name: 1 MB echoed through kernel TX and RX on both ends"
+  else
+    bad "$name: echo"
+    cat $W/ce.log $W/e.log
+  fi
+  stop_server
+done
+
+# A userspace peer receives a file the server sends with sendfile(2).
+start_server $W/u.log --root $W/www --ktls require --max-conns 1
+if timeout 120 $BIN/client --port $port --ca $C/ca.pem --ktls off --get /file --out $W/got > $W/cu.log 2>&1 &&
+  [ "$(sha256sum $W/got | cut -d' ' -f1)" = "$want" ] && grep -q "ktls=off" $W/cu.log; then
+  ok "userspace rktls client receives a sendfile(2) from a kTLS server"
+else
+  bad "userspace client"
+  cat $W/cu.log $W/u.log
+fi
+stop_server
+
+# Independent implementations in userspace on the other end (Debian's
+# OpenSSL 3.0 and GnuTLS 3.7 do not engage kTLS themselves).
+size=$(wc -c < $W/www/file)
+body_ok() { [ "$(tail -c $size "$1" | sha256sum | cut -d' ' -f1)" = "$want" ]; }
+for v in 2 3; do
+  start_server $W/o.log --tls1$v --root $W/www --ktls require --max-conns 2
+  printf 'GET /file HTTP/1.0\r\n\r\n' | timeout 60 openssl s_client -quiet -connect 127.0.0.1:$port \
+    -servername localhost -CAfile $C/ca.pem -verify_return_error > $W/o.out 2> $W/o.err
+  if body_ok $W/o.out; then ok "openssl s_client TLS 1.$v <- kTLS server (sendfile)"; else
+    bad "openssl s_client TLS 1.$v"; tail -5 $W/o.err $W/o.log; fi
+  prio="NORMAL:-VERS-ALL:+VERS-TLS1.$v"
+  printf 'GET /file HTTP/1.0\r\n\r\n' | timeout 60 gnutls-cli --x509cafile $C/ca.pem -p $port \
+    --logfile $W/g.info --priority $prio localhost > $W/g.out 2> $W/g.err
+  if body_ok $W/g.out; then ok "gnutls-cli TLS 1.$v <- kTLS server (sendfile)"; else
+    bad "gnutls-cli TLS 1.$v"; tail -5 $W/g.err $W/o.log; fi
+  stop_server
+  grep -c "ktls=tx+rx" $W/o.log | grep -q 2 || { bad "server not offloaded for the interop peers"; cat $W/o.log; }
+
+  # The rktls client in the kernel against userspace servers.
+  p=$((4430 + v))
+  (cd $W/www && exec openssl s_server -quiet -accept $p -WWW -tls1_$v -cert $C/server.pem \
+    -key $C/server.key > $W/os.log 2>&1) &
+  opid=$!
+  i=0
+  while ! netstat -ltn | grep -q ":$p "; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || break
+    sleep 0.1
+  done
+  timeout 60 $BIN/client --port $p --ca $C/ca.pem --ktls require --get /file --out $W/got > $W/oc.log 2>&1
+  if [ "$(sha256sum $W/got | cut -d' ' -f1)" = "$want" ] && grep -q "TLSv1.$v .*ktls=tx+rx" $W/oc.log; then
+    ok "kTLS rktls client TLS 1.$v <- openssl s_server"
+  else
+    bad "kTLS client vs openssl s_server TLS 1.$v"; cat $W/oc.log $W/os.log
+  fi
+  kill $opid 2>/dev/null; wait $opid 2>/dev/null
+  gp=$((4440 + v))
+  gnutls-serv --http --x509certfile $C/server.pem --x509keyfile $C/server.key -p $gp \
+    --priority "NORMAL:-VERS-ALL:+VERS-TLS1.$v" > $W/gs.log 2>&1 &
+  gpid=$!
+  i=0
+  while ! netstat -ltn | grep -q ":$gp "; do
+    i=$((i + 1))
+    [ $i -lt 100 ] || break
+    sleep 0.1
+  done
+  # gnutls-serv's HTTP mode answers with a page describing the session.
+  timeout 60 $BIN/client --port $gp --ca $C/ca.pem --ktls require --get / --out $W/page > $W/gc.log 2>&1
+  if grep -q "client: got" $W/gc.log && grep -q "TLSv1.$v .*ktls=tx+rx" $W/gc.log &&
+    grep -q "TLS1.$v" $W/page; then
+    ok "kTLS rktls client TLS 1.$v <- gnutls-serv (HTTP)"
+  else
+    bad "kTLS client vs gnutls-serv TLS 1.$v"; cat $W/gc.log; tail -5 $W/gs.log
+  fi
+  kill $gpid 2>/dev/null; wait $gpid 2>/dev/null
+done
+
+tx1=$(stat_of TlsTxSw)
+rx1=$(stat_of TlsRxSw)
+echo "tls_stat: TlsTxSw $tx0 -> $tx1, TlsRxSw $rx0 -> $rx1"
+cat /proc/net/tls_stat
+# 6 cases x (2 file + 1 echo) client and server sockets, + 1 userspace case.
+if [ $((tx1 - tx0)) -ge 36 ] && [ $((rx1 - rx0)) -ge 36 ]; then
+  ok "the kernel counted the offloaded sockets (TX +$((tx1 - tx0)), RX +$((rx1 - rx0)))"
+else
+  bad "too few offloaded sockets in /proc/net/tls_stat"
+fi
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
