@@ -266,8 +266,9 @@ static int test_epoll(void)
     int cfd = connect_loopback(port);
     int sfd = accept(ls, NULL, NULL);
     CHECK(cfd >= 0 && sfd >= 0, "connect/accept");
-    /* Small socket buffers, so that writes really meet EAGAIN. */
-    int small = 4096;
+    /* Small socket buffers, so that writes really meet EAGAIN (not smaller:
+     * 4 KiB ones make loopback crawl on delayed ACKs). */
+    int small = 16384;
     for (int i = 0; i < 2; i++) {
         int fd = i ? sfd : cfd;
         setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
