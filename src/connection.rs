@@ -613,6 +613,15 @@ impl Connection {
 
     /// Read from the fd into the incoming buffer (fd mode only).
     fn fill_in(&mut self) -> Result<Fill, Error> {
+        self.fill(false)
+    }
+
+    /// As `fill_in`, but never waits, even on a blocking fd.
+    fn fill_in_now(&mut self) -> Result<Fill, Error> {
+        self.fill(true)
+    }
+
+    fn fill(&mut self, dont_wait: bool) -> Result<Fill, Error> {
         if self.fd < 0 {
             return Ok(Fill::WouldBlock);
         }
@@ -631,7 +640,11 @@ impl Connection {
         }
         let start = self.b.incoming.len();
         self.b.incoming.resize(start + want, 0);
-        let r = sys::read(self.fd, &mut self.b.incoming[start..]);
+        let r = if dont_wait {
+            sys::recv_now(self.fd, &mut self.b.incoming[start..])
+        } else {
+            sys::read(self.fd, &mut self.b.incoming[start..])
+        };
         match r {
             Ok(0) => {
                 self.b.incoming.truncate(start);
@@ -678,6 +691,14 @@ impl Connection {
             }
             if self.pump(&mut Action::None).is_err() {
                 continue;
+            }
+            // Before sending, take in whatever of the peer's flight has
+            // already arrived: then our answer leaves in one write, not as
+            // small pieces that Nagle's algorithm holds back for an ACK.
+            if self.pending_out() > 0 && self.fd >= 0 && !self.eof && self.is_handshaking() {
+                if let Fill::Got = self.fill_in_now()? {
+                    continue;
+                }
             }
             if !self.flush_out()? {
                 return Ok(RKTLS_WANT_WRITE);
@@ -2091,6 +2112,40 @@ mod tests {
                 let mut buf = [0u8; 16];
                 assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
             }
+        }
+    }
+
+    /// Each side answers a flight with one write: a reply sent in pieces
+    /// (TLS 1.3's compatibility ChangeCipherSpec first, Finished later)
+    /// has its second piece held back by Nagle's algorithm until the peer's
+    /// delayed ACK, and a busy event loop then waits for nothing.
+    #[test]
+    fn nonblocking_handshake_flights_leave_whole() {
+        for v in [0x0304u16, 0x0303] {
+            let o = Opts {
+                versions: Some(vec![v]),
+                ..Opts::default()
+            };
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let b = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let a = l.accept().unwrap().0;
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            let mut s = Connection::server(server_config(&o)).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_PREFER);
+            let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            let (mut rc, mut rs) = (RKTLS_WANT_READ, RKTLS_WANT_READ);
+            for _ in 0..20 {
+                if rc != RKTLS_OK {
+                    rc = c.handshake().unwrap();
+                }
+                if rs != RKTLS_OK {
+                    rs = s.handshake().unwrap();
+                }
+            }
+            assert_eq!((rc, rs), (RKTLS_OK, RKTLS_OK), "version {v:04x}");
         }
     }
 

@@ -34,6 +34,30 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// `recv(2)` with MSG_DONTWAIT: what has already arrived, never waiting
+/// (EAGAIN otherwise, also on a blocking socket; on a non-socket, EAGAIN).
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        if let Some(e) = injected(fault::Op::Read) {
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: buf is valid for writes of buf.len() bytes.
+        let r = check(unsafe {
+            libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+        });
+        match r {
+            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+                return Err(io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+            r => return r,
+        }
+    }
+}
+
 /// `send(2)` with MSG_NOSIGNAL (a reset peer gives EPIPE, never SIGPIPE),
 /// falling back to `write(2)` for fds that are not sockets; retried on EINTR.
 pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {

@@ -8,7 +8,10 @@ cd "$(dirname "$0")/../.."
 for f in build/examples/server_blocking build/examples/client build/certs/ca.pem; do
   [ -e "$f" ] || { echo "missing $f: run make stage examples and scripts/gen-certs.sh build/certs"; exit 2; }
 done
+mkdir -p build/vm
+gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Ibuild/stage/include -o build/vm/mem_probe \
+  tests/vm/mem_probe.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
 # Debian's openssl and GnuTLS tools are the independent peers (userspace).
-exec tests/vm/run.sh tests/vm/ktls_guest.sh "$PWD/build/examples" "$PWD/build/certs" \
+exec tests/vm/run.sh tests/vm/ktls_guest.sh "$PWD/build/examples" "$PWD/build/certs" "$PWD/build/vm" \
   "$(command -v openssl)" "$(command -v gnutls-cli)" "$(command -v gnutls-serv)" \
   /usr/lib/ssl /etc/ssl/openssl.cnf

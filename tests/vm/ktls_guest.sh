@@ -156,6 +156,13 @@ for v in 2 3; do
   kill $gpid 2>/dev/null; wait $gpid 2>/dev/null
 done
 
+# Userspace memory an established server connection still holds.
+if [ -x $ROOT/build/vm/mem_probe ] && $ROOT/build/vm/mem_probe $C > $W/mem.log 2>&1; then
+  ok "offloaded connections hold less userspace memory: $(tr '\n' ' ' < $W/mem.log)"
+else
+  bad "memory probe"; cat $W/mem.log
+fi
+
 tx1=$(stat_of TlsTxSw)
 rx1=$(stat_of TlsRxSw)
 echo "tls_stat: TlsTxSw $tx0 -> $tx1, TlsRxSw $rx0 -> $rx1"
