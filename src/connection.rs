@@ -782,18 +782,36 @@ impl Connection {
         }
     }
 
-    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
+    /// Checks before sending: a sticky error is reported (after its alert),
+    /// the handshake (and the switch to the kernel) come first, nothing is
+    /// sent after shutdown. `Some(code)`: return that code now.
+    fn before_send(&mut self, what: &str) -> Result<Option<rktls_result>, Error> {
         if self.error.is_some() {
-            return self.deliver_error().map(|r| (r, 0));
+            return self.deliver_error().map(Some);
         }
         if self.needs_handshake() {
             match self.handshake()? {
                 RKTLS_OK => {}
-                other => return Ok((other, 0)),
+                other => return Ok(Some(other)),
             }
         }
         if self.sent_close_notify {
-            return Err(Error::state("write after shutdown"));
+            return Err(Error::state(format!("{what} after shutdown")));
+        }
+        Ok(None)
+    }
+
+    /// Whether more can be queued for sending now: below the high-water
+    /// mark, after trying to flush.
+    fn room_to_send(&mut self) -> Result<bool, Error> {
+        Ok(self.pending_out() < OUT_HIGH_WATER
+            || self.flush_out()?
+            || self.pending_out() < OUT_HIGH_WATER)
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
+        if let Some(r) = self.before_send("write")? {
+            return Ok((r, 0));
         }
         if data.is_empty() {
             return Ok((RKTLS_OK, 0));
@@ -801,10 +819,7 @@ impl Connection {
         if self.in_kernel() {
             return self.kernel_write(data);
         }
-        if self.pending_out() >= OUT_HIGH_WATER
-            && !self.flush_out()?
-            && self.pending_out() >= OUT_HIGH_WATER
-        {
+        if !self.room_to_send()? {
             return Ok((RKTLS_WANT_WRITE, 0));
         }
         let n = data.len().min(MAX_WRITE);
@@ -1204,17 +1219,8 @@ impl Connection {
         if self.fd < 0 {
             return Err(Error::state("sendfile needs a connection in fd mode"));
         }
-        if self.error.is_some() {
-            return self.deliver_error().map(|r| (r, 0));
-        }
-        if self.needs_handshake() {
-            match self.handshake()? {
-                RKTLS_OK => {}
-                other => return Ok((other, 0)),
-            }
-        }
-        if self.sent_close_notify {
-            return Err(Error::state("sendfile after shutdown"));
+        if let Some(r) = self.before_send("sendfile")? {
+            return Ok((r, 0));
         }
         if count == 0 {
             return Ok((RKTLS_OK, 0));
@@ -1230,10 +1236,7 @@ impl Connection {
                 }
             };
         }
-        if self.pending_out() >= OUT_HIGH_WATER
-            && !self.flush_out()?
-            && self.pending_out() >= OUT_HIGH_WATER
-        {
+        if !self.room_to_send()? {
             return Ok((RKTLS_WANT_WRITE, 0));
         }
         let mut chunk = vec![0u8; count.min(MAX_WRITE)];
