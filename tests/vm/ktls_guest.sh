@@ -156,6 +156,14 @@ for v in 2 3; do
   kill $gpid 2>/dev/null; wait $gpid 2>/dev/null
 done
 
+# The client's first request in the same segment as its Finished: the
+# server's first read, in the kernel, returns it intact.
+if $ROOT/build/vm/first_request $C > $W/fr.log 2>&1 && grep -q "first request ok" $W/fr.log; then
+  ok "first request sent with the Finished is read intact through the kernel"
+else
+  bad "first request with the Finished"; cat $W/fr.log
+fi
+
 # Userspace memory an established server connection still holds.
 if [ -x $ROOT/build/vm/mem_probe ] && $ROOT/build/vm/mem_probe $C > $W/mem.log 2>&1; then
   ok "offloaded connections hold less userspace memory: $(tr '\n' ' ' < $W/mem.log)"
