@@ -44,8 +44,16 @@ ensure_packages() {
 
 # Print the versioned kernel package the meta package currently depends on.
 resolve_kernel_pkg() {
-    apt-cache depends "$META_PKG" 2>/dev/null \
-        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1 || true
+    local pkg
+    pkg=$(apt-cache depends "$META_PKG" 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1 || true)
+    # A fresh machine may have no package lists yet: fetch them once.
+    if [[ -z $pkg ]] && ! compgen -G "$CACHE/linux-image-*/vmlinuz" >/dev/null; then
+        timeout 300 apt-get update -qq >/dev/null 2>&1 || true
+        pkg=$(apt-cache depends "$META_PKG" 2>/dev/null \
+            | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1 || true)
+    fi
+    echo "$pkg"
 }
 
 # Crypto modules the guest may need: tls.ko asks for gcm(aes), ccm(aes),
