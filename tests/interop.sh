@@ -124,7 +124,7 @@ server_lines() { # COUNT
 expect_server() {
   local got want
   got=$(server_lines $#)
-  want=$(for r; do echo "handshake ok: $ver $iana sni=localhost alpn=- resumed=$r"; done)
+  want=$(for r; do echo "handshake ok: $ver $iana sni=localhost alpn=- resumed=$r ktls=off"; done)
   [ "$got" = "$want" ] || bad "rktls server logged [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
 }
 
@@ -210,7 +210,7 @@ done
 expect_client() {
   local out=$1 got want i=0; shift
   got=$(grep '^client: conn' "$out" || true)
-  want=$(for r; do i=$((i + 1)); echo "client: conn $i: $ver $iana alpn=- resumed=$r"; done)
+  want=$(for r; do i=$((i + 1)); echo "client: conn $i: $ver $iana alpn=- resumed=$r ktls=off"; done)
   [ "$got" = "$want" ] || bad "client printed [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
 }
 client() { # OUT ARGS...
