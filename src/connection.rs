@@ -1135,12 +1135,16 @@ impl Connection {
                     return Err(err);
                 }
             };
+            // Control records are rare and short: copy them out of the
+            // caller's buffer; application data is never copied here.
             let record: Vec<u8>;
-            let data: &[u8] = if direct {
-                record = buf[..n].to_vec();
-                &record
-            } else {
-                &self.b.incoming[..n]
+            let data: &[u8] = match (typ, direct) {
+                (ktls::CT_APPLICATION_DATA, _) => &[],
+                (_, true) => {
+                    record = buf[..n].to_vec();
+                    &record
+                }
+                (_, false) => &self.b.incoming[..n],
             };
             match typ {
                 ktls::CT_APPLICATION_DATA if n == 0 => {

@@ -42,6 +42,8 @@ stop_server() {
 start_server() {
   log=$1
   shift
+  # A stale READY line from the previous server would be read as this one's.
+  rm -f $log
   $BIN/server_blocking --cert $C/server.pem --key $C/server.key "$@" > $log 2>&1 &
   spid=$!
   port=""
