@@ -598,6 +598,7 @@ pub extern "C" fn rktls_accepted_ca_name(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fuzzing::last_record;
     use crate::testutil::{client_config, server_config, Opts};
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
@@ -725,17 +726,6 @@ mod tests {
         r.extend_from_slice(&(body.len() as u16).to_be_bytes());
         r.extend_from_slice(body);
         r
-    }
-
-    /// The last TLS record in a byte stream.
-    fn last_record(mut s: &[u8]) -> Vec<u8> {
-        let mut last = Vec::new();
-        while s.len() >= 5 {
-            let n = 5 + u16::from_be_bytes([s[3], s[4]]) as usize;
-            last = s[..n.min(s.len())].to_vec();
-            s = &s[n.min(s.len())..];
-        }
-        last
     }
 
     fn drive_to_error(c: &mut Connection, out: &mut Vec<u8>) -> rktls_result {

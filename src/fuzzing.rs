@@ -24,7 +24,8 @@ struct End {
     last_record: Vec<u8>,
 }
 
-fn last_record(mut s: &[u8]) -> Vec<u8> {
+/// The last TLS record in a byte stream (cut short if the stream is).
+pub(crate) fn last_record(mut s: &[u8]) -> Vec<u8> {
     let mut last = Vec::new();
     while s.len() >= 5 {
         let n = (5 + u16::from_be_bytes([s[3], s[4]]) as usize).min(s.len());
