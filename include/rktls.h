@@ -117,6 +117,17 @@ enum rktls_result
    */
   RKTLS_ERR_KEY_EXHAUSTED = 409,
   /*
+   TLS 1.2 renegotiation was requested by the peer and refused
+   (no_renegotiation); the message names the cause and the fix.
+   */
+  RKTLS_ERR_RENEGOTIATION = 410,
+  /*
+   The peer updated its TLS 1.3 keys, and this kernel cannot install
+   new keys on an offloaded socket (Linux < 6.14). Data received before
+   the update was delivered.
+   */
+  RKTLS_ERR_KTLS_NO_REKEY = 411,
+  /*
    An operating-system I/O call failed; `rktls_connection_errno()` gives
    errno.
    */

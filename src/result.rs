@@ -58,6 +58,13 @@ pub enum rktls_result {
     RKTLS_ERR_NO_APPLICATION_PROTOCOL = 408,
     /// The key usage limit for the negotiated cipher was reached.
     RKTLS_ERR_KEY_EXHAUSTED = 409,
+    /// TLS 1.2 renegotiation was requested by the peer and refused
+    /// (no_renegotiation); the message names the cause and the fix.
+    RKTLS_ERR_RENEGOTIATION = 410,
+    /// The peer updated its TLS 1.3 keys, and this kernel cannot install
+    /// new keys on an offloaded socket (Linux < 6.14). Data received before
+    /// the update was delivered.
+    RKTLS_ERR_KTLS_NO_REKEY = 411,
 
     /// An operating-system I/O call failed; `rktls_connection_errno()` gives
     /// errno.
@@ -163,6 +170,8 @@ impl rktls_result {
         RKTLS_ERR_DECRYPT,
         RKTLS_ERR_NO_APPLICATION_PROTOCOL,
         RKTLS_ERR_KEY_EXHAUSTED,
+        RKTLS_ERR_RENEGOTIATION,
+        RKTLS_ERR_KTLS_NO_REKEY,
         RKTLS_ERR_IO,
         RKTLS_ERR_NULL_ARGUMENT,
         RKTLS_ERR_INVALID_ARGUMENT,
@@ -228,6 +237,10 @@ impl rktls_result {
             RKTLS_ERR_DECRYPT => "TLS record failed to decrypt (bad record MAC)\0",
             RKTLS_ERR_NO_APPLICATION_PROTOCOL => "no ALPN protocol in common with the peer\0",
             RKTLS_ERR_KEY_EXHAUSTED => "key usage limit reached for this cipher\0",
+            RKTLS_ERR_RENEGOTIATION => "peer requested TLS 1.2 renegotiation, which is refused\0",
+            RKTLS_ERR_KTLS_NO_REKEY => {
+                "peer updated its keys and this kernel cannot rekey an offloaded socket\0"
+            }
             RKTLS_ERR_IO => "I/O error (see errno)\0",
             RKTLS_ERR_NULL_ARGUMENT => "a required pointer argument was NULL\0",
             RKTLS_ERR_INVALID_ARGUMENT => "invalid argument\0",
