@@ -33,6 +33,23 @@
 #define MAX_INPUT (16 * 1024)
 
 /*
+ kTLS direction flag: the kernel encrypts what is sent.
+ */
+#define RKTLS_KTLS_TX 1
+
+/*
+ kTLS direction flag: the kernel decrypts what is received.
+ */
+#define RKTLS_KTLS_RX 2
+
+/*
+ kTLS direction flag: for TLS 1.3, give RX to the kernel only if it can
+ install new keys (Linux >= 6.14); otherwise RX stays in userspace, so a
+ peer's KeyUpdate does not end the connection.
+ */
+#define RKTLS_KTLS_RX_NEEDS_REKEY 4
+
+/*
  The result of every fallible rktls call.
 
  Codes are grouped in stable blocks: 1xx would-block, 2xx closed, 3xx alert
@@ -227,6 +244,63 @@ enum rktls_result
 typedef enum rktls_result rktls_result;
 #else
 typedef uint32_t rktls_result;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ What happened when a record was processed (`rktls_events_type()`).
+ */
+enum rktls_event_type
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   No such event (index out of range).
+   */
+  RKTLS_EVENT_NONE = 0,
+  /*
+   Application data: `rktls_events_data()` gives it.
+   */
+  RKTLS_EVENT_APPLICATION_DATA = 1,
+  /*
+   The peer sent close_notify: no more data will come.
+   */
+  RKTLS_EVENT_PEER_CLOSED = 2,
+  /*
+   The connection ended with an error (the call's result says which).
+   */
+  RKTLS_EVENT_CLOSED = 3,
+  /*
+   New RX keys were installed (the peer sent KeyUpdate).
+   */
+  RKTLS_EVENT_RX_KEY_UPDATED = 4,
+  /*
+   New TX keys take effect once the control records listed before this
+   event were sent: call `rktls_connection_control_sent()` after
+   sending them.
+   */
+  RKTLS_EVENT_TX_KEY_UPDATED = 5,
+  /*
+   A control record to send, in order: `rktls_events_record_type()` and
+   `rktls_events_data()` give its content type and plaintext payload
+   (send with `sendmsg` and a TLS_SET_RECORD_TYPE control message).
+   */
+  RKTLS_EVENT_SEND_CONTROL = 6,
+  /*
+   A TLS 1.2 server asked for renegotiation; it was refused.
+   */
+  RKTLS_EVENT_RENEGOTIATION_REQUESTED = 7,
+  /*
+   A client received a session ticket (kept for resumption).
+   */
+  RKTLS_EVENT_SESSION_TICKET = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum rktls_event_type rktls_event_type;
+#else
+typedef uint32_t rktls_event_type;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -426,6 +500,12 @@ typedef struct rktls_client_config_builder rktls_client_config_builder;
  between threads; freed with `rktls_connection_free()`.
  */
 typedef struct rktls_connection rktls_connection;
+
+/*
+ The events one record produced. Box handle: owned by the caller, freed
+ with `rktls_events_free()`; one thread at a time.
+ */
+typedef struct rktls_events rktls_events;
 
 /*
  A built server configuration. Arc handle: immutable, shareable by any
@@ -787,6 +867,29 @@ rktls_result rktls_server_config_builder_set_ktls(struct rktls_server_config_bui
                                                   uint32_t mode);
 
 /*
+ Choose which directions of server connections move into the kernel
+ when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+ plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+ userspace on kernels that cannot install new keys, so the peer's
+ KeyUpdate does not end the connection). The other direction is then
+ protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+ unknown set. Not thread-safe for the same builder.
+ */
+rktls_result rktls_server_config_builder_set_ktls_directions(struct rktls_server_config_builder *builder,
+                                                             uint32_t dirs);
+
+/*
+ Limit how many records one traffic key of an offloaded server
+ connection protects, below the suite's confidentiality limit (the
+ default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+ keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+ closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+ are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+ */
+rktls_result rktls_server_config_builder_set_key_limit(struct rktls_server_config_builder *builder,
+                                                       uint64_t records);
+
+/*
  Build the server configuration into `*out_config`.
 
  Always consumes `builder`, on success and on failure: do not use or free
@@ -888,6 +991,29 @@ rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_
  */
 rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
                                                   uint32_t mode);
+
+/*
+ Choose which directions of client connections move into the kernel
+ when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+ plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+ userspace on kernels that cannot install new keys, so the peer's
+ KeyUpdate does not end the connection). The other direction is then
+ protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+ unknown set. Not thread-safe for the same builder.
+ */
+rktls_result rktls_client_config_builder_set_ktls_directions(struct rktls_client_config_builder *builder,
+                                                             uint32_t dirs);
+
+/*
+ Limit how many records one traffic key of an offloaded client
+ connection protects, below the suite's confidentiality limit (the
+ default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+ keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+ closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+ are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+ */
+rktls_result rktls_client_config_builder_set_key_limit(struct rktls_client_config_builder *builder,
+                                                       uint64_t records);
 
 /*
  Build the client configuration into `*out_config`.
@@ -1182,6 +1308,83 @@ rktls_result rktls_last_error_message(char *buf, size_t len, size_t *out_len);
  an unknown level. Thread-safe.
  */
 rktls_result rktls_set_log_callback(rktls_log_callback cb, void *userdata, uint32_t max_level);
+
+/*
+ Process one record received on an offloaded socket (RX and TX in the
+ kernel), for callers that do their own `recvmsg`: `content_type` is the
+ TLS_GET_RECORD_TYPE value and `payload` the decrypted bytes.
+
+ `*out_events` receives the events in order (also when the result is an
+ error: a fatal error lists the alert to send); the caller owns them and
+ frees them with `rktls_events_free()`. Send every
+ `RKTLS_EVENT_SEND_CONTROL` record in order, then call
+ `rktls_connection_control_sent()`. Returns `RKTLS_OK`, or the error that
+ ended the connection (e.g. `RKTLS_ERR_ALERT_RECEIVED`,
+ `RKTLS_ERR_KTLS_NO_REKEY`). Application data counts towards the key
+ usage limit; data the caller sends itself does not.
+ */
+rktls_result rktls_connection_process_record(struct rktls_connection *conn,
+                                             uint8_t content_type,
+                                             const uint8_t *payload,
+                                             size_t len,
+                                             struct rktls_events **out_events);
+
+/*
+ Tell rktls the `RKTLS_EVENT_SEND_CONTROL` records were sent: it installs
+ TX keys announced by a KeyUpdate. Returns `RKTLS_OK`, or an error if the
+ kernel refused the keys.
+ */
+rktls_result rktls_connection_control_sent(struct rktls_connection *conn);
+
+/*
+ Number of events. 0 for NULL.
+ */
+size_t rktls_events_count(const struct rktls_events *events);
+
+/*
+ The type of event `i`; `RKTLS_EVENT_NONE` when out of range or NULL.
+ */
+rktls_event_type rktls_events_type(const struct rktls_events *events, size_t i);
+
+/*
+ The record content type of a `RKTLS_EVENT_SEND_CONTROL` event `i`
+ (21 alert, 22 handshake); 0 for other events.
+ */
+uint8_t rktls_events_record_type(const struct rktls_events *events, size_t i);
+
+/*
+ The bytes of event `i` (application data, or a control record's
+ payload): `*out_data` points into `events` and stays valid until
+ `rktls_events_free()`. Other events give length 0. Returns
+ `RKTLS_ERR_INVALID_ARGUMENT` when `i` is out of range.
+ */
+rktls_result rktls_events_data(const struct rktls_events *events,
+                               size_t i,
+                               const uint8_t **out_data,
+                               size_t *out_len);
+
+/*
+ Free events from `rktls_connection_process_record()`. NULL is ignored.
+ */
+void rktls_events_free(struct rktls_events *events);
+
+/*
+ Update our TLS 1.3 traffic keys now: send KeyUpdate (asking the peer to
+ update its keys too when `request_peer`), then switch to the new keys.
+ In userspace rustls always asks the peer. Returns `RKTLS_OK`,
+ `RKTLS_WANT_WRITE` (call again), `RKTLS_ERR_WRONG_STATE` (TLS 1.2, or
+ during the handshake) or `RKTLS_ERR_KTLS_NO_REKEY` (TX offloaded to a
+ kernel that cannot rekey). Not for use with the event style.
+ */
+rktls_result rktls_connection_refresh_keys(struct rktls_connection *conn, bool request_peer);
+
+/*
+ Whether this kernel can install new keys on an offloaded TLS 1.3 socket
+ (KeyUpdate under kTLS; Linux >= 6.14). Probed once per process on a
+ throwaway loopback socket; false where the kernel has no kTLS at all.
+ Thread-safe.
+ */
+bool rktls_ktls_can_rekey(void);
 
 /*
  Return a stable, NUL-terminated English message for a result code.

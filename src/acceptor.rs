@@ -389,7 +389,7 @@ pub extern "C" fn rktls_accepted_into_connection(
         };
         match acc.make_connection(cfg.rustls.clone()) {
             Ok(mut c) => {
-                c.set_ktls_mode(cfg.ktls);
+                c.set_ktls_mode(cfg.ktls, cfg.offload);
                 *o = box_into_ptr::<rktls_connection>(c);
                 Ok(RKTLS_OK)
             }
@@ -1068,6 +1068,7 @@ mod tests {
         let cfg = crate::config::ServerConfig {
             rustls: server_config(&Opts::default()),
             ktls: crate::ktls::rktls_ktls_mode::RKTLS_KTLS_OFF,
+            offload: Default::default(),
         };
         let cfg_ptr = crate::ffi::arc_into_ptr::<rktls_server_config>(Arc::new(cfg));
         let r = rktls_accepted_into_connection(accepted, cfg_ptr, &mut conn, &mut alert);

@@ -28,6 +28,7 @@ use crate::ffi::{
     Boxed, Handle, Shared,
 };
 use crate::ktls::rktls_ktls_mode;
+use crate::offload;
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 
@@ -329,6 +330,7 @@ impl ResolvesServerCert for SniResolver {
 
 pub(crate) struct ServerConfigBuilder {
     ktls: rktls_ktls_mode,
+    offload: offload::Options,
     keys: Vec<Arc<CertifiedKey>>,
     proto: Protocol,
     session_cache: usize,
@@ -358,6 +360,7 @@ pub struct rktls_server_config {
 pub(crate) struct ServerConfig {
     pub(crate) rustls: Arc<rustls::ServerConfig>,
     pub(crate) ktls: rktls_ktls_mode,
+    pub(crate) offload: offload::Options,
 }
 
 impl Handle for rktls_server_config {
@@ -371,6 +374,7 @@ impl ServerConfigBuilder {
     pub(crate) fn new() -> Self {
         ServerConfigBuilder {
             ktls: rktls_ktls_mode::RKTLS_KTLS_OFF,
+            offload: offload::Options::default(),
             keys: Vec::new(),
             proto: Protocol::default(),
             session_cache: DEFAULT_SESSION_CACHE,
@@ -448,6 +452,7 @@ impl ServerConfigBuilder {
         Ok(ServerConfig {
             rustls: Arc::new(cfg),
             ktls: self.ktls,
+            offload: self.offload,
         })
     }
 }
@@ -628,6 +633,27 @@ pub extern "C" fn rktls_server_config_builder_set_client_verify_file(
     })
 }
 
+fn parse_dirs(dirs: u32) -> Result<u32, Error> {
+    if dirs & (offload::RKTLS_KTLS_TX | offload::RKTLS_KTLS_RX) == 0
+        || dirs & !offload::KTLS_DIRS_ALL != 0
+    {
+        return Err(Error::invalid(format!(
+            "kTLS directions 0x{dirs:x}: need RKTLS_KTLS_TX and/or RKTLS_KTLS_RX, \
+             optionally RKTLS_KTLS_RX_NEEDS_REKEY"
+        )));
+    }
+    Ok(dirs)
+}
+
+fn parse_key_limit(records: u64) -> Result<u64, Error> {
+    match records {
+        0 | 4.. => Ok(records),
+        _ => Err(Error::invalid(
+            "key limit must be 0 (the suite's) or at least 4 records",
+        )),
+    }
+}
+
 fn parse_ktls_mode(mode: u32) -> Result<rktls_ktls_mode, Error> {
     rktls_ktls_mode::from_u32(mode)
         .ok_or_else(|| Error::invalid(format!("unknown kTLS mode {mode}")))
@@ -648,6 +674,43 @@ pub extern "C" fn rktls_server_config_builder_set_ktls(
     guard(|| {
         let b = unsafe { box_mut(builder, "builder")? };
         b.ktls = parse_ktls_mode(mode)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Choose which directions of server connections move into the kernel
+/// when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+/// plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+/// userspace on kernels that cannot install new keys, so the peer's
+/// KeyUpdate does not end the connection). The other direction is then
+/// protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+/// unknown set. Not thread-safe for the same builder.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_ktls_directions(
+    builder: *mut rktls_server_config_builder,
+    dirs: u32,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.offload.dirs = parse_dirs(dirs)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Limit how many records one traffic key of an offloaded server
+/// connection protects, below the suite's confidentiality limit (the
+/// default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+/// keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+/// closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+/// are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_key_limit(
+    builder: *mut rktls_server_config_builder,
+    records: u64,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.offload.key_limit = parse_key_limit(records)?;
         Ok(RKTLS_OK)
     })
 }
@@ -688,6 +751,7 @@ pub extern "C" fn rktls_server_config_free(config: *const rktls_server_config) {
 
 pub(crate) struct ClientConfigBuilder {
     ktls: rktls_ktls_mode,
+    offload: offload::Options,
     roots: RootCertStore,
     proto: Protocol,
     session_cache: usize,
@@ -716,6 +780,7 @@ pub struct rktls_client_config {
 pub(crate) struct ClientConfig {
     pub(crate) rustls: Arc<rustls::ClientConfig>,
     pub(crate) ktls: rktls_ktls_mode,
+    pub(crate) offload: offload::Options,
 }
 
 impl Handle for rktls_client_config {
@@ -745,6 +810,7 @@ impl ClientConfigBuilder {
     pub(crate) fn new() -> Self {
         ClientConfigBuilder {
             ktls: rktls_ktls_mode::RKTLS_KTLS_OFF,
+            offload: offload::Options::default(),
             roots: RootCertStore::empty(),
             proto: Protocol::default(),
             session_cache: 256,
@@ -801,6 +867,7 @@ impl ClientConfigBuilder {
         Ok(ClientConfig {
             rustls: Arc::new(cfg),
             ktls: self.ktls,
+            offload: self.offload,
         })
     }
 }
@@ -978,6 +1045,43 @@ pub extern "C" fn rktls_client_config_builder_set_ktls(
     guard(|| {
         let b = unsafe { box_mut(builder, "builder")? };
         b.ktls = parse_ktls_mode(mode)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Choose which directions of client connections move into the kernel
+/// when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+/// plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+/// userspace on kernels that cannot install new keys, so the peer's
+/// KeyUpdate does not end the connection). The other direction is then
+/// protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+/// unknown set. Not thread-safe for the same builder.
+#[no_mangle]
+pub extern "C" fn rktls_client_config_builder_set_ktls_directions(
+    builder: *mut rktls_client_config_builder,
+    dirs: u32,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.offload.dirs = parse_dirs(dirs)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Limit how many records one traffic key of an offloaded client
+/// connection protects, below the suite's confidentiality limit (the
+/// default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+/// keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+/// closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+/// are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+#[no_mangle]
+pub extern "C" fn rktls_client_config_builder_set_key_limit(
+    builder: *mut rktls_client_config_builder,
+    records: u64,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.offload.key_limit = parse_key_limit(records)?;
         Ok(RKTLS_OK)
     })
 }

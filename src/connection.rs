@@ -15,6 +15,7 @@
 //! returned: until the alert is written (fd mode) or taken (buffer mode),
 //! calls return want-write.
 
+use std::collections::VecDeque;
 use std::ffi::c_char;
 use std::os::fd::RawFd;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ use crate::ffi::{
     out, slice, slice_mut, Boxed, Handle,
 };
 use crate::ktls::{self, rktls_ktls_mode};
+use crate::offload::{self, Event, Offload};
+use crate::record::{self, Opener, Sealer};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
@@ -52,16 +55,24 @@ enum Tls {
     Client(UnbufferedClientConnection),
     /// The record layer is in the kernel; rustls keeps only what key
     /// updates and session tickets need.
-    Kernel(KernelConn),
+    Kernel(Offload),
     /// A conversion to the kernel failed half-way: nothing is left.
     Gone,
 }
 
-enum KernelConn {
-    // Kept for key updates (not yet handled on the server side).
-    #[allow(dead_code)]
-    Server(rustls::kernel::KernelConnection<rustls::server::ServerConnectionData>),
-    Client(rustls::kernel::KernelConnection<rustls::client::ClientConnectionData>),
+/// What the next record on an offloaded connection was.
+enum Rec {
+    WouldBlock,
+    /// End of file without close_notify.
+    Eof,
+    /// Application data of this length is in the caller's buffer.
+    Data(usize),
+    /// Application data went to the plaintext queue.
+    Queued,
+    Control(u8, Vec<u8>),
+    /// Failed to decrypt, or otherwise unusable.
+    BadRecord(&'static str),
+    Oversized,
 }
 
 /// What the handshake negotiated, kept when rustls' state is released.
@@ -107,6 +118,8 @@ enum Action<'a> {
     None,
     Encrypt(&'a [u8]),
     CloseNotify,
+    /// TLS 1.3 KeyUpdate (rustls asks the peer to update too).
+    RefreshKeys,
 }
 
 /// The outcome of one rustls state.
@@ -233,6 +246,10 @@ fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'_>) -> Step
                 Ok(()) => Step::Progress,
                 Err(e) => Step::Failed(e),
             },
+            Action::RefreshKeys => match wt.refresh_traffic_keys() {
+                Ok(()) => Step::Progress,
+                Err(e) => Step::Failed(e),
+            },
             Action::CloseNotify => {
                 let r = append_with(&mut b.outgoing, 64, |buf| {
                     match wt.queue_close_notify(buf) {
@@ -300,6 +317,11 @@ pub(crate) struct Connection {
     /// Keep record-exact reads after the handshake (kTLS may take over).
     exact_reads_always: bool,
     ktls_mode: rktls_ktls_mode,
+    offload_opts: offload::Options,
+    /// Control records (and TX key changes) still to send after the offload.
+    ctl_out: VecDeque<Event>,
+    /// Answer a TLS 1.2 HelloRequest with a fatal alert at once.
+    renegotiation_fail_fast: bool,
     /// The kernel conversion was attempted (it is tried once).
     ktls_tried: bool,
     /// Set once the record layer is in the kernel.
@@ -336,6 +358,9 @@ impl Connection {
             seen_hello: None,
             exact_reads_always: false,
             ktls_mode: rktls_ktls_mode::RKTLS_KTLS_OFF,
+            offload_opts: offload::Options::default(),
+            ctl_out: VecDeque::new(),
+            renegotiation_fail_fast: false,
             ktls_tried: false,
             negotiated: None,
             started: false,
@@ -855,14 +880,7 @@ impl Connection {
             ));
         }
         if self.in_kernel() {
-            if !self.sent_close_notify {
-                match ktls::send_record(self.fd, ktls::CT_ALERT, &[1, 0]) {
-                    Ok(_) => self.sent_close_notify = true,
-                    Err(e) if sys::would_block(&e) => return Ok(RKTLS_WANT_WRITE),
-                    Err(e) => return Err(self.io_error(&e)),
-                }
-            }
-            return Ok(RKTLS_OK);
+            return self.kernel_shutdown();
         }
         if !self.sent_close_notify {
             let mut act = Action::CloseNotify;
@@ -886,8 +904,9 @@ impl Connection {
         self.is_handshaking() || self.offload_pending()
     }
 
-    pub(crate) fn set_ktls_mode(&mut self, mode: rktls_ktls_mode) {
+    pub(crate) fn set_ktls_mode(&mut self, mode: rktls_ktls_mode, opts: offload::Options) {
         self.ktls_mode = mode;
+        self.offload_opts = opts;
         // The kernel must start exactly at a record boundary.
         self.exact_reads_always = mode != rktls_ktls_mode::RKTLS_KTLS_OFF;
     }
@@ -950,19 +969,34 @@ impl Connection {
             resumed: self.is_resumed(),
             peer_certs: self.peer_certs().map(<[_]>::to_vec),
         };
+        // Which directions go to the kernel; TLS 1.3 RX only where new
+        // keys can follow a KeyUpdate, if the config asks for that.
+        let dirs = self.offload_opts.dirs;
+        let tls13 = suite.tls13().is_some();
+        let rekey = ktls::can_rekey();
+        let tx_kernel = dirs & offload::RKTLS_KTLS_TX != 0;
+        let rx_kernel = dirs & offload::RKTLS_KTLS_RX != 0
+            && !(tls13 && dirs & offload::RKTLS_KTLS_RX_NEEDS_REKEY != 0 && !rekey);
+        if !tx_kernel && !rx_kernel {
+            return self.ktls_fallback(
+                "TLS 1.3 RX needs a kernel that can rekey, and TX is not to be offloaded",
+            );
+        }
         // From here there is no way back to userspace.
         let converted = match std::mem::replace(&mut self.tls, Tls::Gone) {
             Tls::Server(c) => c
                 .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, KernelConn::Server(k))),
+                .map(|(s, k)| (s, offload::Kc::Server(k))),
             Tls::Client(c) => c
                 .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, KernelConn::Client(k))),
+                .map(|(s, k)| (s, offload::Kc::Client(k))),
             other => {
                 self.tls = other;
                 return Ok(RKTLS_OK);
             }
         };
+        let fd = self.fd;
+        let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.renegotiation_fail_fast);
         let result = converted
             .map_err(|e| {
                 Error::new(
@@ -971,20 +1005,37 @@ impl Connection {
                 )
             })
             .and_then(|(secrets, k)| {
-                ktls::install(self.fd, libc::TLS_TX, suite, secrets.tx)?;
-                ktls::install(self.fd, libc::TLS_RX, suite, secrets.rx)?;
-                Ok(k)
+                let tx = if tx_kernel {
+                    ktls::install(fd, libc::TLS_TX, suite, secrets.tx)?;
+                    offload::Tx::Kernel
+                } else {
+                    offload::Tx::User(Sealer::new(suite, secrets.tx))
+                };
+                let rx = if rx_kernel {
+                    ktls::install(fd, libc::TLS_RX, suite, secrets.rx)?;
+                    offload::Rx::Kernel
+                } else {
+                    offload::Rx::User(Opener::new(suite, secrets.rx))
+                };
+                Ok(Offload::new(k, suite, tx, rx, rekey, key_limit, fail_fast))
             });
         match result {
-            Ok(k) => {
-                self.tls = Tls::Kernel(k);
+            Ok(o) => {
+                log::debug!(
+                    "record layer moved into the kernel ({})",
+                    match (tx_kernel, rx_kernel) {
+                        (true, true) => "TX and RX",
+                        (true, false) => "TX; RX stays in userspace",
+                        _ => "RX; TX stays in userspace",
+                    }
+                );
+                self.tls = Tls::Kernel(o);
                 self.negotiated = Some(negotiated);
                 // rustls' handshake state went with the conversion; release
                 // the record buffers too (undelivered plaintext stays).
                 self.b.incoming = Vec::new();
                 self.b.outgoing = Vec::new();
                 self.b.out_pos = 0;
-                log::debug!("record layer moved into the kernel (TX and RX)");
                 Ok(RKTLS_OK)
             }
             Err(e) => {
@@ -1016,100 +1067,187 @@ impl Connection {
         Err(e)
     }
 
-    pub(crate) fn ktls_active(&self) -> bool {
-        self.in_kernel()
+    pub(crate) fn ktls_tx(&self) -> bool {
+        matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
     }
 
-    /// End an offloaded connection: send a fatal alert through the kernel
-    /// (best effort) and record the error.
-    fn kernel_fatal(&mut self, code: rktls_result, alert: u8, msg: String) -> Error {
-        if ktls::send_record(self.fd, ktls::CT_ALERT, &[2, alert]).is_ok() {
-            self.alert_sent = Some(alert);
+    pub(crate) fn ktls_rx(&self) -> bool {
+        matches!(&self.tls, Tls::Kernel(o) if o.rx_in_kernel())
+    }
+
+    fn offload(&mut self) -> &mut Offload {
+        match &mut self.tls {
+            Tls::Kernel(o) => o,
+            _ => unreachable!("offload state outside the kernel mode"),
         }
-        let e = Error::new(
-            code,
-            format!(
-                "{msg} (sent alert {})",
-                alert::name(alert).trim_end_matches('\0')
-            ),
-        );
-        self.error = Some(e.clone());
-        e
     }
 
-    /// Handshake messages that arrive after the offload.
-    fn kernel_handshake(&mut self, mut msgs: &[u8]) -> Result<(), Error> {
-        while !msgs.is_empty() {
-            let (typ, body, rest) = match msgs {
-                &[t, a, b, c, ref rest @ ..] => {
-                    let len = u32::from_be_bytes([0, a, b, c]) as usize;
-                    if rest.len() < len {
-                        return Err(self.kernel_fatal(
-                            RKTLS_ERR_DECODE,
-                            50,
-                            "truncated handshake message after the offload".into(),
-                        ));
-                    }
-                    (t, &rest[..len], &rest[len..])
-                }
-                _ => {
-                    return Err(self.kernel_fatal(
-                        RKTLS_ERR_DECODE,
-                        50,
-                        "truncated handshake header after the offload".into(),
-                    ))
-                }
-            };
-            msgs = rest;
-            match (typ, &mut self.tls) {
-                // NewSessionTicket (TLS 1.3): keep it for resumption.
-                (4, Tls::Kernel(KernelConn::Client(k))) => {
-                    if let Err(e) = k.handle_new_session_ticket(body) {
-                        return Err(self.kernel_fatal(
-                            RKTLS_ERR_DECODE,
-                            50,
-                            format!("bad NewSessionTicket: {e}"),
-                        ));
-                    }
-                }
-                // HelloRequest (TLS 1.2): rustls never renegotiates.
-                (0, Tls::Kernel(KernelConn::Client(_))) => {
-                    log::warn!(
-                        "server requested TLS 1.2 renegotiation; refused (no_renegotiation)"
-                    );
-                    let _ = ktls::send_record(self.fd, ktls::CT_ALERT, &[1, 100]);
-                }
-                (24, _) => {
-                    return Err(self.kernel_fatal(
-                        RKTLS_ERR_PROTOCOL,
-                        80,
-                        "peer sent KeyUpdate after the offload; key updates under kTLS are not \
-                         supported yet"
-                            .into(),
-                    ))
-                }
-                (t, _) => {
-                    return Err(self.kernel_fatal(
-                        RKTLS_ERR_UNEXPECTED_MESSAGE,
-                        10,
-                        format!("unexpected handshake message {t} after the offload"),
-                    ))
-                }
+    /// Handle events from the offload state machine (`rktls_connection_read`
+    /// style): data is queued for `read`, control records for sending.
+    fn apply_events(&mut self, ev: Vec<Event>) {
+        for e in ev {
+            match e {
+                Event::AppData(d) => self.b.plain.extend_from_slice(&d),
+                Event::PeerClosed => self.peer_closed = true,
+                e @ (Event::SendControl(..) | Event::TxKeyUpdated) => self.ctl_out.push_back(e),
+                Event::Closed
+                | Event::RxKeyUpdated
+                | Event::RenegotiationRequested
+                | Event::SessionTicket => {}
             }
         }
-        Ok(())
     }
 
-    /// Read on an RX-offloaded socket, handling control records.
-    fn kernel_read(&mut self, buf: &mut [u8]) -> Result<(rktls_result, usize), Error> {
-        const RECORD: usize = 16384 + 256;
+    /// Send queued control records in order, switching TX keys where a
+    /// KeyUpdate asked for it. Ok(true) when nothing is left to send.
+    fn flush_control(&mut self) -> Result<bool, Error> {
+        let fd = self.fd;
         loop {
-            if let Some(e) = &self.error {
-                return Err(e.clone());
+            let tx_kernel = self.offload().tx_in_kernel();
+            if !tx_kernel && !self.flush_out()? {
+                return Ok(false);
             }
-            if self.peer_closed {
-                return Ok((RKTLS_CLOSED, 0));
+            let Some(front) = self.ctl_out.front() else {
+                return Ok(true);
+            };
+            match front {
+                Event::SendControl(t, p) => {
+                    let (t, p) = (*t, p.clone());
+                    if tx_kernel {
+                        match ktls::send_record(fd, t, &p) {
+                            Ok(_) => {}
+                            Err(e) if sys::would_block(&e) => return Ok(false),
+                            Err(e) => return Err(self.io_error(&e)),
+                        }
+                    } else {
+                        let o = self.offload();
+                        let mut rec = Vec::new();
+                        match &mut o.tx {
+                            offload::Tx::User(s) => s.seal(t, &p, &mut rec)?,
+                            offload::Tx::Kernel => unreachable!(),
+                        }
+                        self.b.outgoing.extend_from_slice(&rec);
+                    }
+                    self.offload().count_tx(p.len());
+                    if t == ktls::CT_ALERT && p.len() == 2 {
+                        if p[1] == 0 {
+                            self.sent_close_notify = true;
+                        } else if p[0] == 2 {
+                            self.alert_sent = Some(p[1]);
+                        }
+                    }
+                }
+                Event::TxKeyUpdated => self.offload().commit_tx(fd)?,
+                _ => {}
             }
+            self.ctl_out.pop_front();
+        }
+    }
+
+    /// End an offloaded connection with `err`; its alert (or close_notify)
+    /// is sent best effort.
+    fn offload_fail(&mut self, err: Error, ev: Vec<Event>) -> Error {
+        self.apply_events(ev);
+        let _ = self.flush_control();
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+        self.error.clone().unwrap()
+    }
+
+    /// End cleanly: close_notify, then report `err` (key limits, rekey).
+    fn offload_close(&mut self, err: Error) -> Error {
+        let ev = if self.sent_close_notify {
+            vec![]
+        } else {
+            vec![Event::SendControl(ktls::CT_ALERT, vec![1, 0])]
+        };
+        log::warn!("{}", err.msg);
+        self.offload_fail(err, ev)
+    }
+
+    /// An I/O failure on an offloaded socket. After a refused
+    /// renegotiation, a reset or close is the server's answer to it.
+    fn offload_io_error(&mut self, e: Option<&std::io::Error>) -> Error {
+        let reneg = matches!(&self.tls, Tls::Kernel(o) if o.renegotiation);
+        let err = match e {
+            Some(e) => {
+                let mut err = self.io_error(e);
+                if reneg {
+                    err = Error::new(
+                        RKTLS_ERR_RENEGOTIATION,
+                        offload::renegotiation_message(true, true),
+                    );
+                }
+                err
+            }
+            None if reneg => Error::new(
+                RKTLS_ERR_RENEGOTIATION,
+                offload::renegotiation_message(true, true),
+            ),
+            None => Error::new(
+                RKTLS_ERR_TRUNCATED,
+                "connection closed without close_notify",
+            ),
+        };
+        if self.error.is_none() {
+            self.error = Some(err);
+        }
+        self.error.clone().unwrap()
+    }
+
+    /// One control record received: run the state machine on it.
+    fn offload_control(&mut self, typ: u8, payload: &[u8]) -> Result<(), Error> {
+        let fd = self.fd;
+        let sent_cn = self.sent_close_notify;
+        let mut ev = Vec::new();
+        let r = self.offload().on_record(fd, typ, payload, sent_cn, &mut ev);
+        match r {
+            Ok(()) => {
+                self.apply_events(ev);
+                if let Err(e) = self.flush_control() {
+                    let e = self.offload_io_error_from(e);
+                    return Err(e);
+                }
+                Ok(())
+            }
+            Err(f) => {
+                if f.received.is_some() {
+                    self.alert_received = f.received;
+                }
+                Err(self.offload_fail(f.err, ev))
+            }
+        }
+    }
+
+    fn offload_io_error_from(&mut self, e: Error) -> Error {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.error.clone().unwrap()
+    }
+
+    /// Count one received application-data record against the key limit.
+    fn offload_count_rx(&mut self) {
+        let mut ev = Vec::new();
+        let o = self.offload();
+        o.renegotiation = false;
+        match o.count_rx(&mut ev) {
+            Ok(()) => {
+                self.apply_events(ev);
+                let _ = self.flush_control();
+            }
+            Err(e) => {
+                self.offload_close(e);
+            }
+        }
+    }
+
+    /// The next record on an offloaded connection: application data lands
+    /// in `buf` (when it can take a whole record) or in the plaintext queue.
+    fn next_record(&mut self, buf: &mut [u8]) -> Result<Rec, Error> {
+        const RECORD: usize = 16384 + 256;
+        if self.offload().rx_in_kernel() {
             let direct = buf.len() >= RECORD;
             if !direct && self.b.incoming.len() < RECORD {
                 self.b.incoming.resize(RECORD, 0);
@@ -1121,93 +1259,392 @@ impl Connection {
             };
             let (typ, n) = match r {
                 Ok(v) => v,
-                Err(e) if sys::would_block(&e) => return Ok((RKTLS_WANT_READ, 0)),
+                Err(e) if sys::would_block(&e) => return Ok(Rec::WouldBlock),
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
-                    return Err(self.kernel_fatal(
-                        RKTLS_ERR_DECRYPT,
-                        20,
-                        "a record failed to decrypt in the kernel".into(),
+                    return Ok(Rec::BadRecord("a record failed to decrypt in the kernel"))
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EPROTO) => {
+                    return Ok(Rec::BadRecord(
+                        "a control message was truncated (MSG_CTRUNC)",
                     ))
                 }
+                Err(e) => return Err(self.offload_io_error(Some(&e))),
+            };
+            if typ == ktls::CT_APPLICATION_DATA {
+                if n == 0 {
+                    return Ok(Rec::Eof);
+                }
+                if direct {
+                    return Ok(Rec::Data(n));
+                }
+                let data = self.b.incoming[..n].to_vec();
+                self.b.plain.extend_from_slice(&data);
+                return Ok(Rec::Queued);
+            }
+            let p = if direct {
+                buf[..n].to_vec()
+            } else {
+                self.b.incoming[..n].to_vec()
+            };
+            return Ok(Rec::Control(typ, p));
+        }
+        // RX in userspace: whole records from the socket, opened here.
+        loop {
+            if let Some(len) = record::whole_record(&self.b.incoming) {
+                let o = match &mut self.tls {
+                    Tls::Kernel(o) => o,
+                    _ => unreachable!(),
+                };
+                let offload::Rx::User(op) = &mut o.rx else {
+                    unreachable!()
+                };
+                let opened = op.open(&mut self.b.incoming[..len]);
+                let out = match opened {
+                    Ok((typ, range)) => {
+                        let p = &self.b.incoming[range];
+                        if typ == ktls::CT_APPLICATION_DATA {
+                            let p = p.to_vec();
+                            self.b.plain.extend_from_slice(&p);
+                            Rec::Queued
+                        } else {
+                            Rec::Control(typ, p.to_vec())
+                        }
+                    }
+                    Err(_) => Rec::BadRecord("a record failed to decrypt (bad record MAC)"),
+                };
+                self.b.incoming.drain(..len);
+                return Ok(out);
+            }
+            if self.b.incoming.len() >= record::HEADER
+                && record::HEADER
+                    + u16::from_be_bytes([self.b.incoming[3], self.b.incoming[4]]) as usize
+                    > MAX_RECORD
+            {
+                return Ok(Rec::Oversized);
+            }
+            match self.fill_in() {
+                Ok(Fill::Got) => {}
+                Ok(Fill::Eof) => {
+                    return Ok(if self.b.incoming.is_empty() {
+                        Rec::Eof
+                    } else {
+                        Rec::BadRecord("connection closed in the middle of a record")
+                    })
+                }
+                Ok(Fill::WouldBlock) => return Ok(Rec::WouldBlock),
                 Err(e) => {
-                    let err = self.io_error(&e);
-                    self.error = Some(err.clone());
-                    return Err(err);
+                    let io = std::io::Error::from_raw_os_error(self.errno);
+                    let _ = e;
+                    return Err(self.offload_io_error(Some(&io)));
                 }
-            };
-            // Control records are rare and short: copy them out of the
-            // caller's buffer; application data is never copied here.
-            let record: Vec<u8>;
-            let data: &[u8] = match (typ, direct) {
-                (ktls::CT_APPLICATION_DATA, _) => &[],
-                (_, true) => {
-                    record = buf[..n].to_vec();
-                    &record
+            }
+        }
+    }
+
+    /// Read on an offloaded connection, handling control records.
+    fn kernel_read(&mut self, buf: &mut [u8]) -> Result<(rktls_result, usize), Error> {
+        loop {
+            if let Some(e) = &self.error {
+                return Err(e.clone());
+            }
+            if !self.ctl_out.is_empty() {
+                // A full socket only delays control records (and a key
+                // change) until the next call.
+                if let Err(e) = self.flush_control() {
+                    return Err(self.offload_io_error_from(e));
                 }
-                (_, false) => &self.b.incoming[..n],
-            };
-            match typ {
-                ktls::CT_APPLICATION_DATA if n == 0 => {
-                    self.error = Some(Error::new(
-                        RKTLS_ERR_TRUNCATED,
-                        "connection closed without close_notify",
+            }
+            if self.peer_closed {
+                return Ok((RKTLS_CLOSED, 0));
+            }
+            match self.next_record(buf)? {
+                Rec::WouldBlock => return Ok((RKTLS_WANT_READ, 0)),
+                Rec::Eof => {
+                    return Err(self.offload_io_error(None));
+                }
+                Rec::Data(n) => {
+                    self.offload_count_rx();
+                    return Ok((RKTLS_OK, n));
+                }
+                Rec::Queued => {
+                    self.offload_count_rx();
+                    let avail = self.plain_available();
+                    if avail == 0 {
+                        continue;
+                    }
+                    let n = avail.min(buf.len());
+                    let p = self.b.plain_pos;
+                    buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
+                    self.b.plain_pos += n;
+                    if self.b.plain_pos == self.b.plain.len() {
+                        self.b.plain.clear();
+                        self.b.plain_pos = 0;
+                    }
+                    return Ok((RKTLS_OK, n));
+                }
+                Rec::Control(typ, p) => self.offload_control(typ, &p)?,
+                Rec::BadRecord(msg) => {
+                    let ev = vec![Event::SendControl(ktls::CT_ALERT, vec![2, 20])];
+                    let code = if msg.contains("MSG_CTRUNC") {
+                        RKTLS_ERR_PROTOCOL
+                    } else if msg.contains("middle") {
+                        RKTLS_ERR_TRUNCATED
+                    } else {
+                        RKTLS_ERR_DECRYPT
+                    };
+                    let alert = if code == RKTLS_ERR_PROTOCOL { 80 } else { 20 };
+                    let ev = if code == RKTLS_ERR_TRUNCATED {
+                        vec![]
+                    } else if alert == 20 {
+                        ev
+                    } else {
+                        vec![Event::SendControl(ktls::CT_ALERT, vec![2, alert])]
+                    };
+                    return Err(self.offload_fail(
+                        Error::new(
+                            code,
+                            if code == RKTLS_ERR_TRUNCATED {
+                                msg.to_string()
+                            } else {
+                                format!(
+                                    "{msg} (sent alert {})",
+                                    alert::name(alert).trim_end_matches('\0')
+                                )
+                            },
+                        ),
+                        ev,
                     ));
                 }
-                ktls::CT_APPLICATION_DATA => {
-                    if direct {
-                        return Ok((RKTLS_OK, n));
-                    }
-                    let m = n.min(buf.len());
-                    buf[..m].copy_from_slice(&self.b.incoming[..m]);
-                    let rest = self.b.incoming[m..n].to_vec();
-                    self.b.plain.extend_from_slice(&rest);
-                    return Ok((RKTLS_OK, m));
-                }
-                ktls::CT_ALERT if n == 2 => {
-                    let (level, desc) = (data[0], data[1]);
-                    if desc == 0 {
-                        self.peer_closed = true;
-                    } else if level == 1 {
-                        log::warn!(
-                            "peer sent warning alert {}",
-                            alert::name(desc).trim_end_matches('\0')
-                        );
-                    } else {
-                        self.alert_received = Some(desc);
-                        self.error = Some(Error::new(
-                            RKTLS_ERR_ALERT_RECEIVED,
-                            format!(
-                                "TLS error: received fatal alert {}",
-                                alert::name(desc).trim_end_matches('\0')
-                            ),
-                        ));
-                    }
-                }
-                ktls::CT_HANDSHAKE => {
-                    let msgs = data.to_vec();
-                    self.kernel_handshake(&msgs)?;
-                }
-                t => {
-                    return Err(self.kernel_fatal(
-                        RKTLS_ERR_UNEXPECTED_MESSAGE,
-                        10,
-                        format!("unexpected record type {t} (length {n}) after the offload"),
+                Rec::Oversized => {
+                    return Err(self.offload_fail(
+                        Error::new(
+                            RKTLS_ERR_PROTOCOL,
+                            "record longer than TLS allows (sent alert record_overflow)",
+                        ),
+                        vec![Event::SendControl(ktls::CT_ALERT, vec![2, 22])],
                     ))
                 }
             }
         }
     }
 
-    /// Write on a TX-offloaded socket: the kernel encrypts.
-    fn kernel_write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
-        match sys::send(self.fd, data) {
-            Ok(n) => Ok((RKTLS_OK, n)),
-            Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
-            Err(e) => {
-                let err = self.io_error(&e);
-                self.error = Some(err.clone());
-                Err(err)
+    /// Checks before sending application data on an offloaded connection:
+    /// queued control records first, keys refreshed before their limit.
+    /// `Ok(0)`: want-write; otherwise how many of `want` bytes may go now.
+    fn offload_tx_room(&mut self, want: usize) -> Result<usize, Error> {
+        if !self.flush_control()? {
+            return Ok(0);
+        }
+        if self.offload().update_owed {
+            return Err(self.offload_close(Error::new(
+                RKTLS_ERR_KTLS_NO_REKEY,
+                "the peer asked for a TLS 1.3 key update, and this kernel cannot install new \
+                 TX keys on an offloaded socket (Linux 6.14 or later can); nothing more can be \
+                 sent on this connection",
+            )));
+        }
+        let mut allow = self.offload().tx_allowance(want);
+        if allow == 0 {
+            if !self.offload().can_update_tx() {
+                let tls13 = self.protocol_version() == 0x0304;
+                return Err(self.offload_close(Error::new(
+                    RKTLS_ERR_KEY_EXHAUSTED,
+                    format!(
+                        "the TX key reached its usage limit and {}; connection closed cleanly",
+                        if tls13 {
+                            "this kernel cannot rekey"
+                        } else {
+                            "TLS 1.2 cannot update keys"
+                        }
+                    ),
+                )));
             }
+            let mut ev = Vec::new();
+            self.offload().begin_tx_update(false, &mut ev)?;
+            self.apply_events(ev);
+            if !self.flush_control()? {
+                return Ok(0);
+            }
+            allow = self.offload().tx_allowance(want);
+        }
+        Ok(allow)
+    }
+
+    /// Write on an offloaded connection.
+    fn kernel_write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
+        let allow = self.offload_tx_room(data.len().min(MAX_WRITE))?;
+        if allow == 0 {
+            return Ok((RKTLS_WANT_WRITE, 0));
+        }
+        let data = &data[..allow];
+        if self.offload().tx_in_kernel() {
+            return match sys::send(self.fd, data) {
+                Ok(n) => {
+                    self.offload().count_tx(n);
+                    Ok((RKTLS_OK, n))
+                }
+                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
+                Err(e) => Err(self.offload_io_error(Some(&e))),
+            };
+        }
+        if !self.room_to_send()? {
+            return Ok((RKTLS_WANT_WRITE, 0));
+        }
+        let mut rec = Vec::new();
+        {
+            let o = self.offload();
+            let offload::Tx::User(s) = &mut o.tx else {
+                unreachable!()
+            };
+            for chunk in data.chunks(record::MAX_FRAGMENT) {
+                s.seal(ktls::CT_APPLICATION_DATA, chunk, &mut rec)?;
+            }
+            o.count_tx(data.len());
+        }
+        self.b.outgoing.extend_from_slice(&rec);
+        if let Err(e) = self.flush_out() {
+            return Err(self.offload_io_error_from(e));
+        }
+        Ok((RKTLS_OK, data.len()))
+    }
+
+    /// Shut down an offloaded connection: close_notify through its TX path.
+    fn kernel_shutdown(&mut self) -> Result<rktls_result, Error> {
+        if !self.sent_close_notify
+            && !self
+                .ctl_out
+                .iter()
+                .any(|e| matches!(e, Event::SendControl(21, p) if p[..] == [1, 0]))
+        {
+            self.ctl_out
+                .push_back(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
+        }
+        Ok(if self.flush_control()? {
+            RKTLS_OK
+        } else {
+            RKTLS_WANT_WRITE
+        })
+    }
+
+    /// Event style: one record the caller received on an offloaded socket.
+    pub(crate) fn process_record(
+        &mut self,
+        typ: u8,
+        payload: &[u8],
+    ) -> (Result<rktls_result, Error>, Vec<Event>) {
+        let fd = self.fd;
+        let Tls::Kernel(o) = &mut self.tls else {
+            return (
+                Err(Error::state(
+                    "records can be processed only once the connection is offloaded",
+                )),
+                vec![],
+            );
+        };
+        if !(o.tx_in_kernel() && o.rx_in_kernel()) {
+            return (
+                Err(Error::state(
+                    "the event style needs TX and RX in the kernel; use rktls_connection_read",
+                )),
+                vec![],
+            );
+        }
+        if let Some(e) = &self.error {
+            return (Err(e.clone()), vec![]);
+        }
+        let mut ev = Vec::new();
+        if typ == ktls::CT_APPLICATION_DATA {
+            o.renegotiation = false;
+            if let Err(e) = o.count_rx(&mut ev) {
+                if !self.sent_close_notify {
+                    ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
+                    self.sent_close_notify = true;
+                }
+                ev.push(Event::Closed);
+                self.error = Some(e.clone());
+                return (Err(e), ev);
+            }
+        }
+        let r = o.on_record(fd, typ, payload, self.sent_close_notify, &mut ev);
+        for e in &ev {
+            match e {
+                Event::PeerClosed => self.peer_closed = true,
+                Event::SendControl(21, p) if p[..] == [1, 0] => self.sent_close_notify = true,
+                Event::SendControl(21, p) if p.len() == 2 && p[0] == 2 => {
+                    self.alert_sent = Some(p[1])
+                }
+                _ => {}
+            }
+        }
+        match r {
+            Ok(()) => (Ok(RKTLS_OK), ev),
+            Err(f) => {
+                if f.received.is_some() {
+                    self.alert_received = f.received;
+                }
+                self.error = Some(f.err.clone());
+                (Err(f.err), ev)
+            }
+        }
+    }
+
+    /// Event style: the caller sent the control records; new TX keys now.
+    pub(crate) fn control_sent(&mut self) -> Result<rktls_result, Error> {
+        let fd = self.fd;
+        match &mut self.tls {
+            Tls::Kernel(o) => {
+                o.commit_tx(fd)?;
+                Ok(RKTLS_OK)
+            }
+            _ => Err(Error::state("the connection is not offloaded")),
+        }
+    }
+
+    /// Update our TLS 1.3 traffic keys (`rktls_connection_refresh_keys`).
+    pub(crate) fn refresh_keys(&mut self, request_peer: bool) -> Result<rktls_result, Error> {
+        if let Some(r) = self.before_send("refresh_keys")? {
+            return Ok(r);
+        }
+        if self.protocol_version() != 0x0304 {
+            return Err(Error::state("key updates need TLS 1.3"));
+        }
+        if self.in_kernel() {
+            let mut ev = Vec::new();
+            self.offload().begin_tx_update(request_peer, &mut ev)?;
+            self.apply_events(ev);
+            return Ok(if self.flush_control()? {
+                RKTLS_OK
+            } else {
+                RKTLS_WANT_WRITE
+            });
+        }
+        let mut act = Action::RefreshKeys;
+        if self.pump(&mut act).is_err() {
+            return self.deliver_error();
+        }
+        if !matches!(act, Action::None) {
+            return Err(Error::state("connection is closed for writing"));
+        }
+        self.flush()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Records sent and received with the current keys, and key updates
+    /// each way (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn key_usage(&self) -> Option<(u64, u64, u64, u64)> {
+        match &self.tls {
+            Tls::Kernel(o) => Some((
+                o.tx_records,
+                o.rx_records,
+                o.tx_key_updates,
+                o.rx_key_updates,
+            )),
+            _ => None,
         }
     }
 
@@ -1229,15 +1666,18 @@ impl Connection {
         if count == 0 {
             return Ok((RKTLS_OK, 0));
         }
-        if self.in_kernel() {
-            return match sys::sendfile(self.fd, in_fd, offset, count) {
-                Ok(n) => Ok((RKTLS_OK, n)),
-                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
-                Err(e) => {
-                    let err = self.io_error(&e);
-                    self.error = Some(err.clone());
-                    Err(err)
+        if self.ktls_tx() {
+            let allow = self.offload_tx_room(count)?;
+            if allow == 0 {
+                return Ok((RKTLS_WANT_WRITE, 0));
+            }
+            return match sys::sendfile(self.fd, in_fd, offset, allow) {
+                Ok(n) => {
+                    self.offload().count_tx(n);
+                    Ok((RKTLS_OK, n))
                 }
+                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
+                Err(e) => Err(self.offload_io_error(Some(&e))),
             };
         }
         if !self.room_to_send()? {
@@ -1311,7 +1751,7 @@ pub extern "C" fn rktls_server_connection_new(
         let o = unsafe { out(out_conn, "out_conn")? };
         let cfg = unsafe { arc_clone(config, "config")? };
         let mut c = Connection::server(cfg.rustls.clone())?;
-        c.set_ktls_mode(cfg.ktls);
+        c.set_ktls_mode(cfg.ktls, cfg.offload);
         *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
@@ -1332,7 +1772,7 @@ pub extern "C" fn rktls_client_connection_new(
         let cfg = unsafe { arc_clone(config, "config")? };
         let name = unsafe { cstr(server_name, "server_name")? };
         let mut c = Connection::client(cfg.rustls.clone(), name)?;
-        c.set_ktls_mode(cfg.ktls);
+        c.set_ktls_mode(cfg.ktls, cfg.offload);
         *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
@@ -1717,7 +2157,7 @@ pub extern "C" fn rktls_connection_error_message(
 #[no_mangle]
 pub extern "C" fn rktls_connection_ktls_tx(conn: *const rktls_connection) -> bool {
     guard_value(false, || {
-        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_active())
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_tx())
     })
 }
 
@@ -1726,7 +2166,7 @@ pub extern "C" fn rktls_connection_ktls_tx(conn: *const rktls_connection) -> boo
 #[no_mangle]
 pub extern "C" fn rktls_connection_ktls_rx(conn: *const rktls_connection) -> bool {
     guard_value(false, || {
-        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_active())
+        unsafe { box_ref(conn, "conn") }.is_ok_and(|c| c.ktls_rx())
     })
 }
 
@@ -2101,9 +2541,9 @@ mod tests {
             let server = std::thread::spawn(move || {
                 let mut s = Connection::server(scfg).unwrap();
                 s.set_fd(a.as_raw_fd()).unwrap();
-                s.set_ktls_mode(mode);
+                s.set_ktls_mode(mode, Default::default());
                 let r = s.handshake();
-                (r.map_err(|e| e.code), s.ktls_active(), a)
+                (r.map_err(|e| e.code), s.ktls_tx(), a)
             });
             let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
             c.set_fd(b.as_raw_fd()).unwrap();
@@ -2140,7 +2580,7 @@ mod tests {
             b.set_nonblocking(true).unwrap();
             let mut s = Connection::server(server_config(&o)).unwrap();
             s.set_fd(a.as_raw_fd()).unwrap();
-            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_PREFER);
+            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_PREFER, Default::default());
             let mut c = Connection::client(client_config(&o), "localhost").unwrap();
             c.set_fd(b.as_raw_fd()).unwrap();
             let (mut rc, mut rs) = (RKTLS_WANT_READ, RKTLS_WANT_READ);

@@ -80,13 +80,11 @@ fn install_raw(fd: RawFd, dir: libc::c_int, info: &[u8]) -> io::Result<()> {
     sys::setsockopt(fd, libc::SOL_TLS, dir, info)
 }
 
-/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`).
-pub(crate) fn install(
-    fd: RawFd,
-    dir: libc::c_int,
+/// The kernel's crypto-info bytes for one direction's secrets.
+pub(crate) fn crypto_info(
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
-) -> Result<(), Error> {
+) -> Result<Vec<u8>, Error> {
     let info = ktls::CryptoInfo::from_rustls(suite, secrets).map_err(|e| {
         Error::new(
             RKTLS_ERR_KTLS_UNAVAILABLE,
@@ -94,17 +92,47 @@ pub(crate) fn install(
         )
     })?;
     // SAFETY: CryptoInfo points to a plain struct of `size()` bytes.
-    let bytes = unsafe { std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), info.size()) };
-    install_raw(fd, dir, bytes).map_err(|e| {
+    Ok(unsafe { std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), info.size()) }.to_vec())
+}
+
+fn dir_name(dir: libc::c_int) -> &'static str {
+    if dir == libc::TLS_TX {
+        "TLS_TX"
+    } else {
+        "TLS_RX"
+    }
+}
+
+/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`).
+pub(crate) fn install(
+    fd: RawFd,
+    dir: libc::c_int,
+    suite: SupportedCipherSuite,
+    secrets: (u64, ConnectionTrafficSecrets),
+) -> Result<(), Error> {
+    let info = crypto_info(suite, secrets)?;
+    install_raw(fd, dir, &info).map_err(|e| {
         Error::new(
             RKTLS_ERR_KTLS_UNAVAILABLE,
+            format!("setsockopt(SOL_TLS, {}) failed: {e}", dir_name(dir)),
+        )
+    })
+}
+
+/// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14).
+pub(crate) fn rekey(
+    fd: RawFd,
+    dir: libc::c_int,
+    suite: SupportedCipherSuite,
+    secrets: (u64, ConnectionTrafficSecrets),
+) -> Result<(), Error> {
+    let info = crypto_info(suite, secrets)?;
+    install_raw(fd, dir, &info).map_err(|e| {
+        Error::new(
+            RKTLS_ERR_KTLS_NO_REKEY,
             format!(
-                "setsockopt(SOL_TLS, {}) failed: {e}",
-                if dir == libc::TLS_TX {
-                    "TLS_TX"
-                } else {
-                    "TLS_RX"
-                }
+                "the kernel refused new keys (setsockopt(SOL_TLS, {}): {e})",
+                dir_name(dir)
             ),
         )
     })
@@ -212,6 +240,9 @@ pub(crate) fn supported(suite: SupportedCipherSuite) -> Result<(), Unsupported> 
         )));
     };
     let key = (kernel_version(suite), cipher);
+    if sys::emulated() {
+        return probe_uncached(key.0, key.1);
+    }
     let mut cache = PROBED.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if let Some(r) = cache.get(&key) {
@@ -231,6 +262,44 @@ pub(crate) fn supported(suite: SupportedCipherSuite) -> Result<(), Unsupported> 
     }
     cache.insert(key, r.clone());
     r
+}
+
+static REKEY: Mutex<Option<bool>> = Mutex::new(None);
+
+/// Whether the kernel accepts a second `setsockopt(TLS_TX)` on a TLS 1.3
+/// socket, i.e. can rekey (Linux >= 6.14; older kernels answer EBUSY).
+fn probe_rekey() -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok((a, _b)) = loopback_pair() else {
+        return false;
+    };
+    let fd = a.as_raw_fd();
+    if attach_ulp(fd).is_err() {
+        return false;
+    }
+    let info = probe_info(libc::TLS_1_3_VERSION, libc::TLS_CIPHER_AES_GCM_128);
+    install_raw(fd, libc::TLS_TX, &info).is_ok() && install_raw(fd, libc::TLS_TX, &info).is_ok()
+}
+
+/// Whether offloaded TLS 1.3 sockets can take new keys; probed once per
+/// process (on a throwaway loopback connection) and cached.
+pub(crate) fn can_rekey() -> bool {
+    if sys::emulated() {
+        return probe_rekey();
+    }
+    let mut cached = REKEY.lock().unwrap_or_else(|e| e.into_inner());
+    *cached.get_or_insert_with(|| {
+        let r = probe_rekey();
+        log::info!(
+            "kTLS rekey (TLS 1.3 KeyUpdate on offloaded sockets): {}",
+            if r {
+                "supported"
+            } else {
+                "not supported by this kernel"
+            }
+        );
+        r
+    })
 }
 
 /// Receive one record's worth from an RX-offloaded socket: (content type, bytes).

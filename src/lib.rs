@@ -16,8 +16,12 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hello;
+#[cfg(test)]
+mod kernel_emul;
 pub mod ktls;
 pub mod logging;
+pub mod offload;
+mod record;
 pub mod result;
 mod sys;
 

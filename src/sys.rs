@@ -68,6 +68,10 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             }
             return Err(e);
         }
+        #[cfg(test)]
+        if crate::kernel_emul::tx_offloaded(fd) {
+            return crate::kernel_emul::send(fd, crate::ktls::CT_APPLICATION_DATA, buf);
+        }
         // SAFETY: buf is valid for reads of buf.len() bytes.
         let mut r =
             check(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) });
@@ -80,6 +84,14 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             r => return r,
         }
     }
+}
+
+/// Whether tests emulate kTLS on this thread (never in other builds).
+pub(crate) fn emulated() -> bool {
+    #[cfg(test)]
+    return crate::kernel_emul::active();
+    #[cfg(not(test))]
+    false
 }
 
 pub(crate) fn would_block(e: &io::Error) -> bool {
@@ -100,6 +112,10 @@ fn injected(op: fault::Op) -> Option<io::Error> {
 pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::Result<()> {
     if let Some(e) = injected(fault::Op::SetSockOpt) {
         return Err(e);
+    }
+    #[cfg(test)]
+    if let Some(r) = crate::kernel_emul::setsockopt(fd, level, name, value) {
+        return r;
     }
     // SAFETY: value is valid for reads of value.len() bytes.
     let r = unsafe {
@@ -128,6 +144,10 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
                 continue;
             }
             return Err(e);
+        }
+        #[cfg(test)]
+        if crate::kernel_emul::rx_offloaded(fd) {
+            return crate::kernel_emul::recv_record(fd, buf);
         }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -173,6 +193,10 @@ pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usiz
                 continue;
             }
             return Err(e);
+        }
+        #[cfg(test)]
+        if crate::kernel_emul::tx_offloaded(fd) {
+            return crate::kernel_emul::send(fd, typ, payload);
         }
         let mut iov = libc::iovec {
             iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -226,6 +250,15 @@ pub(crate) fn sendfile(
                 continue;
             }
             return Err(e);
+        }
+        #[cfg(test)]
+        if crate::kernel_emul::tx_offloaded(out_fd) {
+            let mut chunk = vec![0u8; count.min(65536)];
+            let n = pread(in_fd, &mut chunk, *offset)?;
+            let n =
+                crate::kernel_emul::send(out_fd, crate::ktls::CT_APPLICATION_DATA, &chunk[..n])?;
+            *offset += n as i64;
+            return Ok(n);
         }
         let mut off: libc::off_t = *offset;
         // SAFETY: off is a valid off_t.
