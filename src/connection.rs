@@ -1205,11 +1205,16 @@ impl Connection {
         match r {
             Ok(()) => {
                 self.apply_events(ev);
-                if let Err(e) = self.flush_control() {
-                    let e = self.offload_io_error_from(e);
-                    return Err(e);
+                match self.flush_control() {
+                    // The peer may be gone right after its close_notify:
+                    // our answer is best effort then.
+                    Err(_) if self.peer_closed => {
+                        self.ctl_out.clear();
+                        Ok(())
+                    }
+                    Err(e) => Err(self.offload_io_error_from(e)),
+                    Ok(_) => Ok(()),
                 }
-                Ok(())
             }
             Err(f) => {
                 if f.received.is_some() {
@@ -1626,6 +1631,14 @@ impl Connection {
             return Err(Error::state("connection is closed for writing"));
         }
         self.flush()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn renegotiation_fail_fast_for_test(&mut self, on: bool) {
+        self.renegotiation_fail_fast = on;
+        if let Tls::Kernel(o) = &mut self.tls {
+            o.fail_fast = on;
+        }
     }
 
     #[cfg(test)]

@@ -170,7 +170,7 @@ pub(crate) struct Offload {
     pub(crate) update_owed: bool,
     /// A HelloRequest arrived and no application data since.
     pub(crate) renegotiation: bool,
-    fail_fast: bool,
+    pub(crate) fail_fast: bool,
     pub(crate) rx_key_updates: u64,
     pub(crate) tx_key_updates: u64,
 }
@@ -865,18 +865,24 @@ mod tests {
         }
     }
 
+    type Cfgs = (
+        Option<Arc<rustls::ServerConfig>>,
+        Option<Arc<rustls::ClientConfig>>,
+    );
+
     /// Run a server (own thread) and a client (this thread) over a socket
     /// pair, both handshaken; returns both closures' results.
     fn run<RS: Send + 'static, RC>(
         o: &Opts,
         srv: Side,
         cli: Side,
-        client_cfg: Option<Arc<rustls::ClientConfig>>,
+        cfgs: Cfgs,
         fs: impl FnOnce(&mut Connection) -> RS + Send + 'static,
         fc: impl FnOnce(&mut Connection) -> RC,
     ) -> (RS, RC) {
         let (a, b) = UnixStream::pair().unwrap();
-        let scfg = server_config(o);
+        let (server_cfg, client_cfg) = cfgs;
+        let scfg = server_cfg.unwrap_or_else(|| server_config(o));
         let server = std::thread::spawn(move || {
             if let Some(rekey) = srv.emul {
                 kernel_emul::install(rekey);
@@ -932,7 +938,9 @@ mod tests {
     }
 
     /// Read exactly `n` bytes (or fail with the code that stopped it).
-    fn read_n(c: &mut Connection, n: usize) -> Result<Vec<u8>, (rktls_result, Vec<u8>)> {
+    type ReadResult = Result<Vec<u8>, (rktls_result, Vec<u8>)>;
+
+    fn read_n(c: &mut Connection, n: usize) -> ReadResult {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 20000];
         while out.len() < n {
@@ -963,7 +971,7 @@ mod tests {
                     &opts(suite),
                     kernel(false, dirs, 0),
                     USER,
-                    None,
+                    (None, None),
                     move |s| {
                         let dirs_seen = (s.ktls_tx(), s.ktls_rx());
                         let got = read_n(s, up2.len()).unwrap();
@@ -1028,7 +1036,7 @@ mod tests {
             &opts(suite),
             srv,
             USER,
-            None,
+            (None, None),
             move |s| {
                 let got = read_n(s, b2.len()).unwrap();
                 (got, read_n(s, a2.len()))
@@ -1061,7 +1069,7 @@ mod tests {
                 &opts(suite),
                 kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0),
                 USER,
-                None,
+                (None, None),
                 move |s| {
                     let got = read_n(s, u2.len()).unwrap();
                     assert!(got == u2, "data after the peer's KeyUpdates intact");
@@ -1135,7 +1143,7 @@ mod tests {
                 0,
             ),
             USER,
-            None,
+            (None, None),
             |s| {
                 let r = (s.ktls_tx(), s.ktls_rx());
                 assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
@@ -1157,7 +1165,7 @@ mod tests {
             &opts(0x1302),
             kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
             USER,
-            None,
+            (None, None),
             move |s| {
                 for c in d2.chunks(4096) {
                     write_all(s, c).unwrap();
@@ -1179,7 +1187,7 @@ mod tests {
                 &opts(suite),
                 kernel(rekey, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
                 USER,
-                None,
+                (None, None),
                 |s| {
                     let mut sent = 0;
                     loop {
@@ -1212,7 +1220,7 @@ mod tests {
             &opts(0x1303),
             kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
             USER,
-            None,
+            (None, None),
             |s| {
                 for _ in 0..60 {
                     let got = read_n(s, 100).unwrap();
@@ -1231,5 +1239,289 @@ mod tests {
             rx_updates >= 3,
             "{rx_updates} peer updates requested and installed"
         );
+    }
+
+    /// The server (offloaded, both directions) receives what the client,
+    /// also offloaded, sends as raw control records after `hello`.
+    fn server_gets(
+        suite: u16,
+        records: &'static [(u8, &'static [u8])],
+    ) -> (
+        (
+            Result<rktls_result, rktls_result>,
+            Vec<u8>,
+            Option<u8>,
+            Option<u8>,
+        ),
+        Vec<u8>,
+    ) {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        run(
+            &opts(suite),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 20000];
+                let end = loop {
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                (end, got, s.alert_received(), s.alert_sent())
+            },
+            move |c| {
+                write_all(c, b"hello").unwrap();
+                for (t, p) in records {
+                    crate::ktls::send_record(c.raw_fd(), *t, p).unwrap();
+                }
+                // What the server answered (alerts), as raw records.
+                let mut out = Vec::new();
+                let mut b = vec![0u8; 20000];
+                loop {
+                    let (t, n) = match crate::ktls::recv_record(c.raw_fd(), &mut b) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!("client recv: {e}");
+                            break;
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    if t != 21 {
+                        continue; // session tickets
+                    }
+                    out.push(t);
+                    out.extend_from_slice(&b[..n]);
+                }
+                out
+            },
+        )
+    }
+
+    #[test]
+    fn close_notify_is_answered_with_ours() {
+        let ((end, got, _, _), answer) = server_gets(0x1301, &[(21, &[1, 0])]);
+        assert_eq!((end, &got[..]), (Ok(RKTLS_CLOSED), &b"hello"[..]));
+        assert_eq!(
+            answer,
+            vec![21, 1, 0],
+            "our close_notify through the kernel"
+        );
+    }
+
+    #[test]
+    fn fatal_alert_from_the_peer_ends_with_its_description() {
+        for suite in [0x1302, 0xc02c] {
+            let ((end, got, received, _), answer) = server_gets(suite, &[(21, &[2, 40])]);
+            assert_eq!(end, Err(RKTLS_ERR_ALERT_RECEIVED));
+            assert_eq!((&got[..], received), (&b"hello"[..], Some(40)));
+            assert!(answer.is_empty(), "no alert answers a fatal alert");
+        }
+        // TLS 1.2 warnings are ignored; TLS 1.3 has no warnings but
+        // user_canceled.
+        let ((end, ..), _) = server_gets(0xc02b, &[(21, &[1, 100]), (21, &[1, 0])]);
+        assert_eq!(end, Ok(RKTLS_CLOSED));
+        let ((end, _, received, _), _) = server_gets(0x1301, &[(21, &[1, 42])]);
+        assert_eq!((end, received), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(42)));
+    }
+
+    #[test]
+    fn unexpected_or_malformed_records_get_the_right_alert() {
+        let cases: [(u16, &'static [(u8, &'static [u8])], rktls_result, u8); 8] = [
+            // Post-handshake CertificateRequest (never offered).
+            (
+                0x1301,
+                &[(22, &[13, 0, 0, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // NewSessionTicket to a server.
+            (
+                0x1301,
+                &[(22, &[4, 0, 0, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // KeyUpdate of the wrong length, and with a bad value.
+            (0x1301, &[(22, &[24, 0, 0, 2, 0, 0])], RKTLS_ERR_DECODE, 50),
+            (0x1301, &[(22, &[24, 0, 0, 1, 7])], RKTLS_ERR_PROTOCOL, 47),
+            // A truncated alert, an unknown record type.
+            (0x1301, &[(21, &[2])], RKTLS_ERR_DECODE, 50),
+            (
+                0x1301,
+                &[(99, &[1, 2, 3])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // KeyUpdate in TLS 1.2; a renegotiating ClientHello.
+            (
+                0xc02b,
+                &[(22, &[24, 0, 0, 1, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            (0xc02b, &[(22, &[1, 0, 0, 0])], RKTLS_ERR_RENEGOTIATION, 100),
+        ];
+        for (suite, recs, code, alert) in cases {
+            let ((end, got, _, sent), answer) = server_gets(suite, recs);
+            assert_eq!(end, Err(code), "{recs:?}");
+            assert_eq!(&got[..], b"hello", "data first");
+            assert_eq!(sent, Some(alert), "{recs:?}");
+            assert_eq!(answer, vec![21, 2, alert], "{recs:?}: alert on the wire");
+        }
+        // A handshake message split across records is reassembled: a
+        // KeyUpdate in two pieces reaches the rekey decision.
+        let ((end, ..), _) = server_gets(0x1301, &[(22, &[24, 0]), (22, &[0, 1, 0])]);
+        assert_eq!(end, Err(RKTLS_ERR_KTLS_NO_REKEY));
+    }
+
+    #[test]
+    fn truncated_control_message_is_an_error_with_an_alert() {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (r, ()) = run(
+            &opts(0x1301),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                // recvmsg reports MSG_CTRUNC (sys maps it to EPROTO).
+                crate::sys::fault::inject(crate::sys::fault::Op::RecvMsg, libc::EPROTO);
+                let mut b = [0u8; 100];
+                (s.read(&mut b).map_err(|e| e.code), s.alert_sent())
+            },
+            |c| {
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map_err(|e| e.code);
+                assert_eq!(r, Err(RKTLS_ERR_ALERT_RECEIVED));
+            },
+        );
+        assert_eq!(r, (Err(RKTLS_ERR_PROTOCOL), Some(80)));
+    }
+
+    #[test]
+    fn offloaded_client_keeps_session_tickets_and_resumes() {
+        for suite in TLS13 {
+            let ccfg = client_config(&opts(suite));
+            let scfg = server_config(&opts(suite));
+            let cli = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            // Two connections with one client config: the first reads
+            // (tickets arrive through the kernel), the second resumes.
+            let mut resumed = vec![];
+            for _ in 0..2 {
+                let ((), r) = run(
+                    &opts(suite),
+                    USER,
+                    cli,
+                    (Some(scfg.clone()), Some(ccfg.clone())),
+                    move |s| {
+                        write_all(s, b"data").unwrap();
+                        assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                    },
+                    |c| {
+                        assert!(c.ktls_rx());
+                        assert_eq!(read_n(c, 4).unwrap(), b"data");
+                        let mut b = [0u8; 8];
+                        assert_eq!(c.read(&mut b).unwrap(), (RKTLS_CLOSED, 0));
+                        c.is_resumed()
+                    },
+                );
+                resumed.push(r);
+            }
+            assert_eq!(resumed, vec![false, true], "suite {suite:04x}");
+        }
+    }
+
+    #[test]
+    fn hello_request_is_refused_and_a_reset_names_the_cause() {
+        // The server (emulated kTLS, so it can send any record) sends data,
+        // then HelloRequest, then closes the way IIS does.
+        for fail_fast in [false, true] {
+            let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let (answer, (r, got, msg)) = run(
+                &opts(0xc02b),
+                both,
+                both,
+                (None, None),
+                |s| {
+                    write_all(s, b"before").unwrap();
+                    crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
+                    let mut b = [0u8; 64];
+                    let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                    (t, b[..n].to_vec())
+                },
+                |c| {
+                    c.renegotiation_fail_fast_for_test(fail_fast);
+                    let mut got = Vec::new();
+                    let mut b = [0u8; 64];
+                    loop {
+                        match c.read(&mut b) {
+                            Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                            Ok((r, _)) => return (Ok(r), got, String::new()),
+                            Err(e) => return (Err(e.code), got, e.msg),
+                        }
+                    }
+                },
+            );
+            assert_eq!(r, Err(RKTLS_ERR_RENEGOTIATION));
+            assert_eq!(got, b"before", "data before the request is delivered");
+            assert!(
+                msg.contains("renegotiation") && msg.contains("TLS 1.3"),
+                "{msg}"
+            );
+            let level = if fail_fast { 2 } else { 1 };
+            assert_eq!(answer, (21, vec![level, 100]), "no_renegotiation");
+        }
+    }
+
+    #[test]
+    fn event_style_reports_each_record() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (events, ()) = run(
+            &opts(0x1301),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                let mut all = Vec::new();
+                for (t, p) in [
+                    (23u8, &b"app"[..]),
+                    (22, &[24, 0, 0, 1, 1][..]),
+                    (21, &[1, 0][..]),
+                ] {
+                    let (r, ev) = s.process_record(t, p);
+                    assert_eq!(r.map_err(|e| e.code), Ok(RKTLS_OK));
+                    all.push(ev);
+                }
+                assert_eq!(s.control_sent().unwrap(), RKTLS_OK);
+                // The event style needs both directions in the kernel, and
+                // a fatal alert ends it with the alert's code.
+                let (r, ev) = s.process_record(21, &[2, 51]);
+                assert_eq!(r.map_err(|e| e.code), Err(RKTLS_ERR_ALERT_RECEIVED));
+                all.push(ev);
+                all
+            },
+            |c| {
+                let mut b = [0u8; 64];
+                while let Ok((RKTLS_OK, _)) = c.read(&mut b) {}
+            },
+        );
+        assert_eq!(events[0], vec![Event::AppData(b"app".to_vec())]);
+        assert_eq!(
+            events[1],
+            vec![
+                Event::RxKeyUpdated,
+                Event::SendControl(22, vec![24, 0, 0, 1, 0]),
+                Event::TxKeyUpdated
+            ]
+        );
+        assert_eq!(
+            events[2],
+            vec![Event::PeerClosed, Event::SendControl(21, vec![1, 0])]
+        );
+        assert_eq!(events[3], vec![Event::Closed]);
     }
 }
