@@ -1025,10 +1025,7 @@ mod tests {
 
     /// Server reads `before`, the client then updates its keys (rustls asks
     /// for ours too), and sends `after`.
-    fn peer_key_update(
-        srv: Side,
-        suite: u16,
-    ) -> (Result<Vec<u8>, (rktls_result, Vec<u8>)>, Vec<u8>) {
+    fn peer_key_update(srv: Side, suite: u16) -> (ReadResult, Vec<u8>) {
         let before = pattern(30_000, 3);
         let after = pattern(20_000, 4);
         let (b2, a2) = (before.clone(), after.clone());
@@ -1241,20 +1238,18 @@ mod tests {
         );
     }
 
+    type Records = &'static [(u8, &'static [u8])];
+    /// How the server's reads ended, what it read, alerts received and sent.
+    type ServerSaw = (
+        Result<rktls_result, rktls_result>,
+        Vec<u8>,
+        Option<u8>,
+        Option<u8>,
+    );
+
     /// The server (offloaded, both directions) receives what the client,
     /// also offloaded, sends as raw control records after `hello`.
-    fn server_gets(
-        suite: u16,
-        records: &'static [(u8, &'static [u8])],
-    ) -> (
-        (
-            Result<rktls_result, rktls_result>,
-            Vec<u8>,
-            Option<u8>,
-            Option<u8>,
-        ),
-        Vec<u8>,
-    ) {
+    fn server_gets(suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
         let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
         run(
             &opts(suite),
@@ -1331,7 +1326,7 @@ mod tests {
 
     #[test]
     fn unexpected_or_malformed_records_get_the_right_alert() {
-        let cases: [(u16, &'static [(u8, &'static [u8])], rktls_result, u8); 8] = [
+        let cases: [(u16, Records, rktls_result, u8); 8] = [
             // Post-handshake CertificateRequest (never offered).
             (
                 0x1301,
