@@ -13,6 +13,8 @@ gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Ibuild/stage/include -o bu
   tests/vm/mem_probe.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
 gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -pthread -Ibuild/stage/include -o build/vm/first_request \
   tests/vm/first_request.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
+gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -pthread -Ibuild/stage/include -o build/vm/control \
+  tests/vm/control.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
 # Debian's openssl and GnuTLS tools are the independent peers (userspace).
 exec tests/vm/run.sh tests/vm/ktls_guest.sh "$PWD/build/examples" "$PWD/build/certs" "$PWD/build/vm" \
   "$(command -v openssl)" "$(command -v gnutls-cli)" "$(command -v gnutls-serv)" \

@@ -166,6 +166,16 @@ else
   bad "first request with the Finished"; cat $W/fr.log
 fi
 
+# Control records after the offload on this kernel: TX-only, RX-only,
+# close_notify both ways, the peer's KeyUpdate (no rekey in 6.12), fatal
+# alerts, unexpected messages, renegotiation, the event style.
+if $ROOT/build/vm/control $C > $W/control.log 2>&1; then
+  ok "control records: $(tail -1 $W/control.log)"
+else
+  bad "control records"
+fi
+cat $W/control.log
+
 # Userspace memory an established server connection still holds.
 if [ -x $ROOT/build/vm/mem_probe ] && $ROOT/build/vm/mem_probe $C > $W/mem.log 2>&1; then
   ok "offloaded connections hold less userspace memory: $(tr '\n' ' ' < $W/mem.log)"

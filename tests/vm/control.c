@@ -1,0 +1,417 @@
+/*
+ * Control records on a real kernel (run in the kTLS VM): each case runs an
+ * offloaded rktls server against an rktls client over loopback TCP in one
+ * process. The client is in userspace, or offloaded too when it must send
+ * raw records (sendmsg with TLS_SET_RECORD_TYPE, as any kTLS peer can).
+ *
+ *   control CERTDIR     prints "ok   ..."/"FAIL ..." lines, then
+ *                       "control: N passed, M failed"
+ */
+#include <rktls.h>
+
+#include <arpa/inet.h>
+#include <linux/tls.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#ifndef SOL_TLS
+#define SOL_TLS 282
+#endif
+
+static char cert[512], key[512], ca[512];
+static int passed, failed;
+
+static void check(int cond, const char *what)
+{
+    printf("%s %s\n", cond ? "ok  " : "FAIL", what);
+    if (cond)
+        passed++;
+    else
+        failed++;
+}
+
+/* One case's setup. */
+struct opts {
+    uint32_t server_dirs;  /* 0: both */
+    uint16_t version;      /* 0x0303 or 0x0304 */
+    int client_offloaded;  /* client in the kernel too */
+};
+
+struct pair {
+    rktls_connection *s, *c;
+    int sfd, cfd;
+};
+
+static int connect_pair(const struct opts *o, struct pair *p)
+{
+    rktls_server_config_builder *sb;
+    const rktls_server_config *scfg;
+    rktls_server_config_builder_new(&sb);
+    rktls_server_config_builder_add_cert_key_files(sb, cert, key);
+    rktls_server_config_builder_set_ktls(sb, RKTLS_KTLS_REQUIRE);
+    uint16_t v = o->version;
+    rktls_server_config_builder_set_versions(sb, &v, 1);
+    if (o->server_dirs)
+        rktls_server_config_builder_set_ktls_directions(sb, o->server_dirs);
+    if (rktls_server_config_builder_build(sb, &scfg) != RKTLS_OK)
+        return -1;
+    rktls_client_config_builder *cb;
+    const rktls_client_config *ccfg;
+    rktls_client_config_builder_new(&cb);
+    rktls_client_config_builder_add_roots_file(cb, ca);
+    if (o->client_offloaded)
+        rktls_client_config_builder_set_ktls(cb, RKTLS_KTLS_REQUIRE);
+    rktls_client_config_builder_build(cb, &ccfg);
+
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    bind(l, (struct sockaddr *)&sa, sizeof sa);
+    listen(l, 1);
+    getsockname(l, (struct sockaddr *)&sa, &sl);
+    p->cfd = socket(AF_INET, SOCK_STREAM, 0);
+    if (connect(p->cfd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        return -1;
+    p->sfd = accept(l, NULL, NULL);
+    close(l);
+    rktls_server_connection_new(scfg, &p->s);
+    rktls_client_connection_new(ccfg, "localhost", &p->c);
+    rktls_server_config_free(scfg);
+    rktls_client_config_free(ccfg);
+    rktls_connection_set_fd(p->s, p->sfd);
+    rktls_connection_set_fd(p->c, p->cfd);
+    return 0;
+}
+
+static void *server_handshake(void *arg)
+{
+    struct pair *p = arg;
+    return (void *)(intptr_t)rktls_connection_handshake(p->s);
+}
+
+/* Connect and handshake both ends (the server in a thread). */
+static int handshake(const struct opts *o, struct pair *p)
+{
+    if (connect_pair(o, p) != 0)
+        return -1;
+    pthread_t t;
+    pthread_create(&t, NULL, server_handshake, p);
+    rktls_result rc = rktls_connection_handshake(p->c);
+    void *rs;
+    pthread_join(t, &rs);
+    if (rc != RKTLS_OK || (rktls_result)(intptr_t)rs != RKTLS_OK) {
+        printf("handshake: client %s, server %s\n", rktls_result_str(rc),
+               rktls_result_str((rktls_result)(intptr_t)rs));
+        return -1;
+    }
+    return 0;
+}
+
+static void done(struct pair *p)
+{
+    rktls_connection_free(p->s);
+    rktls_connection_free(p->c);
+    close(p->sfd);
+    close(p->cfd);
+}
+
+static int write_all(rktls_connection *c, const char *d, size_t n)
+{
+    while (n > 0) {
+        size_t w = 0;
+        if (rktls_connection_write(c, (const uint8_t *)d, n, &w) != RKTLS_OK)
+            return -1;
+        d += w;
+        n -= w;
+    }
+    return 0;
+}
+
+/* Read until `want` bytes or a non-OK result, which is returned. */
+static rktls_result read_upto(rktls_connection *c, char *buf, size_t want, size_t *got)
+{
+    *got = 0;
+    while (*got < want) {
+        size_t n = 0;
+        rktls_result r = rktls_connection_read(c, (uint8_t *)buf + *got, want - *got, &n);
+        if (r != RKTLS_OK)
+            return r;
+        *got += n;
+    }
+    return RKTLS_OK;
+}
+
+/* sendmsg of one record of `type` on a TX-offloaded socket. */
+static int send_record(int fd, uint8_t type, const void *data, size_t len)
+{
+    char cbuf[CMSG_SPACE(1)];
+    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                       .msg_controllen = sizeof cbuf};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_TLS;
+    c->cmsg_type = TLS_SET_RECORD_TYPE;
+    c->cmsg_len = CMSG_LEN(1);
+    *CMSG_DATA(c) = type;
+    return sendmsg(fd, &m, 0) == (ssize_t)len ? 0 : -1;
+}
+
+/* recvmsg of one record on an RX-offloaded socket: its type, or -1. */
+static int recv_record(int fd, void *buf, size_t cap, size_t *len)
+{
+    char cbuf[CMSG_SPACE(1)];
+    struct iovec iov = {.iov_base = buf, .iov_len = cap};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                       .msg_controllen = sizeof cbuf};
+    ssize_t n = recvmsg(fd, &m, 0);
+    if (n < 0)
+        return -1;
+    *len = (size_t)n;
+    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+    if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
+        return *CMSG_DATA(c);
+    return 23;
+}
+
+static int kernel_can_rekey(void)
+{
+    struct utsname u;
+    int major = 0, minor = 0;
+    uname(&u);
+    sscanf(u.release, "%d.%d", &major, &minor);
+    return major > 6 || (major == 6 && minor >= 14);
+}
+
+static void directions(void)
+{
+    static const struct {
+        uint32_t dirs;
+        const char *name;
+    } cases[] = {{RKTLS_KTLS_TX, "TX only"}, {RKTLS_KTLS_RX, "RX only"},
+                 {RKTLS_KTLS_TX | RKTLS_KTLS_RX, "TX and RX"}};
+    static char up[300000], down[300000], got[300000];
+    for (size_t i = 0; i < sizeof up; i++) {
+        up[i] = (char)(i * 7);
+        down[i] = (char)(i * 13 + 1);
+    }
+    for (int v = 0; v < 2; v++) {
+        for (size_t k = 0; k < 3; k++) {
+            struct opts o = {.server_dirs = cases[k].dirs, .version = v ? 0x0304 : 0x0303};
+            struct pair p;
+            char what[128];
+            snprintf(what, sizeof what, "TLS 1.%d %s: echo 300 KB each way, getters agree",
+                     v ? 3 : 2, cases[k].name);
+            if (handshake(&o, &p) != 0) {
+                check(0, what);
+                continue;
+            }
+            size_t n;
+            int ok = write_all(p.c, up, sizeof up) == 0 &&
+                     read_upto(p.s, got, sizeof up, &n) == RKTLS_OK && !memcmp(got, up, n) &&
+                     write_all(p.s, down, sizeof down) == 0 &&
+                     read_upto(p.c, got, sizeof down, &n) == RKTLS_OK && !memcmp(got, down, n);
+            ok = ok && rktls_connection_ktls_tx(p.s) == !!(cases[k].dirs & RKTLS_KTLS_TX) &&
+                 rktls_connection_ktls_rx(p.s) == !!(cases[k].dirs & RKTLS_KTLS_RX);
+            /* close_notify both ways */
+            ok = ok && rktls_connection_shutdown(p.s) == RKTLS_OK &&
+                 read_upto(p.c, got, 1, &n) == RKTLS_CLOSED &&
+                 rktls_connection_shutdown(p.c) == RKTLS_OK &&
+                 read_upto(p.s, got, 1, &n) == RKTLS_CLOSED;
+            check(ok, what);
+            done(&p);
+        }
+    }
+}
+
+/* The client (userspace) updates its keys after "before": rustls asks for
+ * ours too. */
+static void peer_key_update(uint32_t dirs, const char *what_fmt)
+{
+    int rekey = kernel_can_rekey();
+    check(rktls_ktls_can_rekey() == rekey, rekey ? "probe: this kernel can rekey"
+                                                 : "probe: this kernel cannot rekey");
+    struct opts o = {.server_dirs = dirs, .version = 0x0304};
+    struct pair p;
+    char what[200];
+    snprintf(what, sizeof what, what_fmt, rekey ? "can" : "cannot");
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "before", 6) == 0 &&
+             rktls_connection_refresh_keys(p.c, true) == RKTLS_OK &&
+             write_all(p.c, "after", 5) == 0;
+    ok = ok && read_upto(p.s, got, 6, &n) == RKTLS_OK && !memcmp(got, "before", 6);
+    rktls_result r = read_upto(p.s, got, 5, &n);
+    int rx_user = (dirs & RKTLS_KTLS_RX_NEEDS_REKEY) && !rekey;
+    if (rekey || rx_user) {
+        ok = ok && r == RKTLS_OK && !memcmp(got, "after", 5);
+        /* Answering update_requested needs new TX keys: fine where the
+         * kernel rekeys, refused with its own code where it cannot. */
+        size_t wn = 0;
+        rktls_result w = rktls_connection_write(p.s, (const uint8_t *)"x", 1, &wn);
+        ok = ok && w == (rekey ? RKTLS_OK : RKTLS_ERR_KTLS_NO_REKEY);
+        ok = ok && rktls_connection_ktls_rx(p.s) == !rx_user;
+    } else {
+        ok = ok && r == RKTLS_ERR_KTLS_NO_REKEY;
+        uint8_t a = 0;
+        rktls_connection_alert_sent(p.s, &a);
+        ok = ok && a == 80;
+    }
+    if (!ok)
+        printf("  read after update: %s\n", rktls_result_str(r));
+    check(ok, what);
+    done(&p);
+}
+
+/* Both ends offloaded; the client sends a raw record the server must
+ * refuse with `alert` and `code`, after delivering "hello". */
+static void raw_record(uint16_t version, uint8_t type, const uint8_t *rec, size_t len,
+                       rktls_result code, uint8_t alert, const char *what)
+{
+    struct opts o = {.version = version, .client_offloaded = 1};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && send_record(p.cfd, type, rec, len) == 0;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, 1, &n);
+    uint8_t sent = 0, recvd = 0;
+    rktls_connection_alert_sent(p.s, &sent);
+    rktls_connection_alert_received(p.s, &recvd);
+    ok = ok && r == code && (alert ? sent == alert : recvd == rec[1]);
+    if (alert) {
+        /* The alert reached the peer through the kernel. */
+        uint8_t buf[20000];
+        size_t m = 0;
+        int t;
+        while ((t = recv_record(p.cfd, buf, sizeof buf, &m)) == 22)
+            ; /* session tickets */
+        ok = ok && t == 21 && m == 2 && buf[0] == 2 && buf[1] == alert;
+    }
+    if (!ok)
+        printf("  got %s, alert sent %u received %u\n", rktls_result_str(r), sent, recvd);
+    check(ok, what);
+    done(&p);
+}
+
+/* The event style: the caller reads records itself and passes them in. */
+static void event_style(void)
+{
+    struct opts o = {.version = 0x0304};
+    struct pair p;
+    const char *what = "event style: application data, then close_notify -> PEER_CLOSED and "
+                       "our close_notify to send";
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    write_all(p.c, "evt", 3);
+    rktls_connection_shutdown(p.c);
+    uint8_t buf[20000];
+    size_t len;
+    int seen_data = 0, ok = 1, closed = 0;
+    for (int i = 0; i < 10 && !closed; i++) {
+        int t = recv_record(p.sfd, buf, sizeof buf, &len);
+        if (t < 0) {
+            ok = 0;
+            break;
+        }
+        rktls_events *ev = NULL;
+        rktls_result r = rktls_connection_process_record(p.s, (uint8_t)t, buf, len, &ev);
+        ok = ok && r == RKTLS_OK;
+        for (size_t k = 0; k < rktls_events_count(ev); k++) {
+            const uint8_t *d;
+            size_t dl;
+            rktls_events_data(ev, k, &d, &dl);
+            switch (rktls_events_type(ev, k)) {
+            case RKTLS_EVENT_APPLICATION_DATA:
+                seen_data = dl == 3 && !memcmp(d, "evt", 3);
+                break;
+            case RKTLS_EVENT_PEER_CLOSED:
+                closed = 1;
+                break;
+            case RKTLS_EVENT_SEND_CONTROL:
+                ok = ok && rktls_events_record_type(ev, k) == 21 && dl == 2 && d[1] == 0 &&
+                     send_record(p.sfd, 21, d, dl) == 0;
+                break;
+            default:
+                break;
+            }
+        }
+        rktls_events_free(ev);
+    }
+    ok = ok && rktls_connection_control_sent(p.s) == RKTLS_OK;
+    size_t n;
+    char got[8];
+    ok = ok && seen_data && closed && read_upto(p.c, got, 1, &n) == RKTLS_CLOSED;
+    check(ok, what);
+    done(&p);
+
+    /* A KeyUpdate fed by hand on a kernel that cannot rekey: the error,
+     * with the alert to send and CLOSED among the events. */
+    if (kernel_can_rekey())
+        return;
+    if (handshake(&o, &p) != 0) {
+        check(0, "event style: KeyUpdate");
+        return;
+    }
+    static const uint8_t ku[] = {24, 0, 0, 1, 0};
+    rktls_events *ev = NULL;
+    rktls_result r = rktls_connection_process_record(p.s, 22, ku, sizeof ku, &ev);
+    size_t count = rktls_events_count(ev);
+    ok = r == RKTLS_ERR_KTLS_NO_REKEY && count == 2 &&
+         rktls_events_type(ev, 0) == RKTLS_EVENT_SEND_CONTROL &&
+         rktls_events_type(ev, 1) == RKTLS_EVENT_CLOSED;
+    rktls_events_free(ev);
+    check(ok, "event style: KeyUpdate on a kernel without rekey -> RKTLS_ERR_KTLS_NO_REKEY, "
+              "alert to send, CLOSED");
+    done(&p);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: control CERTDIR\n");
+        return 2;
+    }
+    snprintf(cert, sizeof cert, "%s/server.pem", argv[1]);
+    snprintf(key, sizeof key, "%s/server.key", argv[1]);
+    snprintf(ca, sizeof ca, "%s/ca.pem", argv[1]);
+
+    directions();
+    peer_key_update(0, "peer KeyUpdate, kernel %s rekey: data before it delivered, then "
+                       "RKTLS_ERR_KTLS_NO_REKEY and internal_error (or the data after it)");
+    peer_key_update(RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
+                    "RX_NEEDS_REKEY, kernel %s rekey: data after the peer's KeyUpdate arrives");
+    static const uint8_t fatal[] = {2, 40}, cert_req[] = {13, 0, 0, 0}, nst[] = {4, 0, 0, 0},
+                         hello[] = {1, 0, 0, 0}, odd[] = {1, 2, 3};
+    raw_record(0x0304, 21, fatal, 2, RKTLS_ERR_ALERT_RECEIVED, 0,
+               "fatal alert from the peer: its description, data before it delivered");
+    raw_record(0x0303, 21, fatal, 2, RKTLS_ERR_ALERT_RECEIVED, 0,
+               "TLS 1.2 fatal alert from the peer");
+    raw_record(0x0304, 22, cert_req, 4, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
+               "post-handshake CertificateRequest -> unexpected_message");
+    raw_record(0x0304, 22, nst, 4, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
+               "NewSessionTicket sent to a server -> unexpected_message");
+    raw_record(0x0303, 22, hello, 4, RKTLS_ERR_RENEGOTIATION, 100,
+               "TLS 1.2 renegotiating ClientHello -> no_renegotiation, RKTLS_ERR_RENEGOTIATION");
+    raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
+               "unknown record type -> unexpected_message");
+    event_style();
+    printf("control: %d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
