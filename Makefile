@@ -20,7 +20,7 @@ ABI        := 0
 SONAME     := librktls.so.$(ABI)
 REL        := target/release
 STAGE      := $(CURDIR)/build/stage
-EXAMPLES   := server_blocking client
+EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
 .PHONY: all lib install examples demo test bench clean header-check
