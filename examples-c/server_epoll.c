@@ -38,7 +38,8 @@
  *   handshake failed: WHY [alert sent: NAME | none]
  *   connection ended: WHY requests=N           errors, truncation, a vanished peer
  *   timeout: in STATE requests=N
- * With --stats, a "stats: ..." line at exit.
+ * With --stats, a "stats: ..." line at exit (peak= is the most connections
+ * open at once).
  */
 #include "common.h"
 
@@ -112,7 +113,7 @@ static int draining, drain_ms = 5000;
 static uint64_t drain_deadline;
 static unsigned long nconns;
 static struct {
-    unsigned long accepted, handshakes, rejected, requests, timeouts, ended;
+    unsigned long accepted, handshakes, rejected, requests, timeouts, ended, peak;
 } stats;
 /* Distinct addresses tell the listener and the signalfd from connections. */
 static char listen_tag, signal_tag;
@@ -754,6 +755,8 @@ static void accept_new(void)
         c->st = ST_ACCEPT;
         nconns++;
         stats.accepted++;
+        if (nconns > stats.peak)
+            stats.peak = nconns;
         timer_arm(c, &active_list); /* ClientHello and handshake: one deadline */
         drive(c, 0);                /* the ClientHello is often there already */
     }
@@ -969,9 +972,9 @@ int main(int argc, char **argv)
     }
     if (want_stats)
         logline("stats: accepted=%lu handshakes=%lu rejected=%lu requests=%lu timeouts=%lu "
-                "ended=%lu",
+                "ended=%lu peak=%lu",
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
-                stats.ended);
+                stats.ended, stats.peak);
     for (int i = 0; i < ncerts; i++)
         rktls_server_config_free(configs[i]);
     close(epfd);

@@ -35,6 +35,7 @@ step install tests/install_test.sh
 step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
+step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -14,6 +14,7 @@ check() { # NAME COMMAND...: ok if the command succeeds
 # readiness line; sets $port and $spid.
 start_epoll() {
   local log=$1 end=$((SECONDS + 20)); shift
+  : > "$log"
   "$BIN/server_epoll" --cert "$CERTS/server.pem" --key "$CERTS/server.key" --port 0 "$@" \
     > "$log" 2>&1 &
   spid=$!; pids+=("$spid")
