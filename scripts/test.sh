@@ -28,6 +28,7 @@ step rust-tests cargo test
 step rust-tests-ring cargo test --no-default-features --features ring
 step ring-build-has-no-aws-lc bash -c '! cargo tree --no-default-features --features ring -e normal | grep -q aws-lc'
 step header-up-to-date make header-check
+step header-docs bash -c "python3 scripts/header-docs.py --self-test && python3 scripts/header-docs.py include/rktls.h"
 step stage make stage examples
 step certs scripts/gen-certs.sh "$certs"
 step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
