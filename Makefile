@@ -4,6 +4,7 @@
 #   make install    PREFIX=/usr/local [DESTDIR=]: libraries, header, rktls.pc
 #   make examples   build examples-c/ against a staged install, via pkg-config
 #   make demo       the README's first command: build everything, run a server and client
+#   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
 #   make bench      benchmarks (results in bench/RESULTS.md)
 
@@ -20,10 +21,10 @@ ABI        := 0
 SONAME     := librktls.so.$(ABI)
 REL        := target/release
 STAGE      := $(CURDIR)/build/stage
-EXAMPLES   := server_blocking client
+EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples demo test bench clean header-check
+.PHONY: all lib install examples demo demo-vm test bench clean header-check
 
 all: lib
 
@@ -61,7 +62,10 @@ examples: stage
 	done
 
 demo:
-	scripts/demo.sh
+	scripts/demo.sh $(ARGS)
+
+demo-vm:
+	scripts/demo.sh --vm
 
 test:
 	scripts/test.sh

@@ -5,7 +5,7 @@
 # Needs `make stage examples` and build/certs (scripts/test.sh makes both).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for f in build/examples/server_blocking build/examples/client build/certs/ca.pem; do
+for f in build/examples/server_blocking build/examples/server_epoll build/examples/client build/certs/ca.pem; do
   [ -e "$f" ] || { echo "missing $f: run make stage examples and scripts/gen-certs.sh build/certs"; exit 2; }
 done
 mkdir -p build/vm

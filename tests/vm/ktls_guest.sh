@@ -101,6 +101,37 @@ else
 fi
 stop_server
 
+# The epoll example: a non-blocking handshake that ends in the kernel, then
+# sendfile(2) on a non-blocking kTLS socket (partial sends, EPOLLOUT), keep-alive.
+$BIN/server_epoll --cert $C/server.pem --key $C/server.key --port 0 --root $W/www --ktls require \
+  > $W/ep.log 2>&1 &
+epid=$!
+port=""
+i=0
+while [ -z "$port" ] && [ $i -lt 300 ]; do
+  port=$(sed -n 's/^READY port=//p' $W/ep.log)
+  i=$((i + 1))
+  [ -n "$port" ] || sleep 0.1
+done
+for mode in require off; do
+  if [ -n "$port" ] && timeout 120 $BIN/client --port $port --ca $C/ca.pem --ktls $mode --get /file \
+      --out $W/got --count 2 > $W/epc.log 2>&1 &&
+    [ "$(sha256sum $W/got | cut -d' ' -f1)" = "$want" ] && [ "$(grep -c 'client: got' $W/epc.log)" = 2 ]; then
+    ok "server_epoll (kTLS, non-blocking sendfile) -> client --ktls $mode: 3 MB twice"
+  else
+    bad "server_epoll -> client --ktls $mode"; cat $W/epc.log $W/ep.log
+  fi
+done
+kill -TERM $epid 2>/dev/null
+wait $epid
+erc=$?
+if [ $erc = 0 ] && [ "$(grep -c 'handshake ok: .*ktls=tx+rx' $W/ep.log)" = 4 ] &&
+  [ "$(grep -c '^closed: clean requests=1' $W/ep.log)" = 4 ]; then
+  ok "server_epoll: 4 connections offloaded, closed cleanly, exit 0 on SIGTERM"
+else
+  bad "server_epoll log or exit status ($erc)"; cat $W/ep.log
+fi
+
 # Independent implementations in userspace on the other end (Debian's
 # OpenSSL 3.0 and GnuTLS 3.7 do not engage kTLS themselves).
 size=$(wc -c < $W/www/file)
