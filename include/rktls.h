@@ -890,6 +890,24 @@ rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_bui
                                                   uint32_t mode);
 
 /*
+ Choose what a client connection does when a TLS 1.2 server requests
+ renegotiation (HelloRequest), which rustls never performs.
+
+ false (the default): refuse with a no_renegotiation warning alert, as
+ RFC 5246 allows, and carry on if the server does; if the server then
+ closes or resets the connection, reads and writes return
+ `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
+ the cause and the server-side fix. true: send a fatal no_renegotiation
+ alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
+ received before the request has been read). Both log a warning.
+
+ `builder` is owned by the caller and used by one thread at a time; only
+ connections made from configs built afterwards are affected.
+ */
+rktls_result rktls_client_config_builder_set_renegotiation_fail_fast(struct rktls_client_config_builder *builder,
+                                                                     bool fail_fast);
+
+/*
  Build the client configuration into `*out_config`.
 
  Always consumes `builder`: do not use or free it afterwards. Errors:
