@@ -38,6 +38,8 @@ use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
 
+mod reneg;
+
 /// Largest TLS record on the wire: header plus 2^14 + 2048 bytes.
 pub(crate) const MAX_RECORD: usize = 5 + 16384 + 2048;
 /// Received TLS bytes held at most.
@@ -118,6 +120,8 @@ enum Step {
     PeerClosed,
     Closed,
     Failed(rustls::Error),
+    /// rktls ended the connection itself (a refused renegotiation).
+    Ended(Error),
 }
 
 #[derive(Default)]
@@ -306,6 +310,11 @@ pub(crate) struct Connection {
     negotiated: Option<Negotiated>,
     /// Whether any I/O happened yet (an fd may be set only before).
     started: bool,
+    /// Client: the server's HelloRequest was refused with a warning and
+    /// it has sent no application data since (see `renegotiation_ended`).
+    reneg_refused: bool,
+    /// Client: answer a HelloRequest with a fatal alert instead.
+    reneg_fail_fast: bool,
 }
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
@@ -339,6 +348,8 @@ impl Connection {
             ktls_tried: false,
             negotiated: None,
             started: false,
+            reneg_refused: false,
+            reneg_fail_fast: false,
         }
     }
 
@@ -477,6 +488,37 @@ impl Connection {
     }
 
     fn step(&mut self, act: &mut Action<'_>) -> Step {
+        // Renegotiation is caught before rustls sees its record. Records
+        // before it are processed first (their data is read first).
+        let held = match self.renegotiation_record() {
+            Some(0) if !self.rustls_has_output() => match self.renegotiation_started() {
+                Some(end) => return end,
+                None => None,
+            },
+            // (At 0: rustls first hands out what it has queued.)
+            Some(at) => Some(self.b.incoming.split_off(at)),
+            None => None,
+        };
+        let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
+        let s = self.step_rustls(act);
+        if self.reneg_refused && self.b.plain.len() > plain_before {
+            log::info!("the server carried on after the refused renegotiation");
+            self.reneg_refused = false;
+        }
+        match held {
+            Some(rest) => {
+                self.b.incoming.extend_from_slice(&rest);
+                // rustls took records before it: go on to it.
+                match s {
+                    Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    s => s,
+                }
+            }
+            None => s,
+        }
+    }
+
+    fn step_rustls(&mut self, act: &mut Action<'_>) -> Step {
         match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
@@ -508,6 +550,10 @@ impl Connection {
                     return Ok(());
                 }
                 Step::Failed(e) => return Err(self.fail(e)),
+                Step::Ended(e) => {
+                    self.error = Some(e.clone());
+                    return Err(e);
+                }
             }
         }
     }
@@ -558,6 +604,12 @@ impl Connection {
                 alert::name(d).trim_end_matches('\0')
             ));
         }
+        if let (true, Some(d)) = (self.reneg_refused, self.alert_received) {
+            err = crate::result::renegotiation_requested(&format!(
+                "then sent the fatal alert {}",
+                alert::name(d).trim_end_matches('\0')
+            ));
+        }
         log::debug!("connection failed: {}", err.msg);
         self.error = Some(err.clone());
         err
@@ -576,7 +628,7 @@ impl Connection {
     /// A fatal error is returned only once its alert has left.
     fn deliver_error(&mut self) -> Result<rktls_result, Error> {
         let err = self.error.clone().expect("deliver_error without error");
-        if !matches!(self.tls, Tls::Server(_) | Tls::Client(_)) {
+        if self.in_kernel() {
             return Err(err);
         }
         match self.flush_out() {
@@ -598,7 +650,8 @@ impl Connection {
                 Err(e) if sys::would_block(&e) => return Ok(false),
                 Err(e) => {
                     self.errno = e.raw_os_error().unwrap_or(0);
-                    return Err(Error::io(&e));
+                    let why = format!("then reset the connection ({e})");
+                    return Err(self.renegotiation_ended(&why).unwrap_or(Error::io(&e)));
                 }
             }
         }
@@ -661,7 +714,8 @@ impl Connection {
                     Ok(Fill::WouldBlock)
                 } else {
                     self.errno = e.raw_os_error().unwrap_or(0);
-                    Err(Error::io(&e))
+                    let why = format!("then reset the connection ({e})");
+                    Err(self.renegotiation_ended(&why).unwrap_or(Error::io(&e)))
                 }
             }
         }
@@ -757,6 +811,10 @@ impl Connection {
                 }
             }
             if self.peer_closed {
+                let why = "then closed the connection (close_notify) without sending more data";
+                if self.renegotiation_ended(why).is_some() {
+                    continue;
+                }
                 return Ok((RKTLS_CLOSED, 0));
             }
             if self.pump(&mut Action::None).is_err() {
@@ -769,10 +827,13 @@ impl Connection {
             // full socket only delays it until the next write or flush.
             self.flush_out()?;
             if self.eof {
-                self.error = Some(Error::new(
-                    RKTLS_ERR_TRUNCATED,
-                    "connection closed without close_notify",
-                ));
+                let why = "then closed the connection without close_notify";
+                if self.renegotiation_ended(why).is_none() {
+                    self.error = Some(Error::new(
+                        RKTLS_ERR_TRUNCATED,
+                        "connection closed without close_notify",
+                    ));
+                }
                 continue;
             }
             match self.fill_in()? {
@@ -1333,6 +1394,7 @@ pub extern "C" fn rktls_client_connection_new(
         let name = unsafe { cstr(server_name, "server_name")? };
         let mut c = Connection::client(cfg.rustls.clone(), name)?;
         c.set_ktls_mode(cfg.ktls);
+        c.reneg_fail_fast = cfg.reneg_fail_fast;
         *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
