@@ -34,6 +34,7 @@ step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
 step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
+step renegotiation env BIN=build/examples CERTS="$certs" tests/reneg.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
