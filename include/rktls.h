@@ -983,7 +983,9 @@ rktls_result rktls_connection_handshake(struct rktls_connection *conn);
  `RKTLS_WANT_WRITE` (call again when ready; in buffer mode feed more bytes
  or take output), `RKTLS_CLOSED` (the peer's close_notify: all its data
  was delivered), `RKTLS_ERR_TRUNCATED` (end of file without close_notify),
- `RKTLS_ERR_ALERT_RECEIVED`, or another error. Data decrypted before an
+ `RKTLS_ERR_ALERT_RECEIVED`, `RKTLS_ERR_RENEGOTIATION` (a TLS 1.2 peer's
+ renegotiation was refused and ended the connection; the error message
+ says how and what to fix), or another error. Data decrypted before an
  error is delivered before the error.
  */
 rktls_result rktls_connection_read(struct rktls_connection *conn,

@@ -1447,7 +1447,9 @@ pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rkt
 /// `RKTLS_WANT_WRITE` (call again when ready; in buffer mode feed more bytes
 /// or take output), `RKTLS_CLOSED` (the peer's close_notify: all its data
 /// was delivered), `RKTLS_ERR_TRUNCATED` (end of file without close_notify),
-/// `RKTLS_ERR_ALERT_RECEIVED`, or another error. Data decrypted before an
+/// `RKTLS_ERR_ALERT_RECEIVED`, `RKTLS_ERR_RENEGOTIATION` (a TLS 1.2 peer's
+/// renegotiation was refused and ended the connection; the error message
+/// says how and what to fix), or another error. Data decrypted before an
 /// error is delivered before the error.
 #[no_mangle]
 pub extern "C" fn rktls_connection_read(
