@@ -874,22 +874,6 @@ rktls_result rktls_client_config_builder_set_session_cache(struct rktls_client_c
                                                            size_t entries);
 
 /*
- Present a client certificate: chain and key from PEM files. As
- `rktls_server_config_builder_add_cert_key_files()`; the builder is
- unchanged on error.
- */
-rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_config_builder *builder,
-                                                            const char *cert_path,
-                                                            const char *key_path);
-
-/*
- Choose kTLS for client connections. As
- `rktls_server_config_builder_set_ktls()`.
- */
-rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
-                                                  uint32_t mode);
-
-/*
  Choose what a client connection does when a TLS 1.2 server requests
  renegotiation (HelloRequest), which rustls never performs.
 
@@ -906,6 +890,22 @@ rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_bui
  */
 rktls_result rktls_client_config_builder_set_renegotiation_fail_fast(struct rktls_client_config_builder *builder,
                                                                      bool fail_fast);
+
+/*
+ Present a client certificate: chain and key from PEM files. As
+ `rktls_server_config_builder_add_cert_key_files()`; the builder is
+ unchanged on error.
+ */
+rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_config_builder *builder,
+                                                            const char *cert_path,
+                                                            const char *key_path);
+
+/*
+ Choose kTLS for client connections. As
+ `rktls_server_config_builder_set_ktls()`.
+ */
+rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
+                                                  uint32_t mode);
 
 /*
  Build the client configuration into `*out_config`.

@@ -716,9 +716,9 @@ pub struct rktls_client_config {
 
 pub(crate) struct ClientConfig {
     pub(crate) rustls: Arc<rustls::ClientConfig>,
-    pub(crate) ktls: rktls_ktls_mode,
     /// End the connection at a server's HelloRequest (TLS 1.2).
     pub(crate) reneg_fail_fast: bool,
+    pub(crate) ktls: rktls_ktls_mode,
 }
 
 impl Handle for rktls_client_config {
@@ -804,8 +804,8 @@ impl ClientConfigBuilder {
         };
         Ok(ClientConfig {
             rustls: Arc::new(cfg),
-            ktls: self.ktls,
             reneg_fail_fast: self.reneg_fail_fast,
+            ktls: self.ktls,
         })
     }
 }
@@ -951,6 +951,30 @@ pub extern "C" fn rktls_client_config_builder_set_session_cache(
     })
 }
 
+/// Choose what a client connection does when a TLS 1.2 server requests
+/// renegotiation (HelloRequest), which rustls never performs.
+///
+/// false (the default): refuse with a no_renegotiation warning alert, as
+/// RFC 5246 allows, and carry on if the server does; if the server then
+/// closes or resets the connection, reads and writes return
+/// `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
+/// the cause and the server-side fix. true: send a fatal no_renegotiation
+/// alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
+/// received before the request has been read). Both log a warning.
+///
+/// `builder` is owned by the caller and used by one thread at a time; only
+/// connections made from configs built afterwards are affected.
+#[no_mangle]
+pub extern "C" fn rktls_client_config_builder_set_renegotiation_fail_fast(
+    builder: *mut rktls_client_config_builder,
+    fail_fast: bool,
+) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(builder, "builder")? }.reneg_fail_fast = fail_fast;
+        Ok(RKTLS_OK)
+    })
+}
+
 /// Present a client certificate: chain and key from PEM files. As
 /// `rktls_server_config_builder_add_cert_key_files()`; the builder is
 /// unchanged on error.
@@ -983,30 +1007,6 @@ pub extern "C" fn rktls_client_config_builder_set_ktls(
     guard(|| {
         let b = unsafe { box_mut(builder, "builder")? };
         b.ktls = parse_ktls_mode(mode)?;
-        Ok(RKTLS_OK)
-    })
-}
-
-/// Choose what a client connection does when a TLS 1.2 server requests
-/// renegotiation (HelloRequest), which rustls never performs.
-///
-/// false (the default): refuse with a no_renegotiation warning alert, as
-/// RFC 5246 allows, and carry on if the server does; if the server then
-/// closes or resets the connection, reads and writes return
-/// `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
-/// the cause and the server-side fix. true: send a fatal no_renegotiation
-/// alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
-/// received before the request has been read). Both log a warning.
-///
-/// `builder` is owned by the caller and used by one thread at a time; only
-/// connections made from configs built afterwards are affected.
-#[no_mangle]
-pub extern "C" fn rktls_client_config_builder_set_renegotiation_fail_fast(
-    builder: *mut rktls_client_config_builder,
-    fail_fast: bool,
-) -> rktls_result {
-    guard(|| {
-        unsafe { box_mut(builder, "builder")? }.reneg_fail_fast = fail_fast;
         Ok(RKTLS_OK)
     })
 }
