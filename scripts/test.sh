@@ -33,8 +33,8 @@ step certs scripts/gen-certs.sh "$certs"
 step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
 step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
-step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step renegotiation env BIN=build/examples CERTS="$certs" tests/reneg.sh
+step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
