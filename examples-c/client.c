@@ -5,12 +5,13 @@
  *   client --port N --ca FILE [--host ADDR] [--sni NAME] [--tls12|--tls13]
  *          [--suites HEX,...] [--alpn LIST] [--cert FILE --key FILE]
  *          [--get PATH [--out FILE]] [--echo FILE] [--count N]
- *          [--ktls off|prefer|require]
+ *          [--ktls off|prefer|require] [--reneg-fail-fast]
  *
  * With --count N it connects N times with one config, so later connections
  * resume the session. Prints one line per connection (version, suite, ALPN,
  * resumed) and exits non-zero with the result's message on any failure,
- * naming the alert received if the server sent one.
+ * naming the alert received if the server sent one. --reneg-fail-fast ends
+ * the connection at once if a TLS 1.2 server asks for renegotiation.
  */
 #include "common.h"
 
@@ -28,6 +29,11 @@ static void fail(rktls_connection *c, const char *what, rktls_result r)
     fprintf(stderr, "client: %s failed: %s\n", what, why);
     if (rktls_connection_alert_received(c, &alert))
         fprintf(stderr, "client: received alert %s\n", rktls_alert_description_str(alert));
+    if (rktls_connection_alert_sent(c, &alert))
+        fprintf(stderr, "client: sent alert %s\n", rktls_alert_description_str(alert));
+    if (r != RKTLS_ERR_IO && rktls_connection_errno(c))
+        fprintf(stderr, "client: errno %d (%s)\n", rktls_connection_errno(c),
+                strerror(rktls_connection_errno(c)));
     exit(1);
 }
 
@@ -63,8 +69,10 @@ static uint8_t *read_to_end(rktls_connection *c, size_t *len, size_t stop_at, in
             *truncated = 1;
             break;
         }
-        if (r != RKTLS_OK)
+        if (r != RKTLS_OK) {
+            fprintf(stderr, "client: read %zu bytes before the failure\n", have);
             fail(c, "read", r);
+        }
         have += n;
     }
     if (have == cap)
@@ -98,7 +106,8 @@ static void usage(void)
 {
     fprintf(stderr, "usage: client --port N --ca FILE [--host ADDR] [--sni NAME] "
                     "[--tls12|--tls13] [--suites HEX,...] [--alpn LIST] [--cert F --key F] "
-                    "[--get PATH [--out FILE]] [--echo FILE] [--count N] [--ktls off|prefer|require]\n");
+                    "[--get PATH [--out FILE]] [--echo FILE] [--count N] [--ktls off|prefer|require] "
+                    "[--reneg-fail-fast]\n");
     exit(2);
 }
 
@@ -117,6 +126,11 @@ int main(int argc, char **argv)
             uint16_t ver = a[6] == '2' ? 0x0303 : 0x0304;
             if ((r = rktls_client_config_builder_set_versions(b, &ver, 1)) != RKTLS_OK)
                 die_rktls("versions", r);
+            continue;
+        }
+        if (!strcmp(a, "--reneg-fail-fast")) {
+            if ((r = rktls_client_config_builder_set_renegotiation_fail_fast(b, true)) != RKTLS_OK)
+                die_rktls("renegotiation fail-fast", r);
             continue;
         }
         if (!v)

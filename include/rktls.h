@@ -977,6 +977,24 @@ rktls_result rktls_client_config_builder_set_session_cache(struct rktls_client_c
                                                            size_t entries);
 
 /*
+ Choose what a client connection does when a TLS 1.2 server requests
+ renegotiation (HelloRequest), which rustls never performs.
+
+ false (the default): refuse with a no_renegotiation warning alert, as
+ RFC 5246 allows, and carry on if the server does; if the server then
+ closes or resets the connection, reads and writes return
+ `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
+ the cause and the server-side fix. true: send a fatal no_renegotiation
+ alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
+ received before the request has been read). Both log a warning.
+
+ `builder` is owned by the caller and used by one thread at a time; only
+ connections made from configs built afterwards are affected.
+ */
+rktls_result rktls_client_config_builder_set_renegotiation_fail_fast(struct rktls_client_config_builder *builder,
+                                                                     bool fail_fast);
+
+/*
  Present a client certificate: chain and key from PEM files. As
  `rktls_server_config_builder_add_cert_key_files()`; the builder is
  unchanged on error.
@@ -1091,7 +1109,9 @@ rktls_result rktls_connection_handshake(struct rktls_connection *conn);
  `RKTLS_WANT_WRITE` (call again when ready; in buffer mode feed more bytes
  or take output), `RKTLS_CLOSED` (the peer's close_notify: all its data
  was delivered), `RKTLS_ERR_TRUNCATED` (end of file without close_notify),
- `RKTLS_ERR_ALERT_RECEIVED`, or another error. Data decrypted before an
+ `RKTLS_ERR_ALERT_RECEIVED`, `RKTLS_ERR_RENEGOTIATION` (a TLS 1.2 peer's
+ renegotiation was refused and ended the connection; the error message
+ says how and what to fix), or another error. Data decrypted before an
  error is delivered before the error.
  */
 rktls_result rktls_connection_read(struct rktls_connection *conn,

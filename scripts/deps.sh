@@ -3,7 +3,7 @@
 # kind: Debian packages via apt-get (only those missing), Rust components via
 # rustup. Idempotent; prints nothing when all is present.
 set -euo pipefail
-pkgs=(openssl gnutls-bin valgrind pkg-config python3 curl)
+pkgs=(openssl libssl-dev gnutls-bin valgrind pkg-config python3 curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

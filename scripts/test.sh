@@ -34,6 +34,7 @@ step certs scripts/gen-certs.sh "$certs"
 step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
 step alerts env BIN=build/examples CERTS="$certs" tests/alerts.sh
+step renegotiation env BIN=build/examples CERTS="$certs" tests/reneg.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh

@@ -756,6 +756,7 @@ pub(crate) struct ClientConfigBuilder {
     proto: Protocol,
     session_cache: usize,
     client_cert: Option<Arc<CertifiedKey>>,
+    reneg_fail_fast: bool,
 }
 
 /// A client configuration under construction. Box handle: one thread at a
@@ -779,6 +780,8 @@ pub struct rktls_client_config {
 
 pub(crate) struct ClientConfig {
     pub(crate) rustls: Arc<rustls::ClientConfig>,
+    /// End the connection at a server's HelloRequest (TLS 1.2).
+    pub(crate) reneg_fail_fast: bool,
     pub(crate) ktls: rktls_ktls_mode,
     pub(crate) offload: offload::Options,
 }
@@ -815,6 +818,7 @@ impl ClientConfigBuilder {
             proto: Protocol::default(),
             session_cache: 256,
             client_cert: None,
+            reneg_fail_fast: false,
         }
     }
 
@@ -866,6 +870,7 @@ impl ClientConfigBuilder {
         };
         Ok(ClientConfig {
             rustls: Arc::new(cfg),
+            reneg_fail_fast: self.reneg_fail_fast,
             ktls: self.ktls,
             offload: self.offload,
         })
@@ -1009,6 +1014,30 @@ pub extern "C" fn rktls_client_config_builder_set_session_cache(
 ) -> rktls_result {
     guard(|| {
         unsafe { box_mut(builder, "builder")? }.session_cache = entries;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Choose what a client connection does when a TLS 1.2 server requests
+/// renegotiation (HelloRequest), which rustls never performs.
+///
+/// false (the default): refuse with a no_renegotiation warning alert, as
+/// RFC 5246 allows, and carry on if the server does; if the server then
+/// closes or resets the connection, reads and writes return
+/// `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
+/// the cause and the server-side fix. true: send a fatal no_renegotiation
+/// alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
+/// received before the request has been read). Both log a warning.
+///
+/// `builder` is owned by the caller and used by one thread at a time; only
+/// connections made from configs built afterwards are affected.
+#[no_mangle]
+pub extern "C" fn rktls_client_config_builder_set_renegotiation_fail_fast(
+    builder: *mut rktls_client_config_builder,
+    fail_fast: bool,
+) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(builder, "builder")? }.reneg_fail_fast = fail_fast;
         Ok(RKTLS_OK)
     })
 }

@@ -41,6 +41,8 @@ use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
 
+mod reneg;
+
 /// Largest TLS record on the wire: header plus 2^14 + 2048 bytes.
 pub(crate) const MAX_RECORD: usize = 5 + 16384 + 2048;
 /// Received TLS bytes held at most.
@@ -131,6 +133,8 @@ enum Step {
     PeerClosed,
     Closed,
     Failed(rustls::Error),
+    /// rktls ended the connection itself (a refused renegotiation).
+    Ended(Error),
 }
 
 #[derive(Default)]
@@ -320,14 +324,17 @@ pub(crate) struct Connection {
     offload_opts: offload::Options,
     /// Control records (and TX key changes) still to send after the offload.
     ctl_out: VecDeque<Event>,
-    /// Answer a TLS 1.2 HelloRequest with a fatal alert at once.
-    renegotiation_fail_fast: bool,
     /// The kernel conversion was attempted (it is tried once).
     ktls_tried: bool,
     /// Set once the record layer is in the kernel.
     negotiated: Option<Negotiated>,
     /// Whether any I/O happened yet (an fd may be set only before).
     started: bool,
+    /// Client: the server's HelloRequest was refused with a warning and
+    /// it has sent no application data since (see `renegotiation_ended`).
+    reneg_refused: bool,
+    /// Client: answer a HelloRequest with a fatal alert instead.
+    reneg_fail_fast: bool,
 }
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
@@ -360,10 +367,11 @@ impl Connection {
             ktls_mode: rktls_ktls_mode::RKTLS_KTLS_OFF,
             offload_opts: offload::Options::default(),
             ctl_out: VecDeque::new(),
-            renegotiation_fail_fast: false,
             ktls_tried: false,
             negotiated: None,
             started: false,
+            reneg_refused: false,
+            reneg_fail_fast: false,
         }
     }
 
@@ -502,6 +510,37 @@ impl Connection {
     }
 
     fn step(&mut self, act: &mut Action<'_>) -> Step {
+        // Renegotiation is caught before rustls sees its record. Records
+        // before it are processed first (their data is read first).
+        let held = match self.renegotiation_record() {
+            Some(0) if !self.rustls_has_output() => match self.renegotiation_started() {
+                Some(end) => return end,
+                None => None,
+            },
+            // (At 0: rustls first hands out what it has queued.)
+            Some(at) => Some(self.b.incoming.split_off(at)),
+            None => None,
+        };
+        let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
+        let s = self.step_rustls(act);
+        if self.reneg_refused && self.b.plain.len() > plain_before {
+            log::info!("the server carried on after the refused renegotiation");
+            self.reneg_refused = false;
+        }
+        match held {
+            Some(rest) => {
+                self.b.incoming.extend_from_slice(&rest);
+                // rustls took records before it: go on to it.
+                match s {
+                    Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    s => s,
+                }
+            }
+            None => s,
+        }
+    }
+
+    fn step_rustls(&mut self, act: &mut Action<'_>) -> Step {
         match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
@@ -533,6 +572,10 @@ impl Connection {
                     return Ok(());
                 }
                 Step::Failed(e) => return Err(self.fail(e)),
+                Step::Ended(e) => {
+                    self.error = Some(e.clone());
+                    return Err(e);
+                }
             }
         }
     }
@@ -583,6 +626,12 @@ impl Connection {
                 alert::name(d).trim_end_matches('\0')
             ));
         }
+        if let (true, Some(d)) = (self.reneg_refused, self.alert_received) {
+            err = crate::result::renegotiation_requested(&format!(
+                "then sent the fatal alert {}",
+                alert::name(d).trim_end_matches('\0')
+            ));
+        }
         log::debug!("connection failed: {}", err.msg);
         self.error = Some(err.clone());
         err
@@ -601,7 +650,7 @@ impl Connection {
     /// A fatal error is returned only once its alert has left.
     fn deliver_error(&mut self) -> Result<rktls_result, Error> {
         let err = self.error.clone().expect("deliver_error without error");
-        if !matches!(self.tls, Tls::Server(_) | Tls::Client(_)) {
+        if self.in_kernel() {
             return Err(err);
         }
         match self.flush_out() {
@@ -623,7 +672,8 @@ impl Connection {
                 Err(e) if sys::would_block(&e) => return Ok(false),
                 Err(e) => {
                     self.errno = e.raw_os_error().unwrap_or(0);
-                    return Err(Error::io(&e));
+                    let why = format!("then reset the connection ({e})");
+                    return Err(self.renegotiation_ended(&why).unwrap_or(Error::io(&e)));
                 }
             }
         }
@@ -686,7 +736,8 @@ impl Connection {
                     Ok(Fill::WouldBlock)
                 } else {
                     self.errno = e.raw_os_error().unwrap_or(0);
-                    Err(Error::io(&e))
+                    let why = format!("then reset the connection ({e})");
+                    Err(self.renegotiation_ended(&why).unwrap_or(Error::io(&e)))
                 }
             }
         }
@@ -782,6 +833,10 @@ impl Connection {
                 }
             }
             if self.peer_closed {
+                let why = "then closed the connection (close_notify) without sending more data";
+                if self.renegotiation_ended(why).is_some() {
+                    continue;
+                }
                 return Ok((RKTLS_CLOSED, 0));
             }
             if self.pump(&mut Action::None).is_err() {
@@ -794,10 +849,13 @@ impl Connection {
             // full socket only delays it until the next write or flush.
             self.flush_out()?;
             if self.eof {
-                self.error = Some(Error::new(
-                    RKTLS_ERR_TRUNCATED,
-                    "connection closed without close_notify",
-                ));
+                let why = "then closed the connection without close_notify";
+                if self.renegotiation_ended(why).is_none() {
+                    self.error = Some(Error::new(
+                        RKTLS_ERR_TRUNCATED,
+                        "connection closed without close_notify",
+                    ));
+                }
                 continue;
             }
             match self.fill_in()? {
@@ -996,7 +1054,7 @@ impl Connection {
             }
         };
         let fd = self.fd;
-        let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.renegotiation_fail_fast);
+        let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
         let result = converted
             .map_err(|e| {
                 Error::new(
@@ -1635,7 +1693,7 @@ impl Connection {
 
     #[cfg(test)]
     pub(crate) fn renegotiation_fail_fast_for_test(&mut self, on: bool) {
-        self.renegotiation_fail_fast = on;
+        self.reneg_fail_fast = on;
         if let Tls::Kernel(o) = &mut self.tls {
             o.fail_fast = on;
         }
@@ -1786,6 +1844,7 @@ pub extern "C" fn rktls_client_connection_new(
         let name = unsafe { cstr(server_name, "server_name")? };
         let mut c = Connection::client(cfg.rustls.clone(), name)?;
         c.set_ktls_mode(cfg.ktls, cfg.offload);
+        c.reneg_fail_fast = cfg.reneg_fail_fast;
         *o = box_into_ptr::<rktls_connection>(c);
         Ok(RKTLS_OK)
     })
@@ -1838,7 +1897,9 @@ pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rkt
 /// `RKTLS_WANT_WRITE` (call again when ready; in buffer mode feed more bytes
 /// or take output), `RKTLS_CLOSED` (the peer's close_notify: all its data
 /// was delivered), `RKTLS_ERR_TRUNCATED` (end of file without close_notify),
-/// `RKTLS_ERR_ALERT_RECEIVED`, or another error. Data decrypted before an
+/// `RKTLS_ERR_ALERT_RECEIVED`, `RKTLS_ERR_RENEGOTIATION` (a TLS 1.2 peer's
+/// renegotiation was refused and ended the connection; the error message
+/// says how and what to fix), or another error. Data decrypted before an
 /// error is delivered before the error.
 #[no_mangle]
 pub extern "C" fn rktls_connection_read(

@@ -129,20 +129,14 @@ const HS_KEY_UPDATE: u8 = 24;
 /// The message for a refused renegotiation (`RKTLS_ERR_RENEGOTIATION`).
 pub(crate) fn renegotiation_message(client: bool, peer_left: bool) -> String {
     if client {
-        format!(
-            "the server requested TLS 1.2 renegotiation (HelloRequest), which rustls does not \
-             support; rktls answered no_renegotiation{}. Fix it on the server: negotiate client \
-             certificates in the initial handshake (IIS: `netsh http update sslcert ... \
-             clientcertnegotiation=enable`), or enable TLS 1.3",
-            if peer_left {
-                " and the server then closed the connection"
-            } else {
-                ""
-            }
-        )
+        crate::result::renegotiation_requested_message(if peer_left {
+            "then closed or reset the connection"
+        } else {
+            "rktls ended the connection at once (fail-fast)"
+        })
     } else {
-        "the client attempted TLS 1.2 renegotiation (a second ClientHello); refused with \
-         no_renegotiation and the connection closed"
+        "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never \
+         renegotiates and ended the connection"
             .into()
     }
 }

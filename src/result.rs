@@ -311,6 +311,29 @@ impl fmt::Display for Error {
     }
 }
 
+/// The message of `RKTLS_ERR_RENEGOTIATION` on a client whose TLS 1.2
+/// server asked to renegotiate (HelloRequest) and did not carry on. `outcome`
+/// says what happened next, e.g. "then reset the connection". One text for
+/// every path that sees a HelloRequest: the userspace record layer
+/// (`connection.rs`) and the offloaded one (kTLS control records).
+pub(crate) fn renegotiation_requested_message(outcome: &str) -> String {
+    format!(
+        "the server demanded TLS 1.2 renegotiation (HelloRequest; IIS does this to ask for a \
+         client certificate) and {outcome}. rustls does not support renegotiation, so it was \
+         refused with a no_renegotiation alert. Fix the server: negotiate client certificates \
+         in the initial handshake (IIS: netsh http add sslcert ... \
+         clientcertnegotiation=enable), or enable TLS 1.3"
+    )
+}
+
+/// `RKTLS_ERR_RENEGOTIATION` with [`renegotiation_requested_message`].
+pub(crate) fn renegotiation_requested(outcome: &str) -> Error {
+    Error::new(
+        rktls_result::RKTLS_ERR_RENEGOTIATION,
+        renegotiation_requested_message(outcome),
+    )
+}
+
 /// Map a rustls error to our result code.
 pub fn code_for_tls_error(e: &rustls::Error) -> rktls_result {
     use rustls::Error as E;

@@ -1,0 +1,623 @@
+//! TLS 1.2 renegotiation on the userspace record layer. rustls never
+//! renegotiates; rktls refuses it and says exactly what happened.
+//!
+//! After a TLS 1.2 handshake the record header is still in the clear, so a
+//! handshake record (content type 22) in the incoming buffer is a
+//! renegotiation message: a HelloRequest to a client, a ClientHello to a
+//! server. It is caught there, before rustls processes it, and only after
+//! the records before it (their data is read first).
+//!
+//! - A client, by default, lets rustls answer with a no_renegotiation
+//!   warning (RFC 5246 allows it). Servers such as IIS treat that as fatal
+//!   and close or reset the connection: if that happens before the server
+//!   sends more data, the error is `RKTLS_ERR_RENEGOTIATION` with the cause
+//!   and the server-side fix. A server that carries on is followed.
+//! - A client configured to fail fast, and every server, end the connection
+//!   at once with a fatal no_renegotiation alert and
+//!   `RKTLS_ERR_RENEGOTIATION`. rustls can only send that alert as a
+//!   warning, so rktls seals it with the connection's keys (taken from
+//!   rustls, which is then gone). A server does no handshake work for a
+//!   renegotiating client, however many ClientHellos it sends.
+
+use rustls::crypto::cipher::{MessageEncrypter, OutboundPlainMessage};
+use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite};
+
+use super::{Connection, Negotiated, Step, Tls};
+use crate::alert;
+use crate::result::rktls_result::*;
+use crate::result::{renegotiation_requested, Error};
+
+const NO_RENEGOTIATION: u8 = 100;
+
+impl Connection {
+    /// Where the first handshake record starts in the incoming buffer, on
+    /// an established TLS 1.2 connection in userspace (records before it
+    /// are whole).
+    pub(super) fn renegotiation_record(&self) -> Option<usize> {
+        let c = self.common()?;
+        // After close_notify rustls reads nothing more, and neither do we.
+        if self.peer_closed
+            || c.is_handshaking()
+            || c.protocol_version() != Some(ProtocolVersion::TLSv1_2)
+        {
+            return None;
+        }
+        let buf = &self.b.incoming;
+        let mut pos = 0;
+        while pos + 5 <= buf.len() {
+            if buf[pos] == 22 {
+                return Some(pos);
+            }
+            pos += 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
+        }
+        None
+    }
+
+    /// Whether rustls still has records of its own to hand out.
+    pub(super) fn rustls_has_output(&self) -> bool {
+        self.common().is_some_and(|c| c.wants_write())
+    }
+
+    /// The peer's renegotiation record is next in the incoming buffer.
+    /// `None`: let rustls refuse it with its warning (a client, by
+    /// default). `Some`: the connection ended here instead.
+    pub(super) fn renegotiation_started(&mut self) -> Option<Step> {
+        let server = matches!(self.tls, Tls::Server(_));
+        if !server && !self.reneg_fail_fast {
+            if !self.reneg_refused {
+                log::warn!(
+                    "server requested TLS 1.2 renegotiation (HelloRequest); refused with a \
+                     no_renegotiation warning alert"
+                );
+                self.reneg_refused = true;
+            }
+            return None;
+        }
+        let sent = match self.seal_fatal_alert(NO_RENEGOTIATION) {
+            Ok(record) => {
+                self.b.outgoing.extend_from_slice(&record);
+                self.alert_sent = Some(NO_RENEGOTIATION);
+                format!(
+                    " (sent alert {})",
+                    alert::name(NO_RENEGOTIATION).trim_end_matches('\0')
+                )
+            }
+            Err(why) => {
+                log::warn!("could not send the fatal no_renegotiation alert: {why}");
+                String::new()
+            }
+        };
+        let e = if server {
+            Error::new(
+                RKTLS_ERR_RENEGOTIATION,
+                format!(
+                    "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never \
+                     renegotiates and ended the connection{sent}"
+                ),
+            )
+        } else {
+            let mut e = renegotiation_requested("rktls ended the connection at once (fail-fast)");
+            e.msg.push_str(&sent);
+            e
+        };
+        log::warn!("{}", e.msg);
+        Some(Step::Ended(e))
+    }
+
+    /// A client refused the server's HelloRequest and the server has sent
+    /// no data since: `outcome` (how it ended the connection) is explained
+    /// by the refusal. Returns the error, now sticky; `None` otherwise.
+    pub(super) fn renegotiation_ended(&mut self, outcome: &str) -> Option<Error> {
+        if !self.reneg_refused || self.error.is_some() {
+            return None;
+        }
+        let e = renegotiation_requested(outcome);
+        log::warn!("{}", e.msg);
+        self.error = Some(e.clone());
+        Some(e)
+    }
+
+    /// Encrypt a fatal alert as the next record we send, with the keys
+    /// rustls hands over. rustls is gone afterwards, whatever happens.
+    /// Only valid at a record boundary with nothing left inside rustls to
+    /// send: the sequence number rustls reports is then the alert's.
+    fn seal_fatal_alert(&mut self, desc: u8) -> Result<Vec<u8>, String> {
+        let Some(SupportedCipherSuite::Tls12(suite)) =
+            self.common().and_then(|c| c.negotiated_cipher_suite())
+        else {
+            return Err("not a TLS 1.2 connection".into());
+        };
+        let negotiated = Negotiated {
+            version: self.protocol_version(),
+            suite: self.cipher_suite(),
+            alpn: self.alpn().map(<[u8]>::to_vec),
+            resumed: self.is_resumed(),
+            peer_certs: self.peer_certs().map(<[_]>::to_vec),
+        };
+        let secrets = match std::mem::replace(&mut self.tls, Tls::Gone) {
+            Tls::Server(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
+            Tls::Client(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
+            other => {
+                self.tls = other;
+                return Err("the record layer is not in userspace".into());
+            }
+        };
+        self.negotiated = Some(negotiated);
+        let (seq, keys) = secrets
+            .map_err(|e| format!("rustls kept its keys: {e}"))?
+            .tx;
+        let mut enc = tls12_encrypter(suite, keys)?;
+        seal(&mut *enc, ContentType::Alert, &[2, desc], seq)
+    }
+}
+
+/// A TLS 1.2 record encrypter from keys extracted from rustls.
+fn tls12_encrypter(
+    suite: &rustls::Tls12CipherSuite,
+    keys: ConnectionTrafficSecrets,
+) -> Result<Box<dyn MessageEncrypter>, String> {
+    match keys {
+        // AES-GCM: a 4-byte salt, then the explicit nonce's 8-byte seed.
+        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
+        | ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
+            let (salt, explicit) = iv.as_ref().split_at(4);
+            Ok(suite.aead_alg.encrypter(key, salt, explicit))
+        }
+        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+            Ok(suite.aead_alg.encrypter(key, iv.as_ref(), &[]))
+        }
+        _ => Err("cipher not supported for sealing an alert".into()),
+    }
+}
+
+fn seal(
+    enc: &mut dyn MessageEncrypter,
+    typ: ContentType,
+    payload: &[u8],
+    seq: u64,
+) -> Result<Vec<u8>, String> {
+    let msg = OutboundPlainMessage {
+        typ,
+        version: ProtocolVersion::TLSv1_2,
+        payload: payload.into(),
+    };
+    enc.encrypt(msg, seq)
+        .map(|m| m.encode())
+        .map_err(|e| format!("encrypting the alert failed: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::rktls_result;
+    use crate::testutil::{client_config, server_config, shuttle, Opts};
+    use ring::aead;
+
+    /// The TLS 1.2 suites (the test certificate is ECDSA).
+    const SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
+    const HELLO_REQUEST: &[u8] = &[0, 0, 0, 0];
+
+    /// Established TLS 1.2 server and client in buffer mode.
+    fn pair(suite: u16) -> (Connection, Connection) {
+        let o = Opts {
+            versions: Some(vec![0x0303]),
+            suites: Some(vec![suite]),
+            alpn: None,
+        };
+        let mut s = Connection::server(server_config(&o)).unwrap();
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        for _ in 0..10 {
+            assert!(c.handshake().is_ok());
+            shuttle(&mut c, &mut s);
+            assert!(s.handshake().is_ok());
+            shuttle(&mut s, &mut c);
+        }
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+        assert_eq!(c.protocol_version(), 0x0303);
+        (s, c)
+    }
+
+    /// A hand-made TLS 1.2 record layer holding one side's keys, sealed
+    /// and opened with ring, independently of rustls: what rustls cannot
+    /// send (a HelloRequest, a renegotiating ClientHello) it can.
+    struct Peer {
+        alg: &'static aead::Algorithm,
+        tx: (Vec<u8>, [u8; 12], u64),
+        rx: (Vec<u8>, [u8; 12], u64),
+    }
+
+    fn raw(keys: ConnectionTrafficSecrets) -> (&'static aead::Algorithm, Vec<u8>, [u8; 12]) {
+        let (alg, key, iv) = match keys {
+            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
+            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
+            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
+                (&aead::CHACHA20_POLY1305, key, iv)
+            }
+            _ => unreachable!(),
+        };
+        (alg, key.as_ref().to_vec(), iv.as_ref().try_into().unwrap())
+    }
+
+    /// (nonce, additional data) of record `seq`.
+    fn nonce_aad(iv: &[u8; 12], seq: u64, typ: u8, len: usize) -> ([u8; 12], Vec<u8>) {
+        let mut nonce = *iv;
+        for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+            *n ^= s;
+        }
+        let mut aad = seq.to_be_bytes().to_vec();
+        aad.extend([typ, 3, 3]);
+        aad.extend((len as u16).to_be_bytes());
+        (nonce, aad)
+    }
+
+    impl Peer {
+        fn take_over(mut conn: Connection) -> Peer {
+            let secrets = match std::mem::replace(&mut conn.tls, Tls::Gone) {
+                Tls::Server(c) => c.dangerous_into_kernel_connection().unwrap().0,
+                Tls::Client(c) => c.dangerous_into_kernel_connection().unwrap().0,
+                _ => unreachable!(),
+            };
+            let (alg, tk, tiv) = raw(secrets.tx.1);
+            let (_, rk, riv) = raw(secrets.rx.1);
+            Peer {
+                alg,
+                tx: (tk, tiv, secrets.tx.0),
+                rx: (rk, riv, secrets.rx.0),
+            }
+        }
+
+        fn key(&self, k: &[u8]) -> aead::LessSafeKey {
+            aead::LessSafeKey::new(aead::UnboundKey::new(self.alg, k).unwrap())
+        }
+
+        /// GCM sends the nonce's last 8 bytes before the ciphertext.
+        fn explicit(&self) -> usize {
+            if std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
+                0
+            } else {
+                8
+            }
+        }
+
+        fn seal(&mut self, typ: ContentType, payload: &[u8]) -> Vec<u8> {
+            let (k, iv, seq) = &self.tx;
+            let typ = u8::from(typ);
+            let (nonce, aad) = nonce_aad(iv, *seq, typ, payload.len());
+            let mut body = payload.to_vec();
+            self.key(k)
+                .seal_in_place_append_tag(
+                    aead::Nonce::assume_unique_for_key(nonce),
+                    aead::Aad::from(aad),
+                    &mut body,
+                )
+                .unwrap();
+            let mut record = nonce[12 - self.explicit()..].to_vec();
+            record.extend(body);
+            let mut wire = vec![typ, 3, 3];
+            wire.extend((record.len() as u16).to_be_bytes());
+            wire.extend(record);
+            self.tx.2 += 1;
+            wire
+        }
+
+        /// Decrypt every record in `wire`: (content type, payload) each.
+        fn open(&mut self, mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+            let mut out = Vec::new();
+            while !wire.is_empty() {
+                let n = 5 + u16::from_be_bytes([wire[3], wire[4]]) as usize;
+                let typ = wire[0];
+                let mut body = wire[5 + self.explicit()..n].to_vec();
+                let (k, iv, seq) = &self.rx;
+                let len = body.len() - self.alg.tag_len();
+                let (nonce, aad) = nonce_aad(iv, *seq, typ, len);
+                let plain = self
+                    .key(k)
+                    .open_in_place(
+                        aead::Nonce::assume_unique_for_key(nonce),
+                        aead::Aad::from(aad),
+                        &mut body,
+                    )
+                    .expect("record opens with the expected key and sequence number");
+                out.push((typ, plain.to_vec()));
+                self.rx.2 += 1;
+                wire = &wire[n..];
+            }
+            out
+        }
+    }
+
+    fn take_all(c: &mut Connection) -> Vec<u8> {
+        let mut v = vec![0u8; 65536];
+        let n = c.take(&mut v).unwrap();
+        v.truncate(n);
+        v
+    }
+
+    fn read(c: &mut Connection) -> Result<(rktls_result, Vec<u8>), Error> {
+        let mut buf = [0u8; 256];
+        c.read(&mut buf).map(|(r, n)| (r, buf[..n].to_vec()))
+    }
+
+    /// Data, then a HelloRequest: the data is read first, then the client
+    /// answers with the no_renegotiation warning and waits.
+    fn hello_request_refused(suite: u16) -> (Connection, Peer) {
+        let (s, mut c) = pair(suite);
+        let mut server = Peer::take_over(s);
+        let mut wire = server.seal(ContentType::ApplicationData, b"before");
+        wire.extend(server.seal(ContentType::Handshake, HELLO_REQUEST));
+        c.feed(&wire).unwrap();
+        assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+        assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_READ, vec![]));
+        let answer = take_all(&mut c);
+        assert_eq!(server.open(&answer), vec![(21, vec![1, NO_RENEGOTIATION])]);
+        assert!(c.reneg_refused);
+        (c, server)
+    }
+
+    fn assert_explained(e: &Error, outcome: &str) {
+        assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION, "{}", e.msg);
+        for part in [
+            "TLS 1.2 renegotiation",
+            outcome,
+            "rustls does not support renegotiation",
+            "clientcertnegotiation=enable",
+            "TLS 1.3",
+        ] {
+            assert!(e.msg.contains(part), "{part:?} not in {:?}", e.msg);
+        }
+    }
+
+    #[test]
+    fn client_server_gives_up_after_hello_request_is_explained() {
+        for suite in SUITES {
+            // End of file without close_notify (buffer mode's reset).
+            let (mut c, _) = hello_request_refused(suite);
+            c.feed_eof().unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_explained(&e, "closed the connection without close_notify");
+            assert_eq!(c.error.as_ref(), Some(&e), "sticky, for error_message");
+            assert_eq!(c.write(b"x").unwrap_err().code, RKTLS_ERR_RENEGOTIATION);
+
+            // A fatal alert.
+            let (mut c, mut server) = hello_request_refused(suite);
+            c.feed(&server.seal(ContentType::Alert, &[2, 40])).unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_explained(&e, "sent the fatal alert handshake_failure");
+            assert_eq!(c.alert_received, Some(40));
+
+            // close_notify before any more data.
+            let (mut c, mut server) = hello_request_refused(suite);
+            c.feed(&server.seal(ContentType::Alert, &[1, 0])).unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_explained(&e, "closed the connection (close_notify)");
+        }
+    }
+
+    #[test]
+    fn client_carries_on_when_the_server_does() {
+        for suite in SUITES {
+            let (mut c, mut server) = hello_request_refused(suite);
+            let mut wire = server.seal(ContentType::ApplicationData, b"after");
+            wire.extend(server.seal(ContentType::Alert, &[1, 0]));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"after".to_vec()));
+            assert!(!c.reneg_refused);
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_CLOSED, vec![]));
+            // Our writes still work, with the right sequence numbers.
+            assert_eq!(c.write(b"reply").unwrap(), (RKTLS_OK, 5));
+            let got = server.open(&take_all(&mut c));
+            assert_eq!(got, vec![(23, b"reply".to_vec())]);
+
+            // All in one go: the same.
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            let mut wire = Vec::new();
+            for (t, p) in [
+                (ContentType::ApplicationData, &b"one"[..]),
+                (ContentType::Handshake, HELLO_REQUEST),
+                (ContentType::ApplicationData, b"two"),
+                (ContentType::Alert, &[1, 0]),
+            ] {
+                wire.extend(server.seal(t, p));
+            }
+            c.feed(&wire).unwrap();
+            let mut got = Vec::new();
+            loop {
+                match read(&mut c).unwrap() {
+                    (RKTLS_OK, d) => got.extend(d),
+                    (r, _) => {
+                        assert_eq!(r, RKTLS_CLOSED);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(got, b"onetwo");
+        }
+    }
+
+    #[test]
+    fn client_fail_fast_sends_a_fatal_alert_after_earlier_data() {
+        for suite in SUITES {
+            let (s, mut c) = pair(suite);
+            c.reneg_fail_fast = true;
+            let mut server = Peer::take_over(s);
+            // Our own data still queued: the alert goes after it.
+            assert_eq!(c.write(b"request").unwrap(), (RKTLS_OK, 7));
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, HELLO_REQUEST));
+            wire.extend(server.seal(ContentType::ApplicationData, b"never"));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+            // The alert leaves before the error is reported.
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_WRITE, vec![]));
+            let got = server.open(&take_all(&mut c));
+            assert_eq!(
+                got,
+                vec![(23, b"request".to_vec()), (21, vec![2, NO_RENEGOTIATION])]
+            );
+            let e = read(&mut c).unwrap_err();
+            assert_explained(&e, "at once (fail-fast)");
+            assert!(e.msg.contains("(sent alert no_renegotiation)"), "{}", e.msg);
+            assert_eq!(c.alert_sent, Some(NO_RENEGOTIATION));
+            assert_eq!(c.write(b"x").unwrap_err().code, RKTLS_ERR_RENEGOTIATION);
+            // What was negotiated is still reported.
+            assert_eq!(c.protocol_version(), 0x0303);
+            assert_eq!(c.cipher_suite(), suite);
+        }
+    }
+
+    #[test]
+    fn server_refuses_a_renegotiating_client_once_and_for_all() {
+        // A ClientHello's start; the record is never parsed, only seen.
+        let hello: &[u8] = &[1, 0, 0, 6, 3, 3, 0, 0, 0, 0];
+        for suite in SUITES {
+            let (mut s, c) = pair(suite);
+            let mut client = Peer::take_over(c);
+            let mut wire = client.seal(ContentType::ApplicationData, b"GET /");
+            // A client that keeps trying gets nothing more for it.
+            for _ in 0..100 {
+                wire.extend(client.seal(ContentType::Handshake, hello));
+            }
+            s.feed(&wire).unwrap();
+            assert_eq!(read(&mut s).unwrap(), (RKTLS_OK, b"GET /".to_vec()));
+            assert_eq!(read(&mut s).unwrap(), (RKTLS_WANT_WRITE, vec![]));
+            let got = client.open(&take_all(&mut s));
+            assert_eq!(got, vec![(21, vec![2, NO_RENEGOTIATION])]);
+            let e = read(&mut s).unwrap_err();
+            assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION);
+            assert!(
+                e.msg.contains("client attempted TLS 1.2 renegotiation"),
+                "{}",
+                e.msg
+            );
+            assert_eq!(s.alert_sent, Some(NO_RENEGOTIATION));
+            assert_eq!(s.write(b"x").unwrap_err().code, RKTLS_ERR_RENEGOTIATION);
+            assert_eq!(take_all(&mut s), b"");
+        }
+    }
+
+    /// Records after close_notify are never processed: no loop, no
+    /// renegotiation error, even with a HelloRequest among them.
+    #[test]
+    fn records_after_close_notify_are_ignored() {
+        let (s, mut c) = pair(0xc02b);
+        let mut server = Peer::take_over(s);
+        let mut wire = server.seal(ContentType::Alert, &[1, 0]);
+        wire.extend(server.seal(ContentType::ApplicationData, b"late"));
+        wire.extend(server.seal(ContentType::Handshake, HELLO_REQUEST));
+        c.feed(&wire).unwrap();
+        assert_eq!(read(&mut c).unwrap(), (RKTLS_CLOSED, vec![]));
+        assert!(!c.reneg_refused);
+    }
+
+    /// IIS's answer to the warning: a TCP reset. errno stays available.
+    #[test]
+    fn fd_mode_reset_after_hello_request_is_explained_with_errno() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsRawFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let b = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let a = l.accept().unwrap().0;
+        let o = Opts {
+            versions: Some(vec![0x0303]),
+            ..Opts::default()
+        };
+        let scfg = server_config(&o);
+        let handshake = std::thread::spawn(move || {
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+            (s, a)
+        });
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        c.set_fd(b.as_raw_fd()).unwrap();
+        assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+        let (s, mut a) = handshake.join().unwrap();
+        let mut server = Peer::take_over(s);
+        let iis = std::thread::spawn(move || {
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, HELLO_REQUEST));
+            a.write_all(&wire).unwrap();
+            let mut answer = [0u8; 256];
+            let n = a.read(&mut answer).unwrap();
+            let got = server.open(&answer[..n]);
+            let reset = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            let r = unsafe {
+                libc::setsockopt(
+                    a.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&reset as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(r, 0);
+            drop(a);
+            got
+        });
+        assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+        let e = read(&mut c).unwrap_err();
+        assert_eq!(iis.join().unwrap(), vec![(21, vec![1, NO_RENEGOTIATION])]);
+        assert_explained(&e, "then reset the connection");
+        assert!(
+            [libc::ECONNRESET, libc::EPIPE].contains(&c.errno),
+            "{}",
+            c.errno
+        );
+        assert_eq!(read(&mut c).unwrap_err(), e);
+    }
+
+    #[test]
+    fn c_api_sets_fail_fast_and_checks_pointers() {
+        use crate::config::*;
+        assert_eq!(
+            rktls_client_config_builder_set_renegotiation_fail_fast(std::ptr::null_mut(), true),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        let mut b = std::ptr::null_mut();
+        assert_eq!(rktls_client_config_builder_new(&mut b), RKTLS_OK);
+        let ca = crate::testutil::pki().ca_pem.as_bytes();
+        assert_eq!(
+            rktls_client_config_builder_add_roots_pem(b, ca.as_ptr(), ca.len()),
+            RKTLS_OK
+        );
+        assert_eq!(
+            rktls_client_config_builder_set_renegotiation_fail_fast(b, true),
+            RKTLS_OK
+        );
+        let mut cfg = std::ptr::null();
+        assert_eq!(rktls_client_config_builder_build(b, &mut cfg), RKTLS_OK);
+        let mut conn = std::ptr::null_mut();
+        assert_eq!(
+            super::super::rktls_client_connection_new(cfg, c"localhost".as_ptr(), &mut conn),
+            RKTLS_OK
+        );
+        assert!(unsafe { &*conn.cast::<Connection>() }.reneg_fail_fast);
+        super::super::rktls_connection_free(conn);
+        rktls_client_config_free(cfg);
+    }
+
+    #[test]
+    fn tls13_connections_are_untouched() {
+        let o = Opts {
+            versions: Some(vec![0x0304]),
+            ..Opts::default()
+        };
+        let mut s = Connection::server(server_config(&o)).unwrap();
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        for _ in 0..10 {
+            let _ = c.handshake();
+            shuttle(&mut c, &mut s);
+            let _ = s.handshake();
+            shuttle(&mut s, &mut c);
+        }
+        // TLS 1.3 hides content types: every record looks like data.
+        assert_eq!(s.renegotiation_record(), None);
+        s.write(b"hi").unwrap();
+        shuttle(&mut s, &mut c);
+        assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"hi".to_vec()));
+    }
+}
