@@ -20,8 +20,13 @@ fn main() {
 
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).unwrap();
     config.after_includes = Some(format!(
-        "\n#define RKTLS_VERSION_MAJOR {major}\n#define RKTLS_VERSION_MINOR {minor}\n\
-         #define RKTLS_VERSION_PATCH {patch}\n#define RKTLS_VERSION_STRING \"{version}\"\n\
+        "\n/* Major version of the rktls this header belongs to (Cargo.toml). */\n\
+         #define RKTLS_VERSION_MAJOR {major}\n\
+         /* Minor version. */\n#define RKTLS_VERSION_MINOR {minor}\n\
+         /* Patch version. */\n#define RKTLS_VERSION_PATCH {patch}\n\
+         /* The whole version, as rktls_version() returns it. */\n\
+         #define RKTLS_VERSION_STRING \"{version}\"\n\
+         /* ABI version: the N of the shared library's SONAME librktls.so.N. */\n\
          #define RKTLS_ABI_VERSION {ABI_VERSION}\n"
     ));
     match cbindgen::Builder::new()

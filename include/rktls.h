@@ -20,17 +20,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Major version of the rktls this header belongs to (Cargo.toml). */
 #define RKTLS_VERSION_MAJOR 0
+/* Minor version. */
 #define RKTLS_VERSION_MINOR 1
+/* Patch version. */
 #define RKTLS_VERSION_PATCH 0
+/* The whole version, as rktls_version() returns it. */
 #define RKTLS_VERSION_STRING "0.1.0"
+/* ABI version: the N of the shared library's SONAME librktls.so.N. */
 #define RKTLS_ABI_VERSION 0
 
-
-/*
- Inputs longer than this are cut: a ClientHello flight fits many times.
- */
-#define MAX_INPUT (16 * 1024)
 
 /*
  kTLS direction flag: the kernel encrypts what is sent.
@@ -369,10 +369,25 @@ enum rktls_log_level
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
+  /*
+   Failures.
+   */
   RKTLS_LOG_ERROR = 1,
+  /*
+   Problems rktls handled (e.g. a kTLS fallback, a refused renegotiation).
+   */
   RKTLS_LOG_WARN = 2,
+  /*
+   Notable events (e.g. kernel capabilities probed).
+   */
   RKTLS_LOG_INFO = 3,
+  /*
+   Per-connection details.
+   */
   RKTLS_LOG_DEBUG = 4,
+  /*
+   Everything, including rustls' internals.
+   */
   RKTLS_LOG_TRACE = 5,
 };
 #ifndef __cplusplus
@@ -393,33 +408,117 @@ enum rktls_alert_description
   : uint8_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
+  /*
+   The sender will send no more data (a clean close).
+   */
   RKTLS_ALERT_CLOSE_NOTIFY = 0,
+  /*
+   A message arrived that the protocol state does not allow.
+   */
   RKTLS_ALERT_UNEXPECTED_MESSAGE = 10,
+  /*
+   A record failed to decrypt or authenticate.
+   */
   RKTLS_ALERT_BAD_RECORD_MAC = 20,
+  /*
+   A record was longer than TLS allows.
+   */
   RKTLS_ALERT_RECORD_OVERFLOW = 22,
+  /*
+   No acceptable set of security parameters (e.g. no common suite).
+   */
   RKTLS_ALERT_HANDSHAKE_FAILURE = 40,
+  /*
+   A certificate was corrupt or failed verification.
+   */
   RKTLS_ALERT_BAD_CERTIFICATE = 42,
+  /*
+   A certificate was of an unsupported type.
+   */
   RKTLS_ALERT_UNSUPPORTED_CERTIFICATE = 43,
+  /*
+   A certificate was revoked by its signer.
+   */
   RKTLS_ALERT_CERTIFICATE_REVOKED = 44,
+  /*
+   A certificate has expired or is not yet valid.
+   */
   RKTLS_ALERT_CERTIFICATE_EXPIRED = 45,
+  /*
+   A certificate was unacceptable for another reason.
+   */
   RKTLS_ALERT_CERTIFICATE_UNKNOWN = 46,
+  /*
+   A field was out of range or inconsistent with others.
+   */
   RKTLS_ALERT_ILLEGAL_PARAMETER = 47,
+  /*
+   The certificate chain does not lead to a trusted CA.
+   */
   RKTLS_ALERT_UNKNOWN_CA = 48,
+  /*
+   Valid certificate, but access was refused by policy.
+   */
   RKTLS_ALERT_ACCESS_DENIED = 49,
+  /*
+   A message could not be decoded (bad length or field).
+   */
   RKTLS_ALERT_DECODE_ERROR = 50,
+  /*
+   A handshake signature or Finished check failed.
+   */
   RKTLS_ALERT_DECRYPT_ERROR = 51,
+  /*
+   No TLS version in common.
+   */
   RKTLS_ALERT_PROTOCOL_VERSION = 70,
+  /*
+   The peer's parameters are too weak.
+   */
   RKTLS_ALERT_INSUFFICIENT_SECURITY = 71,
+  /*
+   An error unrelated to the peer made continuing impossible.
+   */
   RKTLS_ALERT_INTERNAL_ERROR = 80,
+  /*
+   A downgrade retry was detected (RFC 7507).
+   */
   RKTLS_ALERT_INAPPROPRIATE_FALLBACK = 86,
+  /*
+   The handshake was canceled for a reason unrelated to the protocol.
+   */
   RKTLS_ALERT_USER_CANCELED = 90,
+  /*
+   Renegotiation was refused (TLS 1.2).
+   */
   RKTLS_ALERT_NO_RENEGOTIATION = 100,
+  /*
+   A required extension was missing.
+   */
   RKTLS_ALERT_MISSING_EXTENSION = 109,
+  /*
+   An extension appeared where it is not allowed.
+   */
   RKTLS_ALERT_UNSUPPORTED_EXTENSION = 110,
+  /*
+   No server name (SNI) matched.
+   */
   RKTLS_ALERT_UNRECOGNIZED_NAME = 112,
+  /*
+   An OCSP response was invalid.
+   */
   RKTLS_ALERT_BAD_CERTIFICATE_STATUS_RESPONSE = 113,
+  /*
+   No acceptable pre-shared key identity.
+   */
   RKTLS_ALERT_UNKNOWN_PSK_IDENTITY = 115,
+  /*
+   A client certificate was required but not sent.
+   */
   RKTLS_ALERT_CERTIFICATE_REQUIRED = 116,
+  /*
+   No ALPN protocol in common.
+   */
   RKTLS_ALERT_NO_APPLICATION_PROTOCOL = 120,
 };
 #ifndef __cplusplus

@@ -13,10 +13,15 @@ use crate::result::rktls_result;
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum rktls_log_level {
+    /// Failures.
     RKTLS_LOG_ERROR = 1,
+    /// Problems rktls handled (e.g. a kTLS fallback, a refused renegotiation).
     RKTLS_LOG_WARN = 2,
+    /// Notable events (e.g. kernel capabilities probed).
     RKTLS_LOG_INFO = 3,
+    /// Per-connection details.
     RKTLS_LOG_DEBUG = 4,
+    /// Everything, including rustls' internals.
     RKTLS_LOG_TRACE = 5,
 }
 
