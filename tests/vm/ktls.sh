@@ -15,6 +15,8 @@ gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -pthread -Ibuild/stage/incl
   tests/vm/first_request.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
 gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -pthread -Ibuild/stage/include -o build/vm/control \
   tests/vm/control.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
+# The IIS-like TLS 1.2 server of tests/reneg.sh (OpenSSL's libssl).
+gcc -O2 -Wall -Wextra -Werror -o build/vm/iis_peer tests/reneg/iis_peer.c -lssl -lcrypto
 # Debian's openssl and GnuTLS tools are the independent peers (userspace).
 exec tests/vm/run.sh tests/vm/ktls_guest.sh "$PWD/build/examples" "$PWD/build/certs" "$PWD/build/vm" \
   "$(command -v openssl)" "$(command -v gnutls-cli)" "$(command -v gnutls-serv)" \

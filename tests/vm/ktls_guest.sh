@@ -207,6 +207,49 @@ else
 fi
 cat $W/control.log
 
+# TLS 1.2 renegotiation requested of an offloaded client (the HelloRequest
+# arrives as a kernel control record): IIS-like server that resets, one
+# that carries on, and fail-fast.
+reneg() { # PEER_ARGS CLIENT_ARGS: sets rc; logs in $W/iis.log, $W/rn.out, $W/rn.err
+  rm -f $W/iis.log
+  $ROOT/build/vm/iis_peer --cert $C/server.pem --key $C/server.key $1 > $W/iis.log 2>&1 &
+  ipid=$!
+  port=""
+  i=0
+  while [ -z "$port" ] && [ $i -lt 300 ]; do
+    port=$(sed -n 's/^READY port=//p' $W/iis.log)
+    i=$((i + 1))
+    sleep 0.1
+  done
+  $BIN/client --port "$port" --ca $C/ca.pem --ktls require --get / $2 > $W/rn.out 2> $W/rn.err
+  rc=$?
+  wait $ipid
+}
+reneg_410() {
+  sent=$(sed -n 's/^sent \([0-9]*\) bytes before the HelloRequest$/\1/p' $W/iis.log)
+  got=$(sed -n 's/^client: read \([0-9]*\) bytes before the failure$/\1/p' $W/rn.err)
+  [ $rc = 1 ] && grep -q "(410)" $W/rn.err && grep -q "clientcertnegotiation=enable" $W/rn.err &&
+    [ -n "$sent" ] && [ "$sent" = "$got" ]
+}
+reneg ""
+if reneg_410 && grep -q "received alert level=1 desc=100" $W/iis.log; then
+  ok "kTLS client <- IIS-like server (HelloRequest, reset): data first, then 410 with the fix"
+else
+  bad "kTLS client vs IIS-like server"; cat $W/iis.log $W/rn.out $W/rn.err
+fi
+reneg --tolerant
+if [ $rc = 0 ] && grep -q "client: got 2000 bytes" $W/rn.out; then
+  ok "kTLS client <- tolerant server: refusal, then all the data"
+else
+  bad "kTLS client vs tolerant server"; cat $W/iis.log $W/rn.out $W/rn.err
+fi
+reneg "" --reneg-fail-fast
+if reneg_410 && grep -q "received alert level=2 desc=100" $W/iis.log; then
+  ok "kTLS client --reneg-fail-fast: fatal no_renegotiation, 410"
+else
+  bad "kTLS client fail-fast"; cat $W/iis.log $W/rn.out $W/rn.err
+fi
+
 # Userspace memory an established server connection still holds.
 if [ -x $ROOT/build/vm/mem_probe ] && $ROOT/build/vm/mem_probe $C > $W/mem.log 2>&1; then
   ok "offloaded connections hold less userspace memory: $(tr '\n' ' ' < $W/mem.log)"
