@@ -72,9 +72,9 @@ enum Rec {
     /// Application data went to the plaintext queue.
     Queued,
     Control(u8, Vec<u8>),
-    /// Failed to decrypt, or otherwise unusable.
-    BadRecord(&'static str),
-    Oversized,
+    /// Unusable (failed to decrypt, too long, cut short): the error code,
+    /// the alert it deserves, and why.
+    Bad(rktls_result, Option<u8>, &'static str),
 }
 
 /// What the handshake negotiated, kept when rustls' state is released.
@@ -509,6 +509,19 @@ impl Connection {
         self.b.plain.len() - self.b.plain_pos
     }
 
+    /// Move decrypted data already queued into `buf`; how much.
+    fn take_plain(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.plain_available().min(buf.len());
+        let p = self.b.plain_pos;
+        buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
+        self.b.plain_pos += n;
+        if self.b.plain_pos == self.b.plain.len() {
+            self.b.plain.clear();
+            self.b.plain_pos = 0;
+        }
+        n
+    }
+
     fn step(&mut self, act: &mut Action<'_>) -> Step {
         // Renegotiation is caught before rustls sees its record. Records
         // before it are processed first (their data is read first).
@@ -808,16 +821,8 @@ impl Connection {
             return Err(Error::invalid("read buffer length is 0"));
         }
         loop {
-            let avail = self.plain_available();
-            if avail > 0 {
-                let n = avail.min(buf.len());
-                let p = self.b.plain_pos;
-                buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
-                self.b.plain_pos += n;
-                if self.b.plain_pos == self.b.plain.len() {
-                    self.b.plain.clear();
-                    self.b.plain_pos = 0;
-                }
+            let n = self.take_plain(buf);
+            if n > 0 {
                 return Ok((RKTLS_OK, n));
             }
             if self.in_kernel() {
@@ -1020,13 +1025,6 @@ impl Connection {
         if let Err(e) = ktls::attach_ulp(self.fd) {
             return self.ktls_fallback(&format!("setsockopt TCP_ULP \"tls\" failed: {e}"));
         }
-        let negotiated = Negotiated {
-            version: self.protocol_version(),
-            suite: self.cipher_suite(),
-            alpn: self.alpn().map(<[u8]>::to_vec),
-            resumed: self.is_resumed(),
-            peer_certs: self.peer_certs().map(<[_]>::to_vec),
-        };
         // Which directions go to the kernel; TLS 1.3 RX only where new
         // keys can follow a KeyUpdate, if the config asks for that.
         let dirs = self.offload_opts.dirs;
@@ -1041,17 +1039,8 @@ impl Connection {
             );
         }
         // From here there is no way back to userspace.
-        let converted = match std::mem::replace(&mut self.tls, Tls::Gone) {
-            Tls::Server(c) => c
-                .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, offload::Kc::Server(k))),
-            Tls::Client(c) => c
-                .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, offload::Kc::Client(k))),
-            other => {
-                self.tls = other;
-                return Ok(RKTLS_OK);
-            }
+        let Some(converted) = self.take_secrets() else {
+            return Ok(RKTLS_OK);
         };
         let fd = self.fd;
         let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
@@ -1088,7 +1077,6 @@ impl Connection {
                     }
                 );
                 self.tls = Tls::Kernel(o);
-                self.negotiated = Some(negotiated);
                 // rustls' handshake state went with the conversion; release
                 // the record buffers too (undelivered plaintext stays).
                 self.b.incoming = Vec::new();
@@ -1105,6 +1093,36 @@ impl Connection {
                 Err(e)
             }
         }
+    }
+
+    /// Take rustls' traffic secrets (with sequence numbers) and what is left
+    /// of it for key updates and tickets; rustls' record layer is gone
+    /// afterwards, and what the handshake negotiated is kept for the
+    /// getters. `None` when the record layer is not in userspace.
+    fn take_secrets(
+        &mut self,
+    ) -> Option<Result<(rustls::ExtractedSecrets, offload::Kc), rustls::Error>> {
+        let negotiated = Negotiated {
+            version: self.protocol_version(),
+            suite: self.cipher_suite(),
+            alpn: self.alpn().map(<[u8]>::to_vec),
+            resumed: self.is_resumed(),
+            peer_certs: self.peer_certs().map(<[_]>::to_vec),
+        };
+        let taken = match std::mem::replace(&mut self.tls, Tls::Gone) {
+            Tls::Server(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, offload::Kc::Server(k))),
+            Tls::Client(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, offload::Kc::Client(k))),
+            other => {
+                self.tls = other;
+                return None;
+            }
+        };
+        self.negotiated = Some(negotiated);
+        Some(taken)
     }
 
     /// The kernel cannot take the connection: stay in userspace (prefer),
@@ -1148,10 +1166,8 @@ impl Connection {
                 Event::AppData(d) => self.b.plain.extend_from_slice(&d),
                 Event::PeerClosed => self.peer_closed = true,
                 e @ (Event::SendControl(..) | Event::TxKeyUpdated) => self.ctl_out.push_back(e),
-                Event::Closed
-                | Event::RxKeyUpdated
-                | Event::RenegotiationRequested
-                | Event::SessionTicket => {}
+                Event::RenegotiationRequested => self.reneg_refused = true,
+                Event::Closed | Event::RxKeyUpdated | Event::SessionTicket => {}
             }
         }
     }
@@ -1175,6 +1191,8 @@ impl Connection {
                         match ktls::send_record(fd, t, &p) {
                             Ok(_) => {}
                             Err(e) if sys::would_block(&e) => return Ok(false),
+                            // Not sticky yet: callers decide (an answer to
+                            // close_notify is best effort).
                             Err(e) => return Err(self.io_error(&e)),
                         }
                     } else {
@@ -1187,13 +1205,7 @@ impl Connection {
                         self.b.outgoing.extend_from_slice(&rec);
                     }
                     self.offload().count_tx(p.len());
-                    if t == ktls::CT_ALERT && p.len() == 2 {
-                        if p[1] == 0 {
-                            self.sent_close_notify = true;
-                        } else if p[0] == 2 {
-                            self.alert_sent = Some(p[1]);
-                        }
-                    }
+                    self.note_control_sent(t, &p);
                 }
                 Event::TxKeyUpdated => self.offload().commit_tx(fd)?,
                 _ => {}
@@ -1202,15 +1214,27 @@ impl Connection {
         }
     }
 
+    /// Keep what a sent control record tells: close_notify, fatal alert.
+    fn note_control_sent(&mut self, typ: u8, payload: &[u8]) {
+        match (typ, payload) {
+            (ktls::CT_ALERT, [_, 0]) => self.sent_close_notify = true,
+            (ktls::CT_ALERT, [2, desc]) => self.alert_sent = Some(*desc),
+            _ => {}
+        }
+    }
+
+    /// Make `err` the connection's sticky error, unless one is already
+    /// there; returns the one that stays.
+    fn sticky(&mut self, err: Error) -> Error {
+        self.error.get_or_insert(err).clone()
+    }
+
     /// End an offloaded connection with `err`; its alert (or close_notify)
     /// is sent best effort.
     fn offload_fail(&mut self, err: Error, ev: Vec<Event>) -> Error {
         self.apply_events(ev);
         let _ = self.flush_control();
-        if self.error.is_none() {
-            self.error = Some(err);
-        }
-        self.error.clone().unwrap()
+        self.sticky(err)
     }
 
     /// End cleanly: close_notify, then report `err` (key limits, rekey).
@@ -1224,34 +1248,32 @@ impl Connection {
         self.offload_fail(err, ev)
     }
 
-    /// An I/O failure on an offloaded socket. After a refused
-    /// renegotiation, a reset or close is the server's answer to it.
-    fn offload_io_error(&mut self, e: Option<&std::io::Error>) -> Error {
-        let reneg = matches!(&self.tls, Tls::Kernel(o) if o.renegotiation);
-        let err = match e {
-            Some(e) => {
-                let mut err = self.io_error(e);
-                if reneg {
-                    err = Error::new(
-                        RKTLS_ERR_RENEGOTIATION,
-                        offload::renegotiation_message(true, true),
-                    );
-                }
-                err
-            }
-            None if reneg => Error::new(
-                RKTLS_ERR_RENEGOTIATION,
-                offload::renegotiation_message(true, true),
-            ),
-            None => Error::new(
-                RKTLS_ERR_TRUNCATED,
-                "connection closed without close_notify",
-            ),
-        };
-        if self.error.is_none() {
-            self.error = Some(err);
+    /// An I/O failure on an offloaded socket (sticky). After a refused
+    /// renegotiation, a reset is the server's answer to it.
+    fn offload_io_error(&mut self, e: &std::io::Error) -> Error {
+        let err = self.io_error(e);
+        let why = format!("then reset the connection ({e})");
+        match self.renegotiation_ended(&why) {
+            Some(r) => r,
+            None => self.sticky(err),
         }
-        self.error.clone().unwrap()
+    }
+
+    /// The error a failed control record ends the connection with: a
+    /// fatal alert right after a refused renegotiation is the server's
+    /// answer to it.
+    fn offload_error(&mut self, f: offload::Fail) -> Error {
+        let Some(desc) = f.received else {
+            return f.err;
+        };
+        self.alert_received = Some(desc);
+        if !self.reneg_refused {
+            return f.err;
+        }
+        crate::result::renegotiation_requested(&format!(
+            "then sent the fatal alert {}",
+            alert::name(desc).trim_end_matches('\0')
+        ))
     }
 
     /// One control record received: run the state machine on it.
@@ -1270,32 +1292,25 @@ impl Connection {
                         self.ctl_out.clear();
                         Ok(())
                     }
-                    Err(e) => Err(self.offload_io_error_from(e)),
+                    Err(e) => Err(self.sticky(e)),
                     Ok(_) => Ok(()),
                 }
             }
             Err(f) => {
-                if f.received.is_some() {
-                    self.alert_received = f.received;
-                }
-                Err(self.offload_fail(f.err, ev))
+                let err = self.offload_error(f);
+                Err(self.offload_fail(err, ev))
             }
         }
     }
 
-    fn offload_io_error_from(&mut self, e: Error) -> Error {
-        if self.error.is_none() {
-            self.error = Some(e);
-        }
-        self.error.clone().unwrap()
-    }
-
     /// Count one received application-data record against the key limit.
     fn offload_count_rx(&mut self) {
+        if self.reneg_refused {
+            log::info!("the server carried on after the refused renegotiation");
+            self.reneg_refused = false;
+        }
         let mut ev = Vec::new();
-        let o = self.offload();
-        o.renegotiation = false;
-        match o.count_rx(&mut ev) {
+        match self.offload().count_rx(&mut ev) {
             Ok(()) => {
                 self.apply_events(ev);
                 let _ = self.flush_control();
@@ -1324,14 +1339,20 @@ impl Connection {
                 Ok(v) => v,
                 Err(e) if sys::would_block(&e) => return Ok(Rec::WouldBlock),
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
-                    return Ok(Rec::BadRecord("a record failed to decrypt in the kernel"))
+                    return Ok(Rec::Bad(
+                        RKTLS_ERR_DECRYPT,
+                        Some(20),
+                        "a record failed to decrypt in the kernel",
+                    ))
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPROTO) => {
-                    return Ok(Rec::BadRecord(
+                    return Ok(Rec::Bad(
+                        RKTLS_ERR_PROTOCOL,
+                        Some(80),
                         "a control message was truncated (MSG_CTRUNC)",
                     ))
                 }
-                Err(e) => return Err(self.offload_io_error(Some(&e))),
+                Err(e) => return Err(self.offload_io_error(&e)),
             };
             if typ == ktls::CT_APPLICATION_DATA {
                 if n == 0 {
@@ -1373,7 +1394,11 @@ impl Connection {
                             Rec::Control(typ, p.to_vec())
                         }
                     }
-                    Err(_) => Rec::BadRecord("a record failed to decrypt (bad record MAC)"),
+                    Err(_) => Rec::Bad(
+                        RKTLS_ERR_DECRYPT,
+                        Some(20),
+                        "a record failed to decrypt (bad record MAC)",
+                    ),
                 };
                 self.b.incoming.drain(..len);
                 return Ok(out);
@@ -1383,7 +1408,11 @@ impl Connection {
                     + u16::from_be_bytes([self.b.incoming[3], self.b.incoming[4]]) as usize
                     > MAX_RECORD
             {
-                return Ok(Rec::Oversized);
+                return Ok(Rec::Bad(
+                    RKTLS_ERR_PROTOCOL,
+                    Some(22),
+                    "record longer than TLS allows",
+                ));
             }
             match self.fill_in() {
                 Ok(Fill::Got) => {}
@@ -1391,15 +1420,17 @@ impl Connection {
                     return Ok(if self.b.incoming.is_empty() {
                         Rec::Eof
                     } else {
-                        Rec::BadRecord("connection closed in the middle of a record")
+                        Rec::Bad(
+                            RKTLS_ERR_TRUNCATED,
+                            None,
+                            "connection closed in the middle of a record",
+                        )
                     })
                 }
                 Ok(Fill::WouldBlock) => return Ok(Rec::WouldBlock),
-                Err(e) => {
-                    let io = std::io::Error::from_raw_os_error(self.errno);
-                    let _ = e;
-                    return Err(self.offload_io_error(Some(&io)));
-                }
+                // fill_in already explains a reset after a refused
+                // renegotiation.
+                Err(e) => return Err(self.sticky(e)),
             }
         }
     }
@@ -1414,16 +1445,27 @@ impl Connection {
                 // A full socket only delays control records (and a key
                 // change) until the next call.
                 if let Err(e) = self.flush_control() {
-                    return Err(self.offload_io_error_from(e));
+                    return Err(self.sticky(e));
                 }
             }
             if self.peer_closed {
-                return Ok((RKTLS_CLOSED, 0));
+                let why = "then closed the connection (close_notify) without sending more data";
+                return match self.renegotiation_ended(why) {
+                    Some(e) => Err(e),
+                    None => Ok((RKTLS_CLOSED, 0)),
+                };
             }
             match self.next_record(buf)? {
                 Rec::WouldBlock => return Ok((RKTLS_WANT_READ, 0)),
                 Rec::Eof => {
-                    return Err(self.offload_io_error(None));
+                    let why = "then closed the connection without close_notify";
+                    return Err(match self.renegotiation_ended(why) {
+                        Some(e) => e,
+                        None => self.sticky(Error::new(
+                            RKTLS_ERR_TRUNCATED,
+                            "connection closed without close_notify",
+                        )),
+                    });
                 }
                 Rec::Data(n) => {
                     self.offload_count_rx();
@@ -1431,61 +1473,19 @@ impl Connection {
                 }
                 Rec::Queued => {
                     self.offload_count_rx();
-                    let avail = self.plain_available();
-                    if avail == 0 {
-                        continue;
+                    let n = self.take_plain(buf);
+                    if n > 0 {
+                        return Ok((RKTLS_OK, n));
                     }
-                    let n = avail.min(buf.len());
-                    let p = self.b.plain_pos;
-                    buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
-                    self.b.plain_pos += n;
-                    if self.b.plain_pos == self.b.plain.len() {
-                        self.b.plain.clear();
-                        self.b.plain_pos = 0;
-                    }
-                    return Ok((RKTLS_OK, n));
                 }
                 Rec::Control(typ, p) => self.offload_control(typ, &p)?,
-                Rec::BadRecord(msg) => {
-                    let ev = vec![Event::SendControl(ktls::CT_ALERT, vec![2, 20])];
-                    let code = if msg.contains("MSG_CTRUNC") {
-                        RKTLS_ERR_PROTOCOL
-                    } else if msg.contains("middle") {
-                        RKTLS_ERR_TRUNCATED
-                    } else {
-                        RKTLS_ERR_DECRYPT
-                    };
-                    let alert = if code == RKTLS_ERR_PROTOCOL { 80 } else { 20 };
-                    let ev = if code == RKTLS_ERR_TRUNCATED {
-                        vec![]
-                    } else if alert == 20 {
-                        ev
-                    } else {
-                        vec![Event::SendControl(ktls::CT_ALERT, vec![2, alert])]
-                    };
-                    return Err(self.offload_fail(
-                        Error::new(
-                            code,
-                            if code == RKTLS_ERR_TRUNCATED {
-                                msg.to_string()
-                            } else {
-                                format!(
-                                    "{msg} (sent alert {})",
-                                    alert::name(alert).trim_end_matches('\0')
-                                )
-                            },
-                        ),
-                        ev,
-                    ));
+                Rec::Bad(code, None, msg) => {
+                    return Err(self.offload_fail(Error::new(code, msg), vec![]))
                 }
-                Rec::Oversized => {
-                    return Err(self.offload_fail(
-                        Error::new(
-                            RKTLS_ERR_PROTOCOL,
-                            "record longer than TLS allows (sent alert record_overflow)",
-                        ),
-                        vec![Event::SendControl(ktls::CT_ALERT, vec![2, 22])],
-                    ))
+                Rec::Bad(code, Some(alert), msg) => {
+                    let mut ev = Vec::new();
+                    let f = offload::fatal(&mut ev, code, alert, msg);
+                    return Err(self.offload_fail(f.err, ev));
                 }
             }
         }
@@ -1533,6 +1533,18 @@ impl Connection {
         Ok(allow)
     }
 
+    /// The outcome of a send the kernel encrypts: counted against the key.
+    fn kernel_sent(&mut self, r: std::io::Result<usize>) -> Result<(rktls_result, usize), Error> {
+        match r {
+            Ok(n) => {
+                self.offload().count_tx(n);
+                Ok((RKTLS_OK, n))
+            }
+            Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
+            Err(e) => Err(self.offload_io_error(&e)),
+        }
+    }
+
     /// Write on an offloaded connection.
     fn kernel_write(&mut self, data: &[u8]) -> Result<(rktls_result, usize), Error> {
         let allow = self.offload_tx_room(data.len().min(MAX_WRITE))?;
@@ -1541,14 +1553,8 @@ impl Connection {
         }
         let data = &data[..allow];
         if self.offload().tx_in_kernel() {
-            return match sys::send(self.fd, data) {
-                Ok(n) => {
-                    self.offload().count_tx(n);
-                    Ok((RKTLS_OK, n))
-                }
-                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
-                Err(e) => Err(self.offload_io_error(Some(&e))),
-            };
+            let r = sys::send(self.fd, data);
+            return self.kernel_sent(r);
         }
         if !self.room_to_send()? {
             return Ok((RKTLS_WANT_WRITE, 0));
@@ -1566,7 +1572,7 @@ impl Connection {
         }
         self.b.outgoing.extend_from_slice(&rec);
         if let Err(e) = self.flush_out() {
-            return Err(self.offload_io_error_from(e));
+            return Err(self.sticky(e));
         }
         Ok((RKTLS_OK, data.len()))
     }
@@ -1577,7 +1583,7 @@ impl Connection {
             && !self
                 .ctl_out
                 .iter()
-                .any(|e| matches!(e, Event::SendControl(21, p) if p[..] == [1, 0]))
+                .any(|e| matches!(e, Event::SendControl(ktls::CT_ALERT, p) if p[..] == [1, 0]))
         {
             self.ctl_out
                 .push_back(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
@@ -1617,36 +1623,31 @@ impl Connection {
         }
         let mut ev = Vec::new();
         if typ == ktls::CT_APPLICATION_DATA {
-            o.renegotiation = false;
+            self.reneg_refused = false;
             if let Err(e) = o.count_rx(&mut ev) {
                 if !self.sent_close_notify {
                     ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
                     self.sent_close_notify = true;
                 }
                 ev.push(Event::Closed);
-                self.error = Some(e.clone());
-                return (Err(e), ev);
+                return (Err(self.sticky(e)), ev);
             }
         }
         let r = o.on_record(fd, typ, payload, self.sent_close_notify, &mut ev);
         for e in &ev {
             match e {
                 Event::PeerClosed => self.peer_closed = true,
-                Event::SendControl(21, p) if p[..] == [1, 0] => self.sent_close_notify = true,
-                Event::SendControl(21, p) if p.len() == 2 && p[0] == 2 => {
-                    self.alert_sent = Some(p[1])
-                }
+                Event::RenegotiationRequested => self.reneg_refused = true,
+                // The caller sends these; they count as sent.
+                Event::SendControl(t, p) => self.note_control_sent(*t, p),
                 _ => {}
             }
         }
         match r {
             Ok(()) => (Ok(RKTLS_OK), ev),
             Err(f) => {
-                if f.received.is_some() {
-                    self.alert_received = f.received;
-                }
-                self.error = Some(f.err.clone());
-                (Err(f.err), ev)
+                let err = self.offload_error(f);
+                (Err(self.sticky(err)), ev)
             }
         }
     }
@@ -1742,14 +1743,8 @@ impl Connection {
             if allow == 0 {
                 return Ok((RKTLS_WANT_WRITE, 0));
             }
-            return match sys::sendfile(self.fd, in_fd, offset, allow) {
-                Ok(n) => {
-                    self.offload().count_tx(n);
-                    Ok((RKTLS_OK, n))
-                }
-                Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
-                Err(e) => Err(self.offload_io_error(Some(&e))),
-            };
+            let r = sys::sendfile(self.fd, in_fd, offset, allow);
+            return self.kernel_sent(r);
         }
         if !self.room_to_send()? {
             return Ok((RKTLS_WANT_WRITE, 0));

@@ -19,8 +19,9 @@ use std::os::fd::RawFd;
 
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
-/// One direction's state, parsed from the crypto-info bytes.
-struct Key {
+/// One direction's state, parsed from the crypto-info bytes: a record
+/// layer of its own (ring), which tests also use as an independent peer.
+pub(crate) struct Key {
     version: u16,
     aead: LessSafeKey,
     /// The kernel's `iv` field (TLS 1.2 GCM: explicit nonce seed).
@@ -94,7 +95,8 @@ fn err(code: i32) -> io::Error {
     io::Error::from_raw_os_error(code)
 }
 
-fn parse(info: &[u8]) -> io::Result<Key> {
+/// A direction's keys from the kernel's crypto-info bytes.
+pub(crate) fn parse(info: &[u8]) -> io::Result<Key> {
     if info.len() < 4 {
         return Err(err(libc::EINVAL));
     }
@@ -159,7 +161,8 @@ impl Key {
         a
     }
 
-    fn seal(&mut self, typ: u8, plain: &[u8]) -> Vec<u8> {
+    /// Encrypt one record of `typ`, header included.
+    pub(crate) fn seal(&mut self, typ: u8, plain: &[u8]) -> Vec<u8> {
         let mut out;
         if self.tls13() {
             let mut body = plain.to_vec();
@@ -204,7 +207,7 @@ impl Key {
     }
 
     /// Decrypt one whole record: (content type, plaintext), or EBADMSG.
-    fn open(&mut self, rec: &[u8]) -> io::Result<(u8, Vec<u8>)> {
+    pub(crate) fn open(&mut self, rec: &[u8]) -> io::Result<(u8, Vec<u8>)> {
         let hdr: [u8; 5] = rec[..5].try_into().unwrap();
         let mut body = rec[5..].to_vec();
         let r = if self.tls13() {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use rustls::{ConnectionTrafficSecrets, SupportedCipherSuite};
 
-use crate::result::rktls_result::*;
+use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
 
@@ -103,35 +103,41 @@ fn dir_name(dir: libc::c_int) -> &'static str {
     }
 }
 
-/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`).
+/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`); a
+/// refusal is `RKTLS_ERR_KTLS_UNAVAILABLE`.
 pub(crate) fn install(
     fd: RawFd,
     dir: libc::c_int,
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
 ) -> Result<(), Error> {
-    let info = crypto_info(suite, secrets)?;
-    install_raw(fd, dir, &info).map_err(|e| {
-        Error::new(
-            RKTLS_ERR_KTLS_UNAVAILABLE,
-            format!("setsockopt(SOL_TLS, {}) failed: {e}", dir_name(dir)),
-        )
-    })
+    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_UNAVAILABLE)
 }
 
-/// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14).
+/// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14);
+/// a refusal is `RKTLS_ERR_KTLS_NO_REKEY`.
 pub(crate) fn rekey(
     fd: RawFd,
     dir: libc::c_int,
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
 ) -> Result<(), Error> {
+    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_NO_REKEY)
+}
+
+fn set_keys(
+    fd: RawFd,
+    dir: libc::c_int,
+    suite: SupportedCipherSuite,
+    secrets: (u64, ConnectionTrafficSecrets),
+    refused: rktls_result,
+) -> Result<(), Error> {
     let info = crypto_info(suite, secrets)?;
     install_raw(fd, dir, &info).map_err(|e| {
         Error::new(
-            RKTLS_ERR_KTLS_NO_REKEY,
+            refused,
             format!(
-                "the kernel refused new keys (setsockopt(SOL_TLS, {}): {e})",
+                "the kernel refused keys: setsockopt(SOL_TLS, {}): {e}",
                 dir_name(dir)
             ),
         )

@@ -126,21 +126,6 @@ const HS_CLIENT_HELLO: u8 = 1;
 const HS_NEW_SESSION_TICKET: u8 = 4;
 const HS_KEY_UPDATE: u8 = 24;
 
-/// The message for a refused renegotiation (`RKTLS_ERR_RENEGOTIATION`).
-pub(crate) fn renegotiation_message(client: bool, peer_left: bool) -> String {
-    if client {
-        crate::result::renegotiation_requested_message(if peer_left {
-            "then closed or reset the connection"
-        } else {
-            "rktls ended the connection at once (fail-fast)"
-        })
-    } else {
-        "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never \
-         renegotiates and ended the connection"
-            .into()
-    }
-}
-
 pub(crate) struct Offload {
     kc: Kc,
     suite: SupportedCipherSuite,
@@ -162,14 +147,17 @@ pub(crate) struct Offload {
     /// The peer asked for our KeyUpdate and we cannot give one: sending
     /// application data is no longer allowed.
     pub(crate) update_owed: bool,
-    /// A HelloRequest arrived and no application data since.
-    pub(crate) renegotiation: bool,
     pub(crate) fail_fast: bool,
     pub(crate) rx_key_updates: u64,
     pub(crate) tx_key_updates: u64,
 }
 
-fn fatal(ev: &mut Vec<Event>, code: rktls_result, alert: u8, msg: impl Into<String>) -> Fail {
+pub(crate) fn fatal(
+    ev: &mut Vec<Event>,
+    code: rktls_result,
+    alert: u8,
+    msg: impl Into<String>,
+) -> Fail {
     ev.push(Event::SendControl(ktls::CT_ALERT, vec![2, alert]));
     ev.push(Event::Closed);
     Fail {
@@ -217,7 +205,6 @@ impl Offload {
             pending_tx: None,
             rx_update_asked: false,
             update_owed: false,
-            renegotiation: false,
             fail_fast,
             rx_key_updates: 0,
             tx_key_updates: 0,
@@ -398,7 +385,6 @@ impl Offload {
         }
         match typ {
             ktls::CT_APPLICATION_DATA => {
-                self.renegotiation = false;
                 ev.push(Event::AppData(payload.to_vec()));
                 Ok(())
             }
@@ -445,17 +431,10 @@ impl Offload {
             return Ok(());
         }
         ev.push(Event::Closed);
-        let err = if self.renegotiation {
-            Error::new(
-                RKTLS_ERR_RENEGOTIATION,
-                renegotiation_message(self.is_client(), true),
-            )
-        } else {
-            Error::new(
-                RKTLS_ERR_ALERT_RECEIVED,
-                format!("TLS error: received fatal alert {name}"),
-            )
-        };
+        let err = Error::new(
+            RKTLS_ERR_ALERT_RECEIVED,
+            format!("TLS error: received fatal alert {name}"),
+        );
         Err(Fail {
             err,
             received: Some(desc),
@@ -596,14 +575,15 @@ impl Offload {
                         ev,
                         RKTLS_ERR_RENEGOTIATION,
                         100,
-                        renegotiation_message(true, false),
+                        crate::result::renegotiation_requested_message(
+                            crate::result::RENEGOTIATION_FAIL_FAST,
+                        ),
                     ));
                 }
                 log::warn!(
                     "server requested TLS 1.2 renegotiation; refused with a no_renegotiation \
                      warning"
                 );
-                self.renegotiation = true;
                 ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 100]));
                 ev.push(Event::RenegotiationRequested);
                 Ok(())
@@ -614,7 +594,7 @@ impl Offload {
                     ev,
                     RKTLS_ERR_RENEGOTIATION,
                     100,
-                    renegotiation_message(false, false),
+                    crate::result::RENEGOTIATION_ATTEMPTED,
                 ))
             }
             t => Err(fatal(
@@ -1425,21 +1405,30 @@ mod tests {
     }
 
     #[test]
-    fn hello_request_is_refused_and_a_reset_names_the_cause() {
+    fn hello_request_is_refused_and_the_servers_answer_names_the_cause() {
         // The server (emulated kTLS, so it can send any record) sends data,
-        // then HelloRequest, then closes the way IIS does.
-        for fail_fast in [false, true] {
+        // then HelloRequest, then closes the way IIS does, or with
+        // close_notify, or with a fatal alert.
+        for (fail_fast, end) in [
+            (false, None),
+            (true, None),
+            (false, Some([1u8, 0])),
+            (false, Some([2u8, 40])),
+        ] {
             let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
             let (answer, (r, got, msg)) = run(
                 &opts(0xc02b),
                 both,
                 both,
                 (None, None),
-                |s| {
+                move |s| {
                     write_all(s, b"before").unwrap();
                     crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
                     let mut b = [0u8; 64];
                     let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                    if let Some(end) = end {
+                        crate::ktls::send_record(s.raw_fd(), 21, &end).unwrap();
+                    }
                     (t, b[..n].to_vec())
                 },
                 |c| {
@@ -1461,6 +1450,13 @@ mod tests {
                 msg.contains("renegotiation") && msg.contains("TLS 1.3"),
                 "{msg}"
             );
+            let outcome = match end {
+                None if fail_fast => "fail-fast",
+                None => "closed the connection without close_notify",
+                Some([1, 0]) => "close_notify",
+                Some(_) => "fatal alert handshake_failure",
+            };
+            assert!(msg.contains(outcome), "{msg}");
             let level = if fail_fast { 2 } else { 1 };
             assert_eq!(answer, (21, vec![level, 100]), "no_renegotiation");
         }

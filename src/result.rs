@@ -326,6 +326,15 @@ pub(crate) fn renegotiation_requested_message(outcome: &str) -> String {
     )
 }
 
+/// The message when a client attempted renegotiation and rktls (the
+/// server) ended the connection.
+pub(crate) const RENEGOTIATION_ATTEMPTED: &str =
+    "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never renegotiates \
+     and ended the connection";
+
+/// What a fail-fast client says happened.
+pub(crate) const RENEGOTIATION_FAIL_FAST: &str = "rktls ended the connection at once (fail-fast)";
+
 /// `RKTLS_ERR_RENEGOTIATION` with [`renegotiation_requested_message`].
 pub(crate) fn renegotiation_requested(outcome: &str) -> Error {
     Error::new(

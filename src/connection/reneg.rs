@@ -19,13 +19,15 @@
 //!   rustls, which is then gone). A server does no handshake work for a
 //!   renegotiating client, however many ClientHellos it sends.
 
-use rustls::crypto::cipher::{MessageEncrypter, OutboundPlainMessage};
-use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCipherSuite};
+use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite};
 
-use super::{Connection, Negotiated, Step, Tls};
+use super::{Connection, Step, Tls};
 use crate::alert;
+use crate::record::Sealer;
 use crate::result::rktls_result::*;
-use crate::result::{renegotiation_requested, Error};
+use crate::result::{
+    renegotiation_requested, Error, RENEGOTIATION_ATTEMPTED, RENEGOTIATION_FAIL_FAST,
+};
 
 const NO_RENEGOTIATION: u8 = 100;
 
@@ -90,13 +92,10 @@ impl Connection {
         let e = if server {
             Error::new(
                 RKTLS_ERR_RENEGOTIATION,
-                format!(
-                    "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never \
-                     renegotiates and ended the connection{sent}"
-                ),
+                format!("{RENEGOTIATION_ATTEMPTED}{sent}"),
             )
         } else {
-            let mut e = renegotiation_requested("rktls ended the connection at once (fail-fast)");
+            let mut e = renegotiation_requested(RENEGOTIATION_FAIL_FAST);
             e.msg.push_str(&sent);
             e
         };
@@ -122,76 +121,31 @@ impl Connection {
     /// Only valid at a record boundary with nothing left inside rustls to
     /// send: the sequence number rustls reports is then the alert's.
     fn seal_fatal_alert(&mut self, desc: u8) -> Result<Vec<u8>, String> {
-        let Some(SupportedCipherSuite::Tls12(suite)) =
-            self.common().and_then(|c| c.negotiated_cipher_suite())
-        else {
-            return Err("not a TLS 1.2 connection".into());
+        let suite = match self.common().and_then(|c| c.negotiated_cipher_suite()) {
+            Some(s @ SupportedCipherSuite::Tls12(_)) => s,
+            _ => return Err("not a TLS 1.2 connection".into()),
         };
-        let negotiated = Negotiated {
-            version: self.protocol_version(),
-            suite: self.cipher_suite(),
-            alpn: self.alpn().map(<[u8]>::to_vec),
-            resumed: self.is_resumed(),
-            peer_certs: self.peer_certs().map(<[_]>::to_vec),
-        };
-        let secrets = match std::mem::replace(&mut self.tls, Tls::Gone) {
-            Tls::Server(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
-            Tls::Client(c) => c.dangerous_into_kernel_connection().map(|(s, _)| s),
-            other => {
-                self.tls = other;
-                return Err("the record layer is not in userspace".into());
-            }
-        };
-        self.negotiated = Some(negotiated);
-        let (seq, keys) = secrets
+        let secrets = self
+            .take_secrets()
+            .ok_or("the record layer is not in userspace")?;
+        let tx = secrets
             .map_err(|e| format!("rustls kept its keys: {e}"))?
+            .0
             .tx;
-        let mut enc = tls12_encrypter(suite, keys)?;
-        seal(&mut *enc, ContentType::Alert, &[2, desc], seq)
+        let mut record = Vec::new();
+        Sealer::new(suite, tx)
+            .seal(ContentType::Alert.into(), &[2, desc], &mut record)
+            .map_err(|e| e.msg)?;
+        Ok(record)
     }
-}
-
-/// A TLS 1.2 record encrypter from keys extracted from rustls.
-fn tls12_encrypter(
-    suite: &rustls::Tls12CipherSuite,
-    keys: ConnectionTrafficSecrets,
-) -> Result<Box<dyn MessageEncrypter>, String> {
-    match keys {
-        // AES-GCM: a 4-byte salt, then the explicit nonce's 8-byte seed.
-        ConnectionTrafficSecrets::Aes128Gcm { key, iv }
-        | ConnectionTrafficSecrets::Aes256Gcm { key, iv } => {
-            let (salt, explicit) = iv.as_ref().split_at(4);
-            Ok(suite.aead_alg.encrypter(key, salt, explicit))
-        }
-        ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-            Ok(suite.aead_alg.encrypter(key, iv.as_ref(), &[]))
-        }
-        _ => Err("cipher not supported for sealing an alert".into()),
-    }
-}
-
-fn seal(
-    enc: &mut dyn MessageEncrypter,
-    typ: ContentType,
-    payload: &[u8],
-    seq: u64,
-) -> Result<Vec<u8>, String> {
-    let msg = OutboundPlainMessage {
-        typ,
-        version: ProtocolVersion::TLSv1_2,
-        payload: payload.into(),
-    };
-    enc.encrypt(msg, seq)
-        .map(|m| m.encode())
-        .map_err(|e| format!("encrypting the alert failed: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel_emul::{self, Key};
     use crate::result::rktls_result;
     use crate::testutil::{client_config, server_config, shuttle, Opts};
-    use ring::aead;
 
     /// The TLS 1.2 suites (the test certificate is ECDSA).
     const SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
@@ -217,87 +171,28 @@ mod tests {
         (s, c)
     }
 
-    /// A hand-made TLS 1.2 record layer holding one side's keys, sealed
-    /// and opened with ring, independently of rustls: what rustls cannot
-    /// send (a HelloRequest, a renegotiating ClientHello) it can.
+    /// A TLS 1.2 record layer holding one side's keys, sealed and opened
+    /// with ring, independently of rustls (the kernel emulation's): what
+    /// rustls cannot send (a HelloRequest, a renegotiating ClientHello) it
+    /// can.
     struct Peer {
-        alg: &'static aead::Algorithm,
-        tx: (Vec<u8>, [u8; 12], u64),
-        rx: (Vec<u8>, [u8; 12], u64),
-    }
-
-    fn raw(keys: ConnectionTrafficSecrets) -> (&'static aead::Algorithm, Vec<u8>, [u8; 12]) {
-        let (alg, key, iv) = match keys {
-            ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (&aead::AES_128_GCM, key, iv),
-            ConnectionTrafficSecrets::Aes256Gcm { key, iv } => (&aead::AES_256_GCM, key, iv),
-            ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } => {
-                (&aead::CHACHA20_POLY1305, key, iv)
-            }
-            _ => unreachable!(),
-        };
-        (alg, key.as_ref().to_vec(), iv.as_ref().try_into().unwrap())
-    }
-
-    /// (nonce, additional data) of record `seq`.
-    fn nonce_aad(iv: &[u8; 12], seq: u64, typ: u8, len: usize) -> ([u8; 12], Vec<u8>) {
-        let mut nonce = *iv;
-        for (n, s) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
-            *n ^= s;
-        }
-        let mut aad = seq.to_be_bytes().to_vec();
-        aad.extend([typ, 3, 3]);
-        aad.extend((len as u16).to_be_bytes());
-        (nonce, aad)
+        tx: Key,
+        rx: Key,
     }
 
     impl Peer {
         fn take_over(mut conn: Connection) -> Peer {
-            let secrets = match std::mem::replace(&mut conn.tls, Tls::Gone) {
-                Tls::Server(c) => c.dangerous_into_kernel_connection().unwrap().0,
-                Tls::Client(c) => c.dangerous_into_kernel_connection().unwrap().0,
-                _ => unreachable!(),
-            };
-            let (alg, tk, tiv) = raw(secrets.tx.1);
-            let (_, rk, riv) = raw(secrets.rx.1);
+            let suite = conn.common().unwrap().negotiated_cipher_suite().unwrap();
+            let (secrets, _) = conn.take_secrets().unwrap().unwrap();
+            let key = |s| kernel_emul::parse(&crate::ktls::crypto_info(suite, s).unwrap()).unwrap();
             Peer {
-                alg,
-                tx: (tk, tiv, secrets.tx.0),
-                rx: (rk, riv, secrets.rx.0),
-            }
-        }
-
-        fn key(&self, k: &[u8]) -> aead::LessSafeKey {
-            aead::LessSafeKey::new(aead::UnboundKey::new(self.alg, k).unwrap())
-        }
-
-        /// GCM sends the nonce's last 8 bytes before the ciphertext.
-        fn explicit(&self) -> usize {
-            if std::ptr::eq(self.alg, &aead::CHACHA20_POLY1305) {
-                0
-            } else {
-                8
+                tx: key(secrets.tx),
+                rx: key(secrets.rx),
             }
         }
 
         fn seal(&mut self, typ: ContentType, payload: &[u8]) -> Vec<u8> {
-            let (k, iv, seq) = &self.tx;
-            let typ = u8::from(typ);
-            let (nonce, aad) = nonce_aad(iv, *seq, typ, payload.len());
-            let mut body = payload.to_vec();
-            self.key(k)
-                .seal_in_place_append_tag(
-                    aead::Nonce::assume_unique_for_key(nonce),
-                    aead::Aad::from(aad),
-                    &mut body,
-                )
-                .unwrap();
-            let mut record = nonce[12 - self.explicit()..].to_vec();
-            record.extend(body);
-            let mut wire = vec![typ, 3, 3];
-            wire.extend((record.len() as u16).to_be_bytes());
-            wire.extend(record);
-            self.tx.2 += 1;
-            wire
+            self.tx.seal(typ.into(), payload)
         }
 
         /// Decrypt every record in `wire`: (content type, payload) each.
@@ -305,21 +200,11 @@ mod tests {
             let mut out = Vec::new();
             while !wire.is_empty() {
                 let n = 5 + u16::from_be_bytes([wire[3], wire[4]]) as usize;
-                let typ = wire[0];
-                let mut body = wire[5 + self.explicit()..n].to_vec();
-                let (k, iv, seq) = &self.rx;
-                let len = body.len() - self.alg.tag_len();
-                let (nonce, aad) = nonce_aad(iv, *seq, typ, len);
-                let plain = self
-                    .key(k)
-                    .open_in_place(
-                        aead::Nonce::assume_unique_for_key(nonce),
-                        aead::Aad::from(aad),
-                        &mut body,
-                    )
+                let record = self
+                    .rx
+                    .open(&wire[..n])
                     .expect("record opens with the expected key and sequence number");
-                out.push((typ, plain.to_vec()));
-                self.rx.2 += 1;
+                out.push(record);
                 wire = &wire[n..];
             }
             out
