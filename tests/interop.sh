@@ -16,22 +16,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-T=$(mktemp -d "${TMPDIR:-/tmp}/rktls-interop.XXXXXX")
-pids=()
-cleanup() {
-  for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$root/tests/lib.sh"
+scratch interop
 
-if [ -n "${CERTS:-}" ]; then
-  CERTS=$(cd "$CERTS" && pwd)
-else
-  CERTS=$T/certs
-  "$root/scripts/gen-certs.sh" "$CERTS"
-fi
+test_certs
 for f in "$BIN/server_blocking" "$BIN/client" "$CERTS/ca.pem" "$CERTS/server.pem" "$CERTS/server.key"; do
   [ -e "$f" ] || { echo "missing $f" >&2; exit 2; }
 done
@@ -86,15 +74,6 @@ params() {
 }
 
 # ---- servers ----------------------------------------------------------------
-# wait_for FILE REGEX PID: until FILE has a line matching REGEX (PID must live).
-wait_for() {
-  local end=$((SECONDS + WAIT))
-  until grep -aq "$2" "$1" 2>/dev/null; do
-    kill -0 "$3" 2>/dev/null || return 1
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.02
-  done
-}
 # wait_port PORT PID: until 127.0.0.1:PORT accepts connections.
 wait_port() {
   local end=$((SECONDS + WAIT))

@@ -24,16 +24,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/examples}
-T=$(mktemp -d "${TMPDIR:-/tmp}/rktls-load.XXXXXX")
-pids=()
-cleanup() {
-  for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-CERTS=${CERTS:-$T/certs}
-scripts/gen-certs.sh "$CERTS" || exit 1
+. tests/lib.sh
+scratch load
+test_certs || exit 1
 . tests/epoll_lib.sh
 for t in curl openssl python3 timeout sha256sum; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
 [ -x "$BIN/server_epoll" ] && [ -x "$BIN/client" ] || { echo "missing $BIN/server_epoll or client: make examples"; exit 2; }

@@ -21,22 +21,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-T=$(mktemp -d "${TMPDIR:-/tmp}/rktls-reneg.XXXXXX")
-pids=()
-cleanup() {
-  for p in ${pids[@]+"${pids[@]}"}; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. "$root/tests/lib.sh"
+scratch reneg
 
-if [ -n "${CERTS:-}" ]; then
-  CERTS=$(cd "$CERTS" && pwd)
-else
-  CERTS=$T/certs
-  "$root/scripts/gen-certs.sh" "$CERTS"
-fi
+test_certs
 for f in "$BIN/server_blocking" "$BIN/client" "$CERTS/ca.pem" "$CERTS/server.pem" "$CERTS/server.key"; do
   [ -e "$f" ] || { echo "missing $f" >&2; exit 2; }
 done
@@ -63,14 +51,6 @@ run() { # NAME FUNC ARGS...: FUNC returns non-zero after setting $why and $logs
 bad() { why=$1; return 1; }
 has() { # FILE TEXT: FILE contains TEXT (fixed string)
   grep -qF -- "$2" "$1" || bad "$(basename "$1") lacks [$2]"
-}
-wait_for() { # FILE REGEX PID: until FILE has a line matching REGEX (PID must live)
-  local end=$((SECONDS + WAIT))
-  until grep -aq "$2" "$1" 2>/dev/null; do
-    kill -0 "$3" 2>/dev/null || return 1
-    [ $SECONDS -lt $end ] || return 1
-    sleep 0.02
-  done
 }
 
 # iis_run NAME PEER-ARGS CLIENT-ARGS...: run the peer and the client; sets
