@@ -1,6 +1,7 @@
 /*
  * Small helpers shared by the rktls examples: turning option strings into
- * what the rktls config builders take, and printing errors with their cause.
+ * what the rktls config builders take, the servers' certificates (one
+ * config each, chosen by SNI), and printing errors with their cause.
  */
 #ifndef RKTLS_EXAMPLES_COMMON_H
 #define RKTLS_EXAMPLES_COMMON_H
@@ -87,6 +88,76 @@ static inline const char *ktls_state(const rktls_connection *c)
 static inline const char *version_name(uint16_t v)
 {
     return v == 0x0304 ? "TLSv1.3" : v == 0x0303 ? "TLSv1.2" : "none";
+}
+
+/* A server's certificates, from "--cert FILE --key FILE [--sni NAME]"
+ * options, each with a config of its own. */
+#define MAX_CERTS 8
+struct cert_set {
+    int n;
+    const char *cert[MAX_CERTS], *key[MAX_CERTS], *sni[MAX_CERTS];
+    const rktls_server_config *config[MAX_CERTS];
+};
+
+/* Take option `opt` with value `val` if it is --cert, --key or --sni:
+ * 1 if taken, 0 if it is another option, -1 if misused (too many
+ * certificates, --key or --sni before any --cert). */
+static inline int cert_option(struct cert_set *s, const char *opt, const char *val)
+{
+    if (!strcmp(opt, "--cert")) {
+        if (s->n == MAX_CERTS)
+            return -1;
+        s->cert[s->n] = val;
+        s->key[s->n] = NULL;
+        s->sni[s->n++] = NULL;
+        return 1;
+    }
+    int key = !strcmp(opt, "--key"), sni = !strcmp(opt, "--sni");
+    if (!key && !sni)
+        return 0;
+    if (s->n == 0)
+        return -1;
+    if (key)
+        s->key[s->n - 1] = val;
+    else
+        s->sni[s->n - 1] = val;
+    return 1;
+}
+
+/* Build one config per certificate; `apply` sets the options they share.
+ * Exits with the cause on failure; -1 if a certificate has no --key. */
+static inline int cert_set_build(struct cert_set *s, void (*apply)(rktls_server_config_builder *))
+{
+    rktls_result r;
+    for (int i = 0; i < s->n; i++) {
+        rktls_server_config_builder *b = NULL;
+        if (!s->key[i])
+            return -1;
+        if ((r = rktls_server_config_builder_new(&b)) != RKTLS_OK)
+            die_rktls("builder", r);
+        apply(b);
+        if ((r = rktls_server_config_builder_add_cert_key_files(b, s->cert[i], s->key[i])) != RKTLS_OK)
+            die_rktls(s->cert[i], r);
+        if ((r = rktls_server_config_builder_build(b, &s->config[i])) != RKTLS_OK)
+            die_rktls("build", r);
+    }
+    return 0;
+}
+
+/* The config of the certificate whose --sni is `sni`, else the first. */
+static inline const rktls_server_config *cert_set_choose(const struct cert_set *s, const char *sni)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->sni[i] && !strcmp(s->sni[i], sni))
+            return s->config[i];
+    return s->config[0];
+}
+
+static inline void cert_set_free(struct cert_set *s)
+{
+    for (int i = 0; i < s->n; i++)
+        rktls_server_config_free(s->config[i]);
+    s->n = 0;
 }
 
 #endif

@@ -33,10 +33,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define MAX_CERTS 8
-static const rktls_server_config *configs[MAX_CERTS]; /* one per certificate */
-static const char *sni_names[MAX_CERTS];
-static int ncerts;
+static struct cert_set certs; /* one config per certificate */
 static const rktls_server_config *all_certs; /* every certificate, for --direct */
 static const char *root = ".";
 static int echo_mode, direct_mode;
@@ -178,11 +175,7 @@ static rktls_result start_with_acceptor(int fd, rktls_connection **conn)
     char sni[256] = "";
     size_t n;
     rktls_accepted_server_name(hello, sni, sizeof sni, &n);
-    const rktls_server_config *chosen = configs[0];
-    for (int i = 0; i < ncerts; i++)
-        if (sni_names[i] && strcmp(sni_names[i], sni) == 0)
-            chosen = configs[i];
-    r = rktls_accepted_into_connection(hello, chosen, conn, &alert);
+    r = rktls_accepted_into_connection(hello, cert_set_choose(&certs, sni), conn, &alert);
     if (r != RKTLS_OK)
         log_rejected("handshake", r, alert);
 out:
@@ -305,7 +298,6 @@ static void apply_options(rktls_server_config_builder *b)
 
 int main(int argc, char **argv)
 {
-    const char *certs[MAX_CERTS], *keys[MAX_CERTS];
     int port = 0, max_conns = -1;
     rktls_result r;
     for (int i = 1; i < argc; i++) {
@@ -325,17 +317,12 @@ int main(int argc, char **argv)
         if (!v)
             usage();
         i++;
-        if (!strcmp(a, "--cert")) {
-            if (ncerts == MAX_CERTS)
-                usage();
-            certs[ncerts] = v;
-            keys[ncerts] = NULL;
-            sni_names[ncerts++] = NULL;
-        } else if (!strcmp(a, "--key") && ncerts) {
-            keys[ncerts - 1] = v;
-        } else if (!strcmp(a, "--sni") && ncerts) {
-            sni_names[ncerts - 1] = v;
-        } else if (!strcmp(a, "--port")) {
+        int taken = cert_option(&certs, a, v);
+        if (taken < 0)
+            usage();
+        if (taken)
+            continue;
+        if (!strcmp(a, "--port")) {
             port = atoi(v);
         } else if (!strcmp(a, "--root")) {
             root = v;
@@ -354,26 +341,16 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (ncerts == 0)
+    if (certs.n == 0 || cert_set_build(&certs, apply_options) != 0)
         usage();
     rktls_server_config_builder *all = NULL;
     if ((r = rktls_server_config_builder_new(&all)) != RKTLS_OK)
         die_rktls("builder", r);
     apply_options(all);
-    for (int i = 0; i < ncerts; i++) {
-        rktls_server_config_builder *b = NULL;
-        if (!keys[i])
-            usage();
-        if ((r = rktls_server_config_builder_new(&b)) != RKTLS_OK)
-            die_rktls("builder", r);
-        apply_options(b);
-        if ((r = rktls_server_config_builder_add_cert_key_files(b, certs[i], keys[i])) != RKTLS_OK)
-            die_rktls(certs[i], r);
-        if ((r = rktls_server_config_builder_build(b, &configs[i])) != RKTLS_OK)
-            die_rktls("build", r);
-        if ((r = rktls_server_config_builder_add_cert_key_files(all, certs[i], keys[i])) != RKTLS_OK)
-            die_rktls(certs[i], r);
-    }
+    for (int i = 0; i < certs.n; i++)
+        if ((r = rktls_server_config_builder_add_cert_key_files(all, certs.cert[i], certs.key[i])) !=
+            RKTLS_OK)
+            die_rktls(certs.cert[i], r);
     if ((r = rktls_server_config_builder_build(all, &all_certs)) != RKTLS_OK)
         die_rktls("build", r);
 
@@ -415,8 +392,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < nthreads; i++)
         pthread_join(threads[i], NULL);
     close(ls);
-    for (int i = 0; i < ncerts; i++)
-        rktls_server_config_free(configs[i]);
+    cert_set_free(&certs);
     rktls_server_config_free(all_certs);
     return 0;
 }

@@ -62,7 +62,6 @@
 #define HAVE_OPENAT2 1
 #endif
 
-#define MAX_CERTS 8
 #define REQ_MAX 8192    /* an HTTP request head must fit */
 #define OUT_MAX 1024    /* response head (and small error bodies) */
 #define LINGER_MAX_MS 2000
@@ -105,9 +104,7 @@ struct timer_list {
 };
 
 static struct timer_list active_list, linger_list;
-static const rktls_server_config *configs[MAX_CERTS];
-static const char *sni_names[MAX_CERTS];
-static int ncerts;
+static struct cert_set certs; /* one config per certificate */
 static int epfd = -1, listen_fd = -1, sig_fd = -1, root_fd = -1, spare_fd = -1;
 static int draining, drain_ms = 5000;
 static uint64_t drain_deadline;
@@ -469,11 +466,7 @@ static enum step step_accept(struct conn *c)
     char sni[256] = "";
     size_t n = 0;
     rktls_accepted_server_name(hello, sni, sizeof sni, &n);
-    const rktls_server_config *chosen = configs[0];
-    for (int i = 0; i < ncerts; i++)
-        if (sni_names[i] && !strcmp(sni_names[i], sni))
-            chosen = configs[i];
-    r = rktls_accepted_into_connection(hello, chosen, &c->tls, &alert);
+    r = rktls_accepted_into_connection(hello, cert_set_choose(&certs, sni), &c->tls, &alert);
     rktls_accepted_free(hello);
     rktls_acceptor_free(c->acc);
     c->acc = NULL;
@@ -828,11 +821,24 @@ static int positive(const char *v)
     return (int)n;
 }
 
+/* The options every certificate's config shares. */
+static uint8_t alpn[256];
+static size_t alpn_len;
+static int ktls = RKTLS_KTLS_PREFER;
+
+static void apply_options(rktls_server_config_builder *b)
+{
+    rktls_result r;
+    if (alpn_len && (r = rktls_server_config_builder_set_alpn(b, alpn, alpn_len)) != RKTLS_OK)
+        die_rktls("alpn", r);
+    if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)) != RKTLS_OK)
+        die_rktls("ktls", r);
+}
+
 int main(int argc, char **argv)
 {
-    const char *certs[MAX_CERTS], *keys[MAX_CERTS], *root = ".", *alpn_list = "http/1.1";
-    int port = 0, ktls = RKTLS_KTLS_PREFER, timeout_ms = 10000, want_stats = 0;
-    rktls_result r;
+    const char *root = ".", *alpn_list = "http/1.1";
+    int port = 0, timeout_ms = 10000, want_stats = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stats")) {
@@ -842,17 +848,12 @@ int main(int argc, char **argv)
         if (!v)
             usage();
         i++;
-        if (!strcmp(a, "--cert")) {
-            if (ncerts == MAX_CERTS)
-                usage();
-            certs[ncerts] = v;
-            keys[ncerts] = NULL;
-            sni_names[ncerts++] = NULL;
-        } else if (!strcmp(a, "--key") && ncerts) {
-            keys[ncerts - 1] = v;
-        } else if (!strcmp(a, "--sni") && ncerts) {
-            sni_names[ncerts - 1] = v;
-        } else if (!strcmp(a, "--port")) {
+        int taken = cert_option(&certs, a, v);
+        if (taken < 0)
+            usage();
+        if (taken)
+            continue;
+        if (!strcmp(a, "--port")) {
             char *end;
             long p = strtol(v, &end, 10);
             if (*end || p < 0 || p > 65535)
@@ -873,25 +874,9 @@ int main(int argc, char **argv)
             usage();
         }
     }
-    if (ncerts == 0)
+    alpn_len = alpn_wire(alpn_list, alpn, sizeof alpn);
+    if (certs.n == 0 || cert_set_build(&certs, apply_options) != 0)
         usage();
-    uint8_t alpn[256];
-    size_t alpn_len = alpn_wire(alpn_list, alpn, sizeof alpn);
-    for (int i = 0; i < ncerts; i++) {
-        rktls_server_config_builder *b = NULL;
-        if (!keys[i])
-            usage();
-        if ((r = rktls_server_config_builder_new(&b)) != RKTLS_OK)
-            die_rktls("builder", r);
-        if (alpn_len && (r = rktls_server_config_builder_set_alpn(b, alpn, alpn_len)) != RKTLS_OK)
-            die_rktls("alpn", r);
-        if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)) != RKTLS_OK)
-            die_rktls("ktls", r);
-        if ((r = rktls_server_config_builder_add_cert_key_files(b, certs[i], keys[i])) != RKTLS_OK)
-            die_rktls(certs[i], r);
-        if ((r = rktls_server_config_builder_build(b, &configs[i])) != RKTLS_OK)
-            die_rktls("build", r);
-    }
     active_list.ms = (uint64_t)timeout_ms;
     linger_list.ms = (uint64_t)(timeout_ms < LINGER_MAX_MS ? timeout_ms : LINGER_MAX_MS);
 
@@ -975,8 +960,7 @@ int main(int argc, char **argv)
                 "ended=%lu peak=%lu",
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
-    for (int i = 0; i < ncerts; i++)
-        rktls_server_config_free(configs[i]);
+    cert_set_free(&certs);
     close(epfd);
     close(sig_fd);
     close(root_fd);

@@ -27,7 +27,9 @@ echo "must never be served" > "$T/secret"
 files=(big.bin sub/mid.bin hello.txt empty)
 
 LOG=$T/server.log
-start_epoll "$LOG" --root "$T/www" || exit 1
+# A second certificate, chosen by SNI (the acceptor path).
+start_epoll "$LOG" --root "$T/www" --cert "$CERTS/other.pem" --key "$CERTS/other.key" \
+  --sni other.test || exit 1
 base=https://localhost:$port
 CURL=(timeout 60 curl -sS --cacert "$CERTS/ca.pem")
 
@@ -84,6 +86,12 @@ len=$("${CURL[@]}" -I "$base/big.bin" | tr -d '\r' | sed -n 's/^Content-Length: 
 check "HEAD: Content-Length $len without a body" [ "$len" = "$(stat -c %s "$T/www/big.bin")" ]
 code=$("${CURL[@]}" -X POST -d x -o /dev/null -w '%{http_code}' "$base/hello.txt")
 check "POST: 4xx, no hang" [ "${code:0:1}" = 4 ]
+
+# SNI other.test gets the other certificate (curl verifies its name);
+# localhost, above, got the first.
+out=$("${CURL[@]}" --resolve "other.test:$port:127.0.0.1" "https://other.test:$port/hello.txt" 2>&1)
+check "SNI other.test: the server chose the other.test certificate" \
+  [ "$out" = "$(cat "$T/www/hello.txt")" ]
 
 # Graceful shutdown: a slow download in flight completes, then exit 0.
 mark
