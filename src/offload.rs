@@ -1010,7 +1010,12 @@ mod tests {
             (None, None),
             move |s| {
                 let got = read_n(s, b2.len()).unwrap();
-                (got, read_n(s, a2.len()))
+                let rest = read_n(s, a2.len());
+                // Keep the socket open until the client has sent all (a
+                // server that ended early would make its writes fail).
+                let mut sink = [0u8; 4096];
+                while unsafe { libc::read(s.raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+                (got, rest)
             },
             |c| {
                 write_all(c, &before).unwrap();
@@ -1019,6 +1024,7 @@ mod tests {
                     assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
                 }
                 write_all(c, &after).unwrap();
+                unsafe { libc::shutdown(c.raw_fd(), libc::SHUT_WR) };
                 let mut b = [0u8; 64];
                 let _ = c.read(&mut b);
             },
