@@ -2,8 +2,10 @@
 //! attaching the "tls" ULP, installing keys, probing what the running
 //! kernel supports, and moving control records across an offloaded socket.
 //!
-//! The `ktls` crate builds the kernel's crypto-info structs from rustls'
-//! secrets; everything else is plain socket calls, made through `sys`.
+//! The kernel's crypto-info structs come from `ktls-sys` (the ktls
+//! project's bindings of `linux/tls.h`, no dependencies); they are filled
+//! here from rustls' extracted secrets. Everything else is plain socket
+//! calls, made through `sys`.
 
 use std::collections::HashMap;
 use std::io;
@@ -83,16 +85,79 @@ fn install_raw(fd: RawFd, dir: libc::c_int, info: &[u8]) -> io::Result<()> {
 /// The kernel's crypto-info bytes for one direction's secrets.
 pub(crate) fn crypto_info(
     suite: SupportedCipherSuite,
-    secrets: (u64, ConnectionTrafficSecrets),
+    (seq, secrets): (u64, ConnectionTrafficSecrets),
 ) -> Result<Vec<u8>, Error> {
-    let info = ktls::CryptoInfo::from_rustls(suite, secrets).map_err(|e| {
+    use ConnectionTrafficSecrets as S;
+    let unusable = |what: &str| {
         Error::new(
             RKTLS_ERR_KTLS_UNAVAILABLE,
-            format!("kTLS cannot carry this suite: {e}"),
+            format!("kTLS cannot carry this suite: {what}"),
         )
-    })?;
-    // SAFETY: CryptoInfo points to a plain struct of `size()` bytes.
-    Ok(unsafe { std::slice::from_raw_parts(info.as_ptr().cast::<u8>(), info.size()) }.to_vec())
+    };
+    let (cipher, key, iv) = match &secrets {
+        // rustls reports TLS 1.2 AES-256-GCM as `Aes128Gcm` with a 32-byte
+        // key: the key length decides.
+        S::Aes128Gcm { key, iv } | S::Aes256Gcm { key, iv } => match key.as_ref().len() {
+            16 => (libc::TLS_CIPHER_AES_GCM_128, key, iv),
+            32 => (libc::TLS_CIPHER_AES_GCM_256, key, iv),
+            n => return Err(unusable(&format!("an AES-GCM key of {n} bytes"))),
+        },
+        S::Chacha20Poly1305 { key, iv } => (libc::TLS_CIPHER_CHACHA20_POLY1305, key, iv),
+        _ => return Err(unusable("a cipher other than AES-GCM or ChaCha20-Poly1305")),
+    };
+    let iv: &[u8; 12] = iv
+        .as_ref()
+        .try_into()
+        .map_err(|_| unusable("an IV that is not 12 bytes"))?;
+    key_info(kernel_version(suite), cipher, key.as_ref(), iv, seq)
+        .ok_or_else(|| unusable("a key of the wrong length"))
+}
+
+/// One direction's crypto-info struct (ktls-sys, the kernel's
+/// `linux/tls.h`) as bytes: the 12-byte nonce is split into the kernel's
+/// salt and IV the way each cipher wants (GCM: 4-byte salt, 8-byte IV;
+/// ChaCha20-Poly1305: no salt, 12-byte IV). `None` for a key of the wrong
+/// length or a cipher other than these three.
+fn key_info(version: u16, cipher: u16, key: &[u8], iv: &[u8; 12], seq: u64) -> Option<Vec<u8>> {
+    use ktls_sys::bindings as k;
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        // SAFETY: the kernel's crypto-info structs are plain bytes after a
+        // header of two u16, with no padding.
+        unsafe {
+            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+    let info = k::tls_crypto_info {
+        version,
+        cipher_type: cipher,
+    };
+    let rec_seq = seq.to_be_bytes();
+    let (salt, gcm_iv) = iv.split_at(4);
+    Some(match cipher {
+        libc::TLS_CIPHER_AES_GCM_128 => bytes(&k::tls12_crypto_info_aes_gcm_128 {
+            info,
+            iv: gcm_iv.try_into().ok()?,
+            key: key.try_into().ok()?,
+            salt: salt.try_into().ok()?,
+            rec_seq,
+        }),
+        libc::TLS_CIPHER_AES_GCM_256 => bytes(&k::tls12_crypto_info_aes_gcm_256 {
+            info,
+            iv: gcm_iv.try_into().ok()?,
+            key: key.try_into().ok()?,
+            salt: salt.try_into().ok()?,
+            rec_seq,
+        }),
+        libc::TLS_CIPHER_CHACHA20_POLY1305 => bytes(&k::tls12_crypto_info_chacha20_poly1305 {
+            info,
+            iv: *iv,
+            key: key.try_into().ok()?,
+            salt: Default::default(),
+            rec_seq,
+        }),
+        _ => return None,
+    })
 }
 
 fn dir_name(dir: libc::c_int) -> &'static str {
@@ -146,37 +211,12 @@ fn set_keys(
 
 /// A zero-keyed crypto-info struct of the given version and cipher, for probing.
 fn probe_info(version: u16, cipher: u16) -> Vec<u8> {
-    fn bytes<T>(v: &T) -> Vec<u8> {
-        // SAFETY: plain-old-data kernel structs.
-        unsafe {
-            std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>())
-        }
-        .to_vec()
-    }
-    let info = libc::tls_crypto_info {
-        version,
-        cipher_type: cipher,
+    let key_len = if cipher == libc::TLS_CIPHER_AES_GCM_128 {
+        16
+    } else {
+        32
     };
-    // SAFETY: all-zero is a valid value of these plain structs.
-    unsafe {
-        match cipher {
-            libc::TLS_CIPHER_AES_GCM_128 => {
-                let mut s: libc::tls12_crypto_info_aes_gcm_128 = std::mem::zeroed();
-                s.info = info;
-                bytes(&s)
-            }
-            libc::TLS_CIPHER_AES_GCM_256 => {
-                let mut s: libc::tls12_crypto_info_aes_gcm_256 = std::mem::zeroed();
-                s.info = info;
-                bytes(&s)
-            }
-            _ => {
-                let mut s: libc::tls12_crypto_info_chacha20_poly1305 = std::mem::zeroed();
-                s.info = info;
-                bytes(&s)
-            }
-        }
-    }
+    key_info(version, cipher, &[0; 32][..key_len], &[0; 12], 0).unwrap_or_default()
 }
 
 /// Why the kernel cannot take a connection.
@@ -316,4 +356,68 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
 /// Send one record of `typ` through a TX-offloaded socket.
 pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usize> {
     sys::send_record(fd, typ, payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_info_lays_out_the_kernel_struct() {
+        let iv: [u8; 12] = std::array::from_fn(|i| 0xa0 + i as u8);
+        let key = [7u8; 16];
+        let b = key_info(
+            libc::TLS_1_3_VERSION,
+            libc::TLS_CIPHER_AES_GCM_128,
+            &key,
+            &iv,
+            0x0102,
+        )
+        .unwrap();
+        let mut want = Vec::new();
+        want.extend_from_slice(&libc::TLS_1_3_VERSION.to_ne_bytes());
+        want.extend_from_slice(&libc::TLS_CIPHER_AES_GCM_128.to_ne_bytes());
+        want.extend_from_slice(&iv[4..]);
+        want.extend_from_slice(&key);
+        want.extend_from_slice(&iv[..4]);
+        want.extend_from_slice(&0x0102u64.to_be_bytes());
+        assert_eq!(b, want);
+
+        let c = key_info(
+            libc::TLS_1_2_VERSION,
+            libc::TLS_CIPHER_CHACHA20_POLY1305,
+            &[9; 32],
+            &iv,
+            5,
+        )
+        .unwrap();
+        assert_eq!(c.len(), 4 + 12 + 32 + 8);
+        assert_eq!(&c[4..16], &iv);
+        assert_eq!(&c[48..], &5u64.to_be_bytes());
+    }
+
+    #[test]
+    fn wrong_key_lengths_are_errors_not_panics() {
+        let iv = [0; 12];
+        assert!(key_info(
+            libc::TLS_1_3_VERSION,
+            libc::TLS_CIPHER_AES_GCM_256,
+            &[0; 16],
+            &iv,
+            0
+        )
+        .is_none());
+        assert!(key_info(
+            libc::TLS_1_3_VERSION,
+            libc::TLS_CIPHER_AES_CCM_128,
+            &[0; 16],
+            &iv,
+            0
+        )
+        .is_none());
+        assert_eq!(
+            probe_info(libc::TLS_1_2_VERSION, libc::TLS_CIPHER_AES_GCM_256).len(),
+            56
+        );
+    }
 }
