@@ -1425,6 +1425,13 @@ rktls_result rktls_last_error_message(char *buf, size_t len, size_t *out_len);
  already has another `log` crate logger, rktls cannot install its own and
  returns `RKTLS_ERR_WRONG_STATE`. Returns `RKTLS_ERR_INVALID_ARGUMENT` for
  an unknown level. Thread-safe.
+
+ Re-entry is safe: the callback may call this function (to change or
+ remove itself) and any other rktls function. Messages that rktls would
+ log while the callback is running on the same thread are dropped rather
+ than passed to the callback recursively. After this function returns,
+ calls of the previous callback already under way on other threads may
+ still be finishing: keep the previous `userdata` valid until they have.
  */
 rktls_result rktls_set_log_callback(rktls_log_callback cb, void *userdata, uint32_t max_level);
 

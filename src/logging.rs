@@ -32,12 +32,18 @@ pub type rktls_log_callback = Option<
     unsafe extern "C" fn(userdata: *mut c_void, level: u32, message: *const c_char, len: usize),
 >;
 
+#[derive(Clone, Copy)]
 struct Sink {
     cb: unsafe extern "C" fn(*mut c_void, u32, *const c_char, usize),
     userdata: usize,
 }
 
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
+
+thread_local! {
+    /// This thread is running the host's callback.
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 struct Forwarder;
 
@@ -49,8 +55,17 @@ impl log::Log for Forwarder {
     }
 
     fn log(&self, record: &log::Record<'_>) {
-        let Ok(sink) = SINK.read() else { return };
-        let Some(sink) = sink.as_ref() else { return };
+        // Copy the sink out and release the lock before calling out: the
+        // callback may itself call `rktls_set_log_callback` (which takes the
+        // write lock) or log through rktls again.
+        let Some(sink) = *SINK.read().unwrap_or_else(|e| e.into_inner()) else {
+            return;
+        };
+        // A record logged while this thread is already inside the callback
+        // (the callback called back into rktls) is dropped, not recursed into.
+        if IN_CALLBACK.with(|c| c.replace(true)) {
+            return;
+        }
         let level = match record.level() {
             log::Level::Error => rktls_log_level::RKTLS_LOG_ERROR,
             log::Level::Warn => rktls_log_level::RKTLS_LOG_WARN,
@@ -71,6 +86,7 @@ impl log::Log for Forwarder {
                 len,
             )
         };
+        IN_CALLBACK.with(|c| c.set(false));
     }
 
     fn flush(&self) {}
@@ -97,6 +113,13 @@ fn level_filter(level: u32) -> Option<log::LevelFilter> {
 /// already has another `log` crate logger, rktls cannot install its own and
 /// returns `RKTLS_ERR_WRONG_STATE`. Returns `RKTLS_ERR_INVALID_ARGUMENT` for
 /// an unknown level. Thread-safe.
+///
+/// Re-entry is safe: the callback may call this function (to change or
+/// remove itself) and any other rktls function. Messages that rktls would
+/// log while the callback is running on the same thread are dropped rather
+/// than passed to the callback recursively. After this function returns,
+/// calls of the previous callback already under way on other threads may
+/// still be finishing: keep the previous `userdata` valid until they have.
 #[no_mangle]
 pub extern "C" fn rktls_set_log_callback(
     cb: rktls_log_callback,
@@ -134,6 +157,8 @@ mod tests {
     use std::sync::Mutex;
 
     static SEEN: Mutex<Vec<(u32, String)>> = Mutex::new(Vec::new());
+    /// The callback is process-wide: one test at a time.
+    static SERIAL: Mutex<()> = Mutex::new(());
 
     unsafe extern "C" fn cb(ud: *mut c_void, level: u32, msg: *const c_char, len: usize) {
         assert_eq!(ud as usize, 42);
@@ -146,6 +171,7 @@ mod tests {
 
     #[test]
     fn callback_receives_messages_at_level() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!(
             rktls_set_log_callback(Some(cb), 42 as *mut c_void, 9),
             rktls_result::RKTLS_ERR_INVALID_ARGUMENT
@@ -167,5 +193,47 @@ mod tests {
             .any(|(l, m)| *l == 2 && m.ends_with("hello-warn")));
         assert!(!seen.iter().any(|(_, m)| m.contains("hidden-info")));
         assert!(!seen.iter().any(|(_, m)| m.contains("after-removal")));
+    }
+
+    static REENTERED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// Logs again and removes itself: both re-enter rktls from the callback.
+    unsafe extern "C" fn reentrant(_: *mut c_void, _: u32, msg: *const c_char, len: usize) {
+        // Other tests log concurrently: react to this test's message only.
+        let s = std::slice::from_raw_parts(msg.cast::<u8>(), len);
+        if !s.ends_with(b"reentry-trigger") {
+            return;
+        }
+        REENTERED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        log::warn!("logged from inside the callback");
+        assert_eq!(
+            rktls_set_log_callback(None, std::ptr::null_mut(), 0),
+            rktls_result::RKTLS_OK
+        );
+    }
+
+    #[test]
+    fn callback_may_reenter_without_deadlock_or_recursion() {
+        let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(
+            rktls_set_log_callback(Some(reentrant), std::ptr::null_mut(), 5),
+            rktls_result::RKTLS_OK
+        );
+        // A deadlock must fail the test, not hang it: log on another thread
+        // and wait a bounded time.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            log::warn!("reentry-trigger");
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the callback's re-entry deadlocked");
+        assert_eq!(REENTERED.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(
+            SINK.read().unwrap().is_none(),
+            "the callback removed itself"
+        );
+        log::warn!("reentry-trigger");
+        assert_eq!(REENTERED.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
