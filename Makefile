@@ -3,6 +3,7 @@
 #   make            build the library (release) into target/release
 #   make install    PREFIX=/usr/local [DESTDIR=]: libraries, header, rktls.pc
 #   make examples   build examples-c/ against a staged install, via pkg-config
+#   make examples-san  the same under -fsanitize=address,undefined (build/examples-san)
 #   make demo       the README's first command: build everything, run a server and client
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
@@ -24,7 +25,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples demo demo-vm test bench clean header-check
+.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check
 
 all: lib
 
@@ -57,6 +58,17 @@ examples: stage
 	for e in $(EXAMPLES); do \
 	  PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CC) $(CFLAGS) $(WARN) -pthread \
 	    -o build/examples/$$e examples-c/$$e.c \
+	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls) \
+	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
+	done
+
+# The same examples under AddressSanitizer and UndefinedBehaviorSanitizer.
+SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+examples-san: stage
+	@mkdir -p build/examples-san
+	for e in $(EXAMPLES); do \
+	  PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CC) $(SAN_FLAGS) $(WARN) -pthread \
+	    -o build/examples-san/$$e examples-c/$$e.c \
 	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls) \
 	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
 	done

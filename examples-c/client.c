@@ -56,11 +56,11 @@ static void write_all(rktls_connection *c, const uint8_t *buf, size_t len)
 static uint8_t *read_to_end(rktls_connection *c, size_t *len, size_t stop_at, int *truncated)
 {
     size_t cap = 65536, have = 0;
-    uint8_t *buf = malloc(cap);
+    uint8_t *buf = xrealloc(NULL, cap);
     *truncated = 0;
     while (have < stop_at) {
         if (cap - have < 16384)
-            buf = realloc(buf, cap *= 2);
+            buf = xrealloc(buf, cap *= 2);
         size_t n = 0;
         rktls_result r = rktls_connection_read(c, buf + have, cap - have, &n);
         if (r == RKTLS_CLOSED)
@@ -76,7 +76,7 @@ static uint8_t *read_to_end(rktls_connection *c, size_t *len, size_t stop_at, in
         have += n;
     }
     if (have == cap)
-        buf = realloc(buf, cap + 1);
+        buf = xrealloc(buf, cap + 1);
     buf[have] = 0; /* lets the caller search the headers as a string */
     *len = have;
     return buf;
@@ -91,8 +91,11 @@ static uint8_t *slurp(const char *path, size_t *len)
     }
     fseek(f, 0, SEEK_END);
     long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc((size_t)n + 1);
+    if (n < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        perror(path);
+        exit(1);
+    }
+    uint8_t *buf = xrealloc(NULL, (size_t)n + 1);
     if (fread(buf, 1, (size_t)n, f) != (size_t)n) {
         perror(path);
         exit(1);
@@ -183,6 +186,19 @@ int main(int argc, char **argv)
     }
     if (!port || !have_ca || (!get && !echo) || count < 1)
         usage();
+    char req[2300];
+    size_t req_len = 0;
+    if (get) {
+        int n = snprintf(req, sizeof req,
+                         "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", get, sni);
+        /* snprintf returns the length it wanted, not what it wrote. */
+        if (n < 0 || (size_t)n >= sizeof req) {
+            fprintf(stderr, "client: request too long (path or host over %zu bytes)\n",
+                    sizeof req);
+            exit(1);
+        }
+        req_len = (size_t)n;
+    }
     const rktls_client_config *config = NULL;
     if ((r = rktls_client_config_builder_build(b, &config)) != RKTLS_OK)
         die_rktls("build", r);
@@ -229,10 +245,7 @@ int main(int argc, char **argv)
             free(sent);
             free(back);
         } else {
-            char req[2300];
-            int n = snprintf(req, sizeof req,
-                             "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", get, sni);
-            write_all(c, (const uint8_t *)req, (size_t)n);
+            write_all(c, (const uint8_t *)req, req_len);
             uint8_t *resp = read_to_end(c, &len, SIZE_MAX, &truncated);
             uint8_t *body = (uint8_t *)strstr((char *)resp, "\r\n\r\n");
             if (len < 12 || !body || memcmp(resp + 9, "200", 3) != 0) {

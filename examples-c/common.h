@@ -23,6 +23,18 @@ static inline void die_rktls(const char *what, rktls_result r)
     exit(1);
 }
 
+/* realloc that exits with a message instead of returning NULL (the
+ * examples have no better answer to running out of memory). */
+static inline void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q) {
+        fprintf(stderr, "out of memory (%zu bytes)\n", n);
+        exit(1);
+    }
+    return q;
+}
+
 /* Describe a connection failure: the result, the connection's message (it
  * names the alert sent or received), or errno for I/O errors. */
 static inline void describe_failure(const rktls_connection *conn, rktls_result r, char *buf,

@@ -5,7 +5,8 @@
  *   server_blocking --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                   [--port N] [--root DIR] [--echo] [--direct] [--tls12|--tls13]
  *                   [--suites HEX,...] [--alpn LIST] [--client-ca FILE]
- *                   [--ktls off|prefer|require] [--max-conns N]
+ *                   [--ktls off|prefer|require] [--max-conns N] [--max-threads N]
+ *                   [--timeout SECS]
  *
  * Each connection starts with an acceptor: the ClientHello is read first,
  * its SNI picks the config (the certificate given with that --sni name; the
@@ -17,6 +18,15 @@
  * after the handshake where it can, and files are sent with zero-copy
  * sendfile(2); elsewhere rktls_connection_sendfile() encrypts in userspace.
  *
+ * At most --max-threads connections (default 64) are served at once: the
+ * accept loop waits for a free thread, so further clients wait in the
+ * listen backlog instead of each costing a thread. Every socket gets
+ * receive and send timeouts (--timeout, default 30 s): a client that stalls
+ * (in the handshake, mid-request or not reading the response) is dropped
+ * when it expires, so an idle client cannot pin a thread forever. On a
+ * blocking socket with a timeout, RKTLS_WANT_READ/RKTLS_WANT_WRITE mean the
+ * timeout expired (rktls retries EINTR itself).
+ *
  * Prints "READY port=N" once listening (port 0 picks a free one), and one
  * line per connection. With --max-conns it exits after that many.
  */
@@ -27,6 +37,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -37,6 +48,8 @@ static struct cert_set certs; /* one config per certificate */
 static const rktls_server_config *all_certs; /* every certificate, for --direct */
 static const char *root = ".";
 static int echo_mode, direct_mode;
+static int timeout_secs = 30;
+static sem_t free_threads; /* connections that may still start */
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void logf_line(const char *fmt, const char *a, const char *b)
@@ -166,8 +179,8 @@ static rktls_result start_with_acceptor(int fd, rktls_connection **conn)
     rktls_result r = rktls_acceptor_new(&acc);
     if (r == RKTLS_OK)
         r = rktls_acceptor_set_fd(acc, fd);
-    while (r == RKTLS_OK && (r = rktls_acceptor_accept(acc, &hello, &alert)) == RKTLS_WANT_READ)
-        ; /* blocking fd: only a signal interrupts */
+    if (r == RKTLS_OK)
+        r = rktls_acceptor_accept(acc, &hello, &alert); /* WANT_READ: the timeout expired */
     if (r != RKTLS_OK) {
         log_rejected("accept", r, alert);
         goto out;
@@ -247,8 +260,7 @@ static void *handle(void *arg)
 
     r = echo_mode ? serve_echo(c) : serve_http(c);
     if (r == RKTLS_OK || r == RKTLS_CLOSED) {
-        while ((r = rktls_connection_shutdown(c)) == RKTLS_WANT_WRITE)
-            ;
+        r = rktls_connection_shutdown(c); /* WANT_WRITE: the send timeout expired */
         logf_line("closed: %s%s\n", r == RKTLS_OK ? "clean" : rktls_result_str(r), "");
         /* The client may still send (its close_notify): do not reset it. */
         lingering_close(fd);
@@ -261,6 +273,7 @@ out:
     rktls_connection_free(c);
     if (fd >= 0)
         close(fd);
+    sem_post(&free_threads);
     return NULL;
 }
 
@@ -269,7 +282,8 @@ static void usage(void)
     fprintf(stderr, "usage: server_blocking --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] [--echo] "
                     "[--direct] [--tls12|--tls13] [--suites HEX,...] [--alpn LIST] "
-                    "[--client-ca FILE] [--ktls off|prefer|require] [--max-conns N]\n");
+                    "[--client-ca FILE] [--ktls off|prefer|require] [--max-conns N] "
+                    "[--max-threads N] [--timeout SECS]\n");
     exit(2);
 }
 
@@ -298,7 +312,7 @@ static void apply_options(rktls_server_config_builder *b)
 
 int main(int argc, char **argv)
 {
-    int port = 0, max_conns = -1;
+    int port = 0, max_conns = -1, max_threads = 64;
     rktls_result r;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -328,6 +342,12 @@ int main(int argc, char **argv)
             root = v;
         } else if (!strcmp(a, "--max-conns")) {
             max_conns = atoi(v);
+        } else if (!strcmp(a, "--max-threads")) {
+            if ((max_threads = atoi(v)) < 1)
+                usage();
+        } else if (!strcmp(a, "--timeout")) {
+            if ((timeout_secs = atoi(v)) < 1)
+                usage();
         } else if (!strcmp(a, "--suites")) {
             nsuites = parse_suites(v, suites, 16);
         } else if (!strcmp(a, "--alpn")) {
@@ -369,19 +389,27 @@ int main(int argc, char **argv)
     printf("READY port=%d\n", ntohs(sa.sin_port));
     fflush(stdout);
 
+    sem_init(&free_threads, 0, (unsigned)max_threads);
     pthread_t threads[1024];
     int nthreads = 0;
     for (int served = 0; max_conns < 0 || served < max_conns; served++) {
+        while (sem_wait(&free_threads) != 0) /* EINTR */
+            ;
         int fd = accept(ls, NULL, NULL);
         if (fd < 0) {
+            sem_post(&free_threads);
             if (errno == EINTR)
                 continue;
             perror("accept");
             break;
         }
+        struct timeval tv = {.tv_sec = timeout_secs};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         pthread_t t;
         if (pthread_create(&t, NULL, handle, (void *)(intptr_t)fd) != 0) {
             close(fd);
+            sem_post(&free_threads);
             continue;
         }
         if (max_conns >= 0 && nthreads < 1024)

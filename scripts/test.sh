@@ -29,7 +29,7 @@ step rust-tests-ring cargo test --no-default-features --features ring
 step ring-build-has-no-aws-lc bash -c '! cargo tree --no-default-features --features ring -e normal | grep -q aws-lc'
 step header-up-to-date make header-check
 step header-docs bash -c "python3 scripts/header-docs.py --self-test && python3 scripts/header-docs.py include/rktls.h"
-step stage make stage examples
+step stage make stage examples examples-san
 step certs scripts/gen-certs.sh "$certs"
 step c-tests tests/c/run.sh "$PWD/build/stage" "$certs"
 step install tests/install_test.sh
@@ -38,6 +38,7 @@ step renegotiation env BIN=build/examples CERTS="$certs" tests/reneg.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
+step sanitizers env SAN=build/examples-san CERTS="$certs" tests/sanitizers.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

@@ -38,5 +38,13 @@ run config-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgri
 run acceptor-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/acceptor_test" "$certs"
+# The same tests under AddressSanitizer and UndefinedBehaviorSanitizer
+# (leaks included); the library itself is not instrumented, but every call
+# into it and every buffer it reads or writes for the test is checked.
+san="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
+for t in echo config acceptor; do
+  run build-$t-asan gcc $cflags $san -o "$out/${t}_asan" tests/c/${t}_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
+  run $t-asan env ASAN_OPTIONS=detect_leaks=1 "$out/${t}_asan" "$certs"
+done
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
