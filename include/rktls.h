@@ -852,6 +852,149 @@ size_t rktls_alert_pending(const struct rktls_alert *alert);
 rktls_result rktls_alert_write_fd(struct rktls_alert *alert, int32_t fd);
 
 /*
+ Make a new client configuration builder in `*out`.
+
+ Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider, no
+ ALPN, no client certificate, an in-memory session store of 256 entries.
+ Trust roots must be added before building. The caller owns the builder.
+ */
+rktls_result rktls_client_config_builder_new(struct rktls_client_config_builder **out_builder);
+
+/*
+ Free a client configuration builder that was not built. NULL is a no-op.
+ */
+void rktls_client_config_builder_free(struct rktls_client_config_builder *builder);
+
+/*
+ Trust the CA certificates in the PEM file `path`. Errors:
+ `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`, `_CONFIG_CA`; the builder is
+ unchanged.
+ */
+rktls_result rktls_client_config_builder_add_roots_file(struct rktls_client_config_builder *builder,
+                                                        const char *path);
+
+/*
+ Trust the CA certificates in PEM text in memory (copied). As
+ `rktls_client_config_builder_add_roots_file()`.
+ */
+rktls_result rktls_client_config_builder_add_roots_pem(struct rktls_client_config_builder *builder,
+                                                       const uint8_t *pem,
+                                                       size_t len);
+
+/*
+ Trust the operating system's CA bundle (on Debian
+ /etc/ssl/certs/ca-certificates.crt; `SSL_CERT_FILE` overrides). Errors:
+ `RKTLS_ERR_CONFIG_CA` if no usable root was found.
+ */
+rktls_result rktls_client_config_builder_add_system_roots(struct rktls_client_config_builder *builder);
+
+/*
+ Set the ALPN protocols to offer, in wire format. As
+ `rktls_server_config_builder_set_alpn()`.
+ */
+rktls_result rktls_client_config_builder_set_alpn(struct rktls_client_config_builder *builder,
+                                                  const uint8_t *wire,
+                                                  size_t len);
+
+/*
+ Set the protocol versions to offer. As
+ `rktls_server_config_builder_set_versions()`.
+ */
+rktls_result rktls_client_config_builder_set_versions(struct rktls_client_config_builder *builder,
+                                                      const uint16_t *versions,
+                                                      size_t n);
+
+/*
+ Restrict the cipher suites to offer. As
+ `rktls_server_config_builder_set_cipher_suites()`.
+ */
+rktls_result rktls_client_config_builder_set_cipher_suites(struct rktls_client_config_builder *builder,
+                                                           const uint16_t *suites,
+                                                           size_t n);
+
+/*
+ Set the size of the client's in-memory session store (entries, shared by
+ every connection made from the built config); 0 disables resumption.
+ Default 256.
+ */
+rktls_result rktls_client_config_builder_set_session_cache(struct rktls_client_config_builder *builder,
+                                                           size_t entries);
+
+/*
+ Choose what a client connection does when a TLS 1.2 server requests
+ renegotiation (HelloRequest), which rustls never performs.
+
+ false (the default): refuse with a no_renegotiation warning alert, as
+ RFC 5246 allows, and carry on if the server does; if the server then
+ closes or resets the connection, reads and writes return
+ `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
+ the cause and the server-side fix. true: send a fatal no_renegotiation
+ alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
+ received before the request has been read). Both log a warning.
+
+ `builder` is owned by the caller and used by one thread at a time; only
+ connections made from configs built afterwards are affected.
+ */
+rktls_result rktls_client_config_builder_set_renegotiation_fail_fast(struct rktls_client_config_builder *builder,
+                                                                     bool fail_fast);
+
+/*
+ Present a client certificate: chain and key from PEM files. As
+ `rktls_server_config_builder_add_cert_key_files()`; the builder is
+ unchanged on error.
+ */
+rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_config_builder *builder,
+                                                            const char *cert_path,
+                                                            const char *key_path);
+
+/*
+ Choose kTLS for client connections. As
+ `rktls_server_config_builder_set_ktls()`.
+ */
+rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
+                                                  uint32_t mode);
+
+/*
+ Choose which directions of client connections move into the kernel
+ when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+ plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+ userspace on kernels that cannot install new keys, so the peer's
+ KeyUpdate does not end the connection). The other direction is then
+ protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+ unknown set. Not thread-safe for the same builder.
+ */
+rktls_result rktls_client_config_builder_set_ktls_directions(struct rktls_client_config_builder *builder,
+                                                             uint32_t dirs);
+
+/*
+ Limit how many records one traffic key of an offloaded client
+ connection protects, below the suite's confidentiality limit (the
+ default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+ keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+ closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+ are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+ */
+rktls_result rktls_client_config_builder_set_key_limit(struct rktls_client_config_builder *builder,
+                                                       uint64_t records);
+
+/*
+ Build the client configuration into `*out_config`.
+
+ Always consumes `builder`: do not use or free it afterwards. Errors:
+ `RKTLS_ERR_CONFIG_INCOMPLETE` (no trust roots),
+ `_CONFIG_CIPHER_SUITES`. The caller owns one reference and releases it
+ with `rktls_client_config_free()`.
+ */
+rktls_result rktls_client_config_builder_build(struct rktls_client_config_builder *builder,
+                                               const struct rktls_client_config **out_config);
+
+/*
+ Release the caller's reference to a client configuration. NULL is a
+ no-op. Thread-safe.
+ */
+void rktls_client_config_free(const struct rktls_client_config *config);
+
+/*
  Make a new server configuration builder in `*out`.
 
  Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider,
@@ -1005,149 +1148,6 @@ rktls_result rktls_server_config_builder_build(struct rktls_server_config_builde
  made from it keep their own. NULL is a no-op. Thread-safe.
  */
 void rktls_server_config_free(const struct rktls_server_config *config);
-
-/*
- Make a new client configuration builder in `*out`.
-
- Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider, no
- ALPN, no client certificate, an in-memory session store of 256 entries.
- Trust roots must be added before building. The caller owns the builder.
- */
-rktls_result rktls_client_config_builder_new(struct rktls_client_config_builder **out_builder);
-
-/*
- Free a client configuration builder that was not built. NULL is a no-op.
- */
-void rktls_client_config_builder_free(struct rktls_client_config_builder *builder);
-
-/*
- Trust the CA certificates in the PEM file `path`. Errors:
- `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`, `_CONFIG_CA`; the builder is
- unchanged.
- */
-rktls_result rktls_client_config_builder_add_roots_file(struct rktls_client_config_builder *builder,
-                                                        const char *path);
-
-/*
- Trust the CA certificates in PEM text in memory (copied). As
- `rktls_client_config_builder_add_roots_file()`.
- */
-rktls_result rktls_client_config_builder_add_roots_pem(struct rktls_client_config_builder *builder,
-                                                       const uint8_t *pem,
-                                                       size_t len);
-
-/*
- Trust the operating system's CA bundle (on Debian
- /etc/ssl/certs/ca-certificates.crt; `SSL_CERT_FILE` overrides). Errors:
- `RKTLS_ERR_CONFIG_CA` if no usable root was found.
- */
-rktls_result rktls_client_config_builder_add_system_roots(struct rktls_client_config_builder *builder);
-
-/*
- Set the ALPN protocols to offer, in wire format. As
- `rktls_server_config_builder_set_alpn()`.
- */
-rktls_result rktls_client_config_builder_set_alpn(struct rktls_client_config_builder *builder,
-                                                  const uint8_t *wire,
-                                                  size_t len);
-
-/*
- Set the protocol versions to offer. As
- `rktls_server_config_builder_set_versions()`.
- */
-rktls_result rktls_client_config_builder_set_versions(struct rktls_client_config_builder *builder,
-                                                      const uint16_t *versions,
-                                                      size_t n);
-
-/*
- Restrict the cipher suites to offer. As
- `rktls_server_config_builder_set_cipher_suites()`.
- */
-rktls_result rktls_client_config_builder_set_cipher_suites(struct rktls_client_config_builder *builder,
-                                                           const uint16_t *suites,
-                                                           size_t n);
-
-/*
- Set the size of the client's in-memory session store (entries, shared by
- every connection made from the built config); 0 disables resumption.
- Default 256.
- */
-rktls_result rktls_client_config_builder_set_session_cache(struct rktls_client_config_builder *builder,
-                                                           size_t entries);
-
-/*
- Choose what a client connection does when a TLS 1.2 server requests
- renegotiation (HelloRequest), which rustls never performs.
-
- false (the default): refuse with a no_renegotiation warning alert, as
- RFC 5246 allows, and carry on if the server does; if the server then
- closes or resets the connection, reads and writes return
- `RKTLS_ERR_RENEGOTIATION`, and `rktls_connection_error_message()` names
- the cause and the server-side fix. true: send a fatal no_renegotiation
- alert and return `RKTLS_ERR_RENEGOTIATION` at once (after the data
- received before the request has been read). Both log a warning.
-
- `builder` is owned by the caller and used by one thread at a time; only
- connections made from configs built afterwards are affected.
- */
-rktls_result rktls_client_config_builder_set_renegotiation_fail_fast(struct rktls_client_config_builder *builder,
-                                                                     bool fail_fast);
-
-/*
- Present a client certificate: chain and key from PEM files. As
- `rktls_server_config_builder_add_cert_key_files()`; the builder is
- unchanged on error.
- */
-rktls_result rktls_client_config_builder_set_cert_key_files(struct rktls_client_config_builder *builder,
-                                                            const char *cert_path,
-                                                            const char *key_path);
-
-/*
- Choose kTLS for client connections. As
- `rktls_server_config_builder_set_ktls()`.
- */
-rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_builder *builder,
-                                                  uint32_t mode);
-
-/*
- Choose which directions of client connections move into the kernel
- when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
- plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
- userspace on kernels that cannot install new keys, so the peer's
- KeyUpdate does not end the connection). The other direction is then
- protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
- unknown set. Not thread-safe for the same builder.
- */
-rktls_result rktls_client_config_builder_set_ktls_directions(struct rktls_client_config_builder *builder,
-                                                             uint32_t dirs);
-
-/*
- Limit how many records one traffic key of an offloaded client
- connection protects, below the suite's confidentiality limit (the
- default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
- keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
- closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
- are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
- */
-rktls_result rktls_client_config_builder_set_key_limit(struct rktls_client_config_builder *builder,
-                                                       uint64_t records);
-
-/*
- Build the client configuration into `*out_config`.
-
- Always consumes `builder`: do not use or free it afterwards. Errors:
- `RKTLS_ERR_CONFIG_INCOMPLETE` (no trust roots),
- `_CONFIG_CIPHER_SUITES`. The caller owns one reference and releases it
- with `rktls_client_config_free()`.
- */
-rktls_result rktls_client_config_builder_build(struct rktls_client_config_builder *builder,
-                                               const struct rktls_client_config **out_config);
-
-/*
- Release the caller's reference to a client configuration. NULL is a
- no-op. Thread-safe.
- */
-void rktls_client_config_free(const struct rktls_client_config *config);
 
 /*
  Make a server connection from `config` in `*out_conn`.
