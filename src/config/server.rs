@@ -17,6 +17,8 @@ use super::common::{
     load_cert_key_files, load_cert_key_pem, map_builder_error, parse_dirs, parse_key_limit,
     parse_ktls_mode, read_file, roots_from_pem, Protocol,
 };
+use super::session_cache::CallbackCache;
+use super::tickets::{self, TicketKeys, Ticketer};
 use crate::crypto;
 use crate::ktls::rktls_ktls_mode;
 use crate::offload;
@@ -76,6 +78,11 @@ pub(crate) struct ServerConfigBuilder {
     session_cache: usize,
     tickets: bool,
     client_auth: Option<(Arc<RootCertStore>, bool)>,
+    /// Host-supplied ticket keys; without them, rustls' own rotating key.
+    ticket_keys: Option<Arc<TicketKeys>>,
+    ticket_lifetime: u32,
+    /// The host's session store; without it, an in-memory cache.
+    session_store: Option<Arc<CallbackCache>>,
 }
 
 pub(crate) struct ServerConfig {
@@ -96,6 +103,9 @@ impl ServerConfigBuilder {
             session_cache: DEFAULT_SESSION_CACHE,
             tickets: true,
             client_auth: None,
+            ticket_keys: None,
+            ticket_lifetime: tickets::DEFAULT_LIFETIME,
+            session_store: None,
         }
     }
 
@@ -122,6 +132,43 @@ impl ServerConfigBuilder {
 
     pub(crate) fn set_tickets(&mut self, enabled: bool) {
         self.tickets = enabled;
+    }
+
+    /// Seal tickets under these keys (each 48 or 80 bytes), first encrypts.
+    pub(crate) fn set_ticket_keys(&mut self, materials: &[&[u8]]) -> Result<(), Error> {
+        let keys = TicketKeys::new();
+        keys.set(materials)?;
+        self.ticket_keys = Some(Arc::new(keys));
+        Ok(())
+    }
+
+    /// Seal tickets under the keys in these nginx-format key files.
+    pub(crate) fn set_ticket_keys_files(&mut self, paths: &[&str]) -> Result<(), Error> {
+        let keys = TicketKeys::new();
+        keys.set_files(paths)?;
+        self.ticket_keys = Some(Arc::new(keys));
+        Ok(())
+    }
+
+    /// Seal tickets under a key set the host keeps and rotates.
+    pub(crate) fn use_ticket_keys(&mut self, keys: Arc<TicketKeys>) {
+        self.ticket_keys = Some(keys);
+    }
+
+    pub(crate) fn set_ticket_lifetime(&mut self, seconds: u32) -> Result<(), Error> {
+        if seconds == 0 || seconds > tickets::MAX_LIFETIME {
+            return Err(Error::invalid(format!(
+                "ticket lifetime {seconds}: must be 1..={} seconds (7 days)",
+                tickets::MAX_LIFETIME
+            )));
+        }
+        self.ticket_lifetime = seconds;
+        Ok(())
+    }
+
+    /// Keep sessions in the host's store, through its callbacks.
+    pub(crate) fn set_session_store(&mut self, store: CallbackCache) {
+        self.session_store = Some(Arc::new(store));
     }
 
     /// Verify client certificates against the CA certificates in a PEM file.
@@ -199,20 +246,29 @@ impl ServerConfigBuilder {
                 builder.with_client_cert_verifier(verifier)
             }
         };
+        let stateful_store = self.session_store.is_some();
         let mut cfg = builder.with_cert_resolver(Arc::new(SniResolver { keys: self.keys }));
         cfg.alpn_protocols = self.proto.alpn;
         cfg.enable_secret_extraction = true;
-        cfg.session_storage = if self.session_cache > 0 {
+        cfg.session_storage = if let Some(store) = self.session_store {
+            store
+        } else if self.session_cache > 0 {
             ServerSessionMemoryCache::new(self.session_cache)
         } else {
             Arc::new(NoServerSessionStorage {})
         };
         if self.tickets {
-            cfg.ticketer = crypto::ticketer().map_err(|e| {
-                Error::new(RKTLS_ERR_INTERNAL, format!("cannot make a ticketer: {e}"))
-            })?;
+            cfg.ticketer = match self.ticket_keys {
+                Some(keys) => Arc::new(Ticketer {
+                    keys,
+                    lifetime: self.ticket_lifetime,
+                }),
+                None => crypto::ticketer().map_err(|e| {
+                    Error::new(RKTLS_ERR_INTERNAL, format!("cannot make a ticketer: {e}"))
+                })?,
+            };
         }
-        if !self.tickets && self.session_cache == 0 {
+        if !self.tickets && self.session_cache == 0 && !stateful_store {
             cfg.send_tls13_tickets = 0;
         }
         Ok(ServerConfig {

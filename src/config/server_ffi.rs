@@ -1,13 +1,15 @@
 //! The C exports of the server configuration (`rktls_server_config_*`):
 //! each checks its arguments and calls the builder method in `server.rs`.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::server::{ServerConfig, ServerConfigBuilder};
+use super::session_cache::{rktls_session_get_cb, rktls_session_put_cb, CallbackCache};
+use super::tickets_ffi::{path_list, rktls_ticket_key, rktls_ticket_keys, ticket_key_slices};
 use crate::ffi::{
-    arc_free, arc_into_ptr, box_into_ptr, box_mut, box_take, cstr, guard, out, slice, slice_of,
-    Boxed, Handle, Shared,
+    arc_clone, arc_free, arc_into_ptr, box_into_ptr, box_mut, box_take, cstr, guard, out, slice,
+    slice_of, Boxed, Handle, Shared,
 };
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
@@ -163,10 +165,12 @@ pub extern "C" fn rktls_server_config_builder_set_cipher_suites(
     })
 }
 
-/// Set the size of the stateful session cache (entries); 0 disables it.
-/// Default 1024.
+/// Set the size of the in-memory stateful session cache (entries); 0
+/// disables it. Default 1024. Not used when
+/// `rktls_server_config_builder_set_session_cache()` installs the host's
+/// store.
 #[no_mangle]
-pub extern "C" fn rktls_server_config_builder_set_session_cache(
+pub extern "C" fn rktls_server_config_builder_set_session_cache_size(
     builder: *mut rktls_server_config_builder,
     entries: usize,
 ) -> rktls_result {
@@ -176,9 +180,129 @@ pub extern "C" fn rktls_server_config_builder_set_session_cache(
     })
 }
 
-/// Enable or disable stateless session tickets (a rotating key, made at
-/// build time). Default on. With tickets and the cache both off, no
-/// resumption is offered.
+/// Keep server sessions (TLS 1.2 session IDs, and TLS 1.3 tickets when
+/// stateless tickets are off) in the host's store, for example Redis shared
+/// by several processes or machines, instead of the in-memory cache.
+///
+/// `get_cb` and `put_cb` are both required (`RKTLS_ERR_NULL_ARGUMENT`
+/// otherwise); see `rktls_session_get_cb` and `rktls_session_put_cb` for
+/// the buffers and their lifetimes. rktls calls them from whichever thread
+/// drives a handshake, concurrently; they must be thread-safe and return
+/// within milliseconds (a slow store delays the handshake that waits for
+/// it: give the store a short timeout and report a failure). A failure, a
+/// miss, or a value that is not intact is a full handshake and a warning
+/// in the log, never a failed handshake or another client's session.
+///
+/// `userdata` is passed to both and owned by the host: it must stay valid
+/// until every config built from this builder and every connection made
+/// from those configs has been freed. With stateless tickets still on
+/// (the default), TLS 1.3 and ticket-capable TLS 1.2 clients use tickets;
+/// call `rktls_server_config_builder_set_tickets(b, false)` to send every
+/// resumption through the store.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_session_cache(
+    builder: *mut rktls_server_config_builder,
+    get_cb: rktls_session_get_cb,
+    put_cb: rktls_session_put_cb,
+    userdata: *mut c_void,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        let get = get_cb.ok_or_else(|| Error::null("get_cb"))?;
+        let put = put_cb.ok_or_else(|| Error::null("put_cb"))?;
+        b.set_session_store(CallbackCache::new(get, put, userdata));
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Seal session tickets under the host's keys, so that every process and
+/// machine holding the same keys resumes the others' sessions.
+///
+/// `keys` is an array of `n` (at least 1) `rktls_ticket_key`s; each is 48
+/// or 80 bytes: a 16-byte key name, then 32 or 64 secret bytes (the layout
+/// of nginx's `ssl_session_ticket_key` files; make one with
+/// `openssl rand 80`). The first key seals new tickets; every key opens
+/// tickets sealed under it. The bytes are copied; the caller keeps (and
+/// should wipe) its buffers. The keys stay fixed for configs built from
+/// this builder: to rotate keys while serving, share an `rktls_ticket_keys`
+/// with `rktls_server_config_builder_use_ticket_keys()`. Errors:
+/// `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, a length other than 48 or 80), the
+/// builder unchanged. Tickets must be on (the default).
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_ticket_keys(
+    builder: *mut rktls_server_config_builder,
+    keys: *const rktls_ticket_key,
+    n: usize,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        let materials = unsafe { ticket_key_slices(keys, n)? };
+        b.set_ticket_keys(&materials)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Seal session tickets under the keys in nginx `ssl_session_ticket_key`
+/// files: `paths` is an array of `n` (at least 1) NUL-terminated file
+/// names, each file holding exactly one key of 48 or 80 bytes (16-byte
+/// name, then the secret; `openssl rand 80 > ticket.key`). The first file's
+/// key seals new tickets, every file's key opens tickets sealed under it,
+/// as with nginx's repeated directive. The files are read now; rereading
+/// them later (rotation) needs a new config, or an `rktls_ticket_keys`
+/// object with `rktls_ticket_keys_set_files()`. Errors:
+/// `RKTLS_ERR_CONFIG_FILE` (unreadable; the message names the file),
+/// `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, or a file that is not 48 or 80
+/// bytes), the builder unchanged.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_ticket_keys_file(
+    builder: *mut rktls_server_config_builder,
+    paths: *const *const c_char,
+    n: usize,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        let paths = unsafe { path_list(paths, n)? };
+        b.set_ticket_keys_files(&paths)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Seal session tickets under a shared, rotatable `rktls_ticket_keys`
+/// object. The config keeps its own reference (the caller may free its
+/// one); replacing the object's keys affects the next ticket sealed or
+/// opened by every config using it. Not thread-safe for the same builder.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_use_ticket_keys(
+    builder: *mut rktls_server_config_builder,
+    keys: *const rktls_ticket_keys,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.use_ticket_keys(unsafe { arc_clone(keys, "keys")? });
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Set how long a ticket sealed under host-supplied keys is accepted, in
+/// seconds (1 to 604800, 7 days; default 43200, 12 hours). Also the
+/// lifetime hint sent to clients. Older tickets get a full handshake.
+/// `RKTLS_ERR_INVALID_ARGUMENT` outside that range.
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_ticket_lifetime(
+    builder: *mut rktls_server_config_builder,
+    seconds: u32,
+) -> rktls_result {
+    guard(|| {
+        let b = unsafe { box_mut(builder, "builder")? };
+        b.set_ticket_lifetime(seconds)?;
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Enable or disable stateless session tickets. Default on, under a
+/// rotating key made at build time unless the host supplies keys
+/// (`rktls_server_config_builder_set_ticket_keys()`). With tickets and the
+/// cache both off, no resumption is offered.
 #[no_mangle]
 pub extern "C" fn rktls_server_config_builder_set_tickets(
     builder: *mut rktls_server_config_builder,
