@@ -3,6 +3,7 @@
 #   make            build the library (release) into target/release
 #   make install    PREFIX=/usr/local [DESTDIR=]: libraries, header, rktls.pc
 #   make examples   build examples-c/ against a staged install, via pkg-config
+#                   (and server_epoll_redis when hiredis is installed)
 #   make demo       the README's first command: build everything, run a server and client
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
@@ -60,6 +61,14 @@ examples: stage
 	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls) \
 	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
 	done
+	# The Redis session cache variant of server_epoll, when hiredis is there
+	# (scripts/deps.sh installs it; tests/fleet.sh needs it).
+	if pkg-config --exists hiredis; then \
+	  PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CC) $(CFLAGS) $(WARN) -pthread -DRKTLS_EXAMPLE_REDIS \
+	    -o build/examples/server_epoll_redis examples-c/server_epoll.c \
+	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls hiredis) \
+	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
+	fi
 
 demo:
 	scripts/demo.sh $(ARGS)

@@ -5,10 +5,11 @@
  *   client --port N --ca FILE [--host ADDR] [--sni NAME] [--tls12|--tls13]
  *          [--suites HEX,...] [--alpn LIST] [--cert FILE --key FILE]
  *          [--get PATH [--out FILE]] [--echo FILE] [--count N]
- *          [--ktls off|prefer|require] [--reneg-fail-fast]
+ *          [--ktls off|prefer|require] [--reneg-fail-fast] [--resume-port N]
  *
  * With --count N it connects N times with one config, so later connections
- * resume the session. Prints one line per connection (version, suite, ALPN,
+ * resume the session; with --resume-port, those later connections go to
+ * that port (another server process sharing the ticket keys or cache). Prints one line per connection (version, suite, ALPN,
  * resumed) and exits non-zero with the result's message on any failure,
  * naming the alert received if the server sent one. --reneg-fail-fast ends
  * the connection at once if a TLS 1.2 server asks for renegotiation.
@@ -107,7 +108,7 @@ static void usage(void)
     fprintf(stderr, "usage: client --port N --ca FILE [--host ADDR] [--sni NAME] "
                     "[--tls12|--tls13] [--suites HEX,...] [--alpn LIST] [--cert F --key F] "
                     "[--get PATH [--out FILE]] [--echo FILE] [--count N] [--ktls off|prefer|require] "
-                    "[--reneg-fail-fast]\n");
+                    "[--reneg-fail-fast] [--resume-port N]\n");
     exit(2);
 }
 
@@ -115,7 +116,7 @@ int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *sni = "localhost", *get = NULL, *outp = NULL, *echo = NULL;
     const char *cert = NULL;
-    int port = 0, count = 1, have_ca = 0;
+    int port = 0, count = 1, have_ca = 0, resume_port = 0;
     rktls_client_config_builder *b = NULL;
     rktls_result r = rktls_client_config_builder_new(&b);
     if (r != RKTLS_OK)
@@ -169,6 +170,8 @@ int main(int argc, char **argv)
             outp = v;
         } else if (!strcmp(a, "--echo")) {
             echo = v;
+        } else if (!strcmp(a, "--resume-port")) {
+            resume_port = atoi(v);
         } else if (!strcmp(a, "--count")) {
             count = atoi(v);
         } else if (!strcmp(a, "--ktls")) {
@@ -190,7 +193,7 @@ int main(int argc, char **argv)
 
     for (int i = 0; i < count; i++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(i && resume_port ? resume_port : port))};
         inet_pton(AF_INET, host, &sa.sin_addr);
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
             perror("connect");

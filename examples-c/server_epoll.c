@@ -6,6 +6,15 @@
  *   server_epoll --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                [--port N] [--root DIR] [--ktls off|prefer|require] [--alpn LIST]
  *                [--timeout-ms N] [--drain-ms N] [--stats]
+ *                [--workers N] [--ticket-key FILE]... [--redis SOCKET]
+ *
+ * Several workers or machines: --workers N forks N worker processes that
+ * share the listening socket; --ticket-key FILE (repeatable, first one
+ * seals; nginx's ssl_session_ticket_key format, `openssl rand 80`) gives
+ * every process that reads the same files the same ticket keys, so a client
+ * resumes on any of them. --redis SOCKET (in server_epoll_redis, built
+ * when hiredis is installed) keeps sessions in the Redis at that Unix
+ * socket instead (tickets off), shared by independent processes.
  *
  * Each connection is a small state machine driven by readiness events:
  *
@@ -30,7 +39,7 @@
  *
  * Output, one line each, flushed:
  *   READY port=N                               once listening (--port 0: any free port)
- *   handshake ok: VERSION SUITE sni=.. alpn=.. resumed=.. ktls=..
+ *   handshake ok: VERSION SUITE sni=.. alpn=.. resumed=.. ktls=.. [worker=PID]
  *   request: METHOD PATH STATUS BYTES
  * and exactly one final line per connection:
  *   closed: clean requests=N                   close_notify sent after the last response
@@ -42,6 +51,10 @@
  * open at once).
  */
 #include "common.h"
+#ifdef RKTLS_EXAMPLE_REDIS
+#include "redis_cache.h"
+static struct redis_cache redis;
+#endif
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,6 +67,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -107,6 +121,7 @@ static struct timer_list active_list, linger_list;
 static struct cert_set certs; /* one config per certificate */
 static int epfd = -1, listen_fd = -1, sig_fd = -1, root_fd = -1, spare_fd = -1;
 static int draining, drain_ms = 5000;
+static char worker_tag[32]; /* " worker=PID" in a --workers child */
 static uint64_t drain_deadline;
 static unsigned long nconns;
 static struct {
@@ -522,11 +537,11 @@ static enum step step_handshake(struct conn *c)
     rktls_connection_server_name(c->tls, sni, sizeof sni, &n);
     rktls_connection_alpn(c->tls, &alpn, &alpn_len);
     stats.handshakes++;
-    logline("handshake ok: %s %s sni=%s alpn=%.*s resumed=%s ktls=%s",
+    logline("handshake ok: %s %s sni=%s alpn=%.*s resumed=%s ktls=%s%s",
             version_name(rktls_connection_protocol_version(c->tls)),
             rktls_cipher_suite_name(rktls_connection_cipher_suite(c->tls)), sni[0] ? sni : "-",
             (int)(alpn_len ? alpn_len : 1), alpn_len ? (const char *)alpn : "-",
-            rktls_connection_is_resumed(c->tls) ? "yes" : "no", ktls_state(c->tls));
+            rktls_connection_is_resumed(c->tls) ? "yes" : "no", ktls_state(c->tls), worker_tag);
     c->st = ST_REQUEST;
     timer_arm(c, &active_list); /* the request head has its own timeout */
     return STEP_AGAIN;
@@ -808,7 +823,7 @@ static void usage(void)
     fprintf(stderr, "usage: server_epoll --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] "
                     "[--ktls off|prefer|require] [--alpn LIST] [--timeout-ms N] [--drain-ms N] "
-                    "[--stats]\n");
+                    "[--stats] [--workers N] [--ticket-key FILE]... [--redis SOCKET]\n");
     exit(2);
 }
 
@@ -825,6 +840,9 @@ static int positive(const char *v)
 static uint8_t alpn[256];
 static size_t alpn_len;
 static int ktls = RKTLS_KTLS_PREFER;
+#define MAX_TICKET_KEYS 4
+static const char *ticket_keys[MAX_TICKET_KEYS];
+static size_t n_ticket_keys;
 
 static void apply_options(rktls_server_config_builder *b)
 {
@@ -833,12 +851,57 @@ static void apply_options(rktls_server_config_builder *b)
         die_rktls("alpn", r);
     if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)) != RKTLS_OK)
         die_rktls("ktls", r);
+    if (n_ticket_keys &&
+        (r = rktls_server_config_builder_set_ticket_keys_file(b, ticket_keys, n_ticket_keys)) !=
+            RKTLS_OK)
+        die_rktls("ticket keys", r);
+#ifdef RKTLS_EXAMPLE_REDIS
+    if (redis.socket_path && (r = redis_cache_install(b, &redis)) != RKTLS_OK)
+        die_rktls("session cache", r);
+#endif
+}
+
+/* --workers: fork n workers that serve listen_fd; the parent forwards
+ * SIGTERM/SIGINT to them and exits when they all have. Returns in each
+ * worker only. */
+static void fork_workers(int n, int port)
+{
+    pid_t pids[64];
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    fflush(stdout);
+    for (int i = 0; i < n; i++) {
+        if ((pids[i] = fork()) < 0) {
+            perror("fork");
+            exit(1);
+        }
+        if (pids[i] == 0) {
+            snprintf(worker_tag, sizeof worker_tag, " worker=%d", (int)getpid());
+            return;
+        }
+    }
+    logline("READY port=%d", port);
+    int alive = n, status;
+    while (alive > 0) {
+        int sig = 0;
+        sigwait(&mask, &sig);
+        if (sig != SIGCHLD)
+            for (int i = 0; i < n; i++)
+                kill(pids[i], sig);
+        while (waitpid(-1, &status, WNOHANG) > 0)
+            alive--;
+    }
+    exit(0);
 }
 
 int main(int argc, char **argv)
 {
     const char *root = ".", *alpn_list = "http/1.1";
-    int port = 0, timeout_ms = 10000, want_stats = 0;
+    int port = 0, timeout_ms = 10000, want_stats = 0, workers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stats")) {
@@ -865,6 +928,17 @@ int main(int argc, char **argv)
             alpn_list = v;
         } else if (!strcmp(a, "--timeout-ms")) {
             timeout_ms = positive(v);
+        } else if (!strcmp(a, "--workers")) {
+            if ((workers = positive(v)) > 64)
+                usage();
+        } else if (!strcmp(a, "--ticket-key")) {
+            if (n_ticket_keys == MAX_TICKET_KEYS)
+                usage();
+            ticket_keys[n_ticket_keys++] = v;
+#ifdef RKTLS_EXAMPLE_REDIS
+        } else if (!strcmp(a, "--redis")) {
+            redis.socket_path = v;
+#endif
         } else if (!strcmp(a, "--drain-ms")) {
             drain_ms = positive(v);
         } else if (!strcmp(a, "--ktls")) {
@@ -884,6 +958,20 @@ int main(int argc, char **argv)
         perror(root);
         return 1;
     }
+    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        listen(listen_fd, 511) != 0 || getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0) {
+        perror("listen");
+        return 1;
+    }
+    port = ntohs(sa.sin_port);
+    if (workers)
+        fork_workers(workers, port); /* returns in each worker */
     /* SIGTERM/SIGINT arrive as readable events; SIGPIPE is not wanted
      * (rktls writes with MSG_NOSIGNAL, but sendfile(2) on kTLS cannot). */
     signal(SIGPIPE, SIG_IGN);
@@ -896,23 +984,16 @@ int main(int argc, char **argv)
     epfd = epoll_create1(EPOLL_CLOEXEC);
     spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa;
     struct epoll_event le = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event se = {.events = EPOLLIN, .data.ptr = &signal_tag};
-    if (sig_fd < 0 || epfd < 0 || spare_fd < 0 || listen_fd < 0 ||
-        bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 511) != 0 ||
-        getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0 ||
+    if (sig_fd < 0 || epfd < 0 || spare_fd < 0 ||
         epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &le) != 0 ||
         epoll_ctl(epfd, EPOLL_CTL_ADD, sig_fd, &se) != 0) {
         perror("listen");
         return 1;
     }
-    logline("READY port=%d", ntohs(sa.sin_port));
+    if (!workers)
+        logline("READY port=%d", port);
 
     struct epoll_event evs[256];
     int signalled = 0;
@@ -961,6 +1042,9 @@ int main(int argc, char **argv)
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
     cert_set_free(&certs);
+#ifdef RKTLS_EXAMPLE_REDIS
+    redis_cache_close(&redis);
+#endif
     close(epfd);
     close(sig_fd);
     close(root_fd);
