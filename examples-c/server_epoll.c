@@ -12,7 +12,8 @@
  * share the listening socket; --ticket-key FILE (repeatable, first one
  * seals; nginx's ssl_session_ticket_key format, `openssl rand 80`) gives
  * every process that reads the same files the same ticket keys, so a client
- * resumes on any of them. --redis SOCKET (in server_epoll_redis, built
+ * resumes on any of them. SIGHUP rereads the key files (rotation without a
+ * restart: "ticket keys: reloaded N" or "ticket keys: reload failed: ..."). --redis SOCKET (in server_epoll_redis, built
  * when hiredis is installed) keeps sessions in the Redis at that Unix
  * socket instead (tickets off), shared by independent processes.
  *
@@ -843,6 +844,7 @@ static int ktls = RKTLS_KTLS_PREFER;
 #define MAX_TICKET_KEYS 4
 static const char *ticket_keys[MAX_TICKET_KEYS];
 static size_t n_ticket_keys;
+static const rktls_ticket_keys *shared_keys; /* every config's, reloaded on SIGHUP */
 
 static void apply_options(rktls_server_config_builder *b)
 {
@@ -851,14 +853,29 @@ static void apply_options(rktls_server_config_builder *b)
         die_rktls("alpn", r);
     if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)) != RKTLS_OK)
         die_rktls("ktls", r);
-    if (n_ticket_keys &&
-        (r = rktls_server_config_builder_set_ticket_keys_file(b, ticket_keys, n_ticket_keys)) !=
-            RKTLS_OK)
+    if (shared_keys && (r = rktls_server_config_builder_use_ticket_keys(b, shared_keys)) != RKTLS_OK)
         die_rktls("ticket keys", r);
 #ifdef RKTLS_EXAMPLE_REDIS
     if (redis.socket_path && (r = redis_cache_install(b, &redis)) != RKTLS_OK)
         die_rktls("session cache", r);
 #endif
+}
+
+/* SIGHUP: reread the --ticket-key files into the configs' shared key set;
+ * connections being served carry on, the next tickets use the new list. */
+static void reload_ticket_keys(void)
+{
+    if (!shared_keys)
+        return;
+    rktls_result r = rktls_ticket_keys_set_files(shared_keys, ticket_keys, n_ticket_keys);
+    if (r == RKTLS_OK) {
+        logline("ticket keys: reloaded %zu%s", n_ticket_keys, worker_tag);
+    } else {
+        char msg[512];
+        size_t n;
+        rktls_last_error_message(msg, sizeof msg, &n);
+        logline("ticket keys: reload failed: %s%s", msg, worker_tag);
+    }
 }
 
 /* --workers: fork n workers that serve listen_fd; the parent forwards
@@ -871,6 +888,7 @@ static void fork_workers(int n, int port)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigaddset(&mask, SIGCHLD);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     fflush(stdout);
@@ -949,6 +967,11 @@ int main(int argc, char **argv)
         }
     }
     alpn_len = alpn_wire(alpn_list, alpn, sizeof alpn);
+    rktls_result kr;
+    if (n_ticket_keys &&
+        ((kr = rktls_ticket_keys_new(&shared_keys)) != RKTLS_OK ||
+         (kr = rktls_ticket_keys_set_files(shared_keys, ticket_keys, n_ticket_keys)) != RKTLS_OK))
+        die_rktls("ticket keys", kr);
     if (certs.n == 0 || cert_set_build(&certs, apply_options) != 0)
         usage();
     active_list.ms = (uint64_t)timeout_ms;
@@ -979,6 +1002,7 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -1024,8 +1048,12 @@ int main(int argc, char **argv)
                 accept_new();
             } else if (p == &signal_tag) {
                 struct signalfd_siginfo si;
-                while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
-                    signalled = (int)si.ssi_signo;
+                while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    if (si.ssi_signo == SIGHUP)
+                        reload_ticket_keys();
+                    else
+                        signalled = (int)si.ssi_signo;
+                }
             } else {
                 drive(p, evs[i].events);
             }
@@ -1042,6 +1070,7 @@ int main(int argc, char **argv)
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
     cert_set_free(&certs);
+    rktls_ticket_keys_free(shared_keys);
 #ifdef RKTLS_EXAMPLE_REDIS
     redis_cache_close(&redis);
 #endif

@@ -46,7 +46,7 @@ for v in 1_2 1_3; do
   sclient $wport $v "$T/w1-$v.out" -sess_out "$T/w-$v.sess"
   wait_log "$T/w.log" '^handshake ok' $((n0 + 1))
   a=$(last_hs "$T/w.log" | sed -n 's/.* worker=\([0-9]*\)$/\1/p')
-  check "workers TLS$v: first handshake full, served by a worker [$a]" \
+  check "workers TLS${v/_/.}: first handshake full, served by a worker [$a]" \
     bash -c "[ -n '$a' ] && grep -q '^New,' '$T/w1-$v.out' && grep -q 'hello fleet' '$T/w1-$v.out'"
   # Stop worker A: the next connection can only be accepted by worker B.
   kill -STOP "$a"
@@ -54,10 +54,28 @@ for v in 1_2 1_3; do
   wait_log "$T/w.log" '^handshake ok' $((n0 + 2))
   kill -CONT "$a"
   hs=$(last_hs "$T/w.log")
-  check "workers TLS$v: worker B resumed worker A's ticket (s_client: Reused) [$hs]" \
+  check "workers TLS${v/_/.}: worker B resumed worker A's ticket (s_client: Reused) [$hs]" \
     bash -c "grep -q '^Reused,' '$T/w2-$v.out' && served '$T/w2-$v.out'"
-  check "workers TLS$v: server says resumed=yes on a worker other than $a" \
+  check "workers TLS${v/_/.}: server says resumed=yes on a worker other than $a" \
     bash -c "[[ '$hs' == *resumed=yes* ]] && [[ '$hs' != *worker=$a ]] && [[ '$hs' == *worker=* ]]"
+done
+
+for v in 1.2 1.3; do
+  n0=$(grep -c '^handshake ok' "$T/w.log") c0=$(grep -c '^closed: ' "$T/w.log")
+  rm -f "$T/go"
+  "$BIN/client" --port $wport --ca "$CERTS/ca.pem" --tls${v/./} --get /hello.txt \
+    --out "$T/wc-$v.out" --count 2 --resume-after "$T/go" > "$T/wclient-$v.log" 2>&1 &
+  cpid=$!
+  # Stop worker A only once it has finished the first connection.
+  wait_log "$T/w.log" '^closed: ' $((c0 + 1))
+  a=$(last_hs "$T/w.log" | sed -n 's/.* worker=\([0-9]*\)$/\1/p')
+  kill -STOP "$a"; touch "$T/go"
+  wait "$cpid"; crc=$?
+  wait_log "$T/w.log" '^handshake ok' $((n0 + 2))
+  kill -CONT "$a"
+  hs=$(last_hs "$T/w.log")
+  check "workers TLS${v/_/.}: rktls client's 2nd connection resumed on worker B [$hs]" \
+    bash -c "[ $crc = 0 ] && grep -q 'conn 2: .* resumed=yes' '$T/wclient-$v.log' && [[ '$hs' == *resumed=yes* ]] && [[ '$hs' != *worker=$a ]]"
 done
 
 # ---- two separate processes sharing key files --------------------------------
@@ -68,39 +86,65 @@ bport=$port
 for v in 1.2 1.3; do
   "$BIN/client" --port $aport --resume-port $bport --ca "$CERTS/ca.pem" --tls${v/./} \
     --get /hello.txt --out "$T/c-$v.out" --count 2 > "$T/client-$v.log" 2>&1
-  check "processes TLS$v: rktls client's 2nd connection, to process B, resumed A's session" \
+  check "processes TLS${v/_/.}: rktls client's 2nd connection, to process B, resumed A's session" \
     bash -c "grep -q 'conn 1: .* resumed=no' '$T/client-$v.log' && grep -q 'conn 2: .* resumed=yes' '$T/client-$v.log'"
-  check "processes TLS$v: process B logged a resumed handshake" \
+  check "processes TLS${v/_/.}: process B logged a resumed handshake" \
     bash -c "grep -q '^handshake ok: TLSv$v .*resumed=yes' '$T/b.log'"
 done
 for v in 1_2 1_3; do
   sclient $aport $v "$T/p1-$v.out" -sess_out "$T/p-$v.sess"
   sclient $bport $v "$T/p2-$v.out" -sess_in "$T/p-$v.sess"
-  check "processes TLS$v: s_client resumes on B with A's ticket (Reused)" \
+  check "processes TLS${v/_/.}: s_client resumes on B with A's ticket (Reused)" \
     bash -c "grep -q '^New,' '$T/p1-$v.out' && grep -q '^Reused,' '$T/p2-$v.out' && served '$T/p2-$v.out'"
 done
 
-# ---- rotation: new key first, old key still listed, then removed --------------
-start_epoll "$T/r1.log" --root "$T/www" --ticket-key "$T/k2.key" --ticket-key "$T/k1.key" || exit 1
-rot_both=$port
-start_epoll "$T/r2.log" --root "$T/www" --ticket-key "$T/k2.key" || exit 1
-rot_new=$port
+# ---- live rotation: workers reread their key files on SIGHUP -----------------
+# The operator's practice (README): a new key becomes current, the current
+# one stays listed as previous for one ticket lifetime, then goes.
+openssl rand 80 > "$T/k0.key"
+openssl rand 80 > "$T/k3.key"
+cp "$T/k1.key" "$T/current.key"; cp "$T/k0.key" "$T/previous.key"
+start_epoll "$T/rot.log" --root "$T/www" --workers 2 \
+  --ticket-key "$T/current.key" --ticket-key "$T/previous.key" || exit 1
+rport=$port rpid=$spid
+# rotate NEW: previous := current, current := NEW; SIGHUP; wait for both workers.
+reloads=0
+rotate() {
+  cp "$T/current.key" "$T/previous.key"; cp "$1" "$T/current.key"
+  kill -HUP "$rpid"; reloads=$((reloads + 2))
+  wait_log "$T/rot.log" '^ticket keys: reloaded 2 worker=' $reloads
+}
+for v in 1_2 1_3; do sclient $rport $v "$T/t1-$v.out" -sess_out "$T/t1-$v.sess"; done
+rotate "$T/k2.key"
+check "rotation: both workers reloaded their keys on SIGHUP" \
+  [ "$(grep -c '^ticket keys: reloaded 2 worker=' "$T/rot.log")" = 2 ]
 for v in 1_2 1_3; do
-  # p-$v.sess holds a ticket under k1 (from process A).
-  sclient $rot_both $v "$T/r1-$v.out" -sess_in "$T/p-$v.sess"
-  check "rotation TLS$v: old-key ticket resumes while the old key is listed" \
-    bash -c "grep -q '^Reused,' '$T/r1-$v.out' && served '$T/r1-$v.out'"
-  sclient $rot_both $v "$T/r0-$v.out" -sess_out "$T/r-$v.sess" # sealed under k2
-  sclient $rot_new $v "$T/r2-$v.out" -sess_in "$T/p-$v.sess"
-  check "rotation TLS$v: old-key ticket after removal: full handshake, request served, no error" \
-    bash -c "grep -q '^New,' '$T/r2-$v.out' && served '$T/r2-$v.out'"
-  n=$(grep -c '^handshake ok' "$T/r2.log")
-  sclient $rot_new $v "$T/r3-$v.out" -sess_in "$T/r-$v.sess"
-  check "rotation TLS$v: a ticket sealed after rotation (new key) resumes where only the new key is" \
-    bash -c "grep -q '^Reused,' '$T/r3-$v.out' && served '$T/r3-$v.out'"
+  sclient $rport $v "$T/t2-$v.out" -sess_in "$T/t1-$v.sess"
+  check "rotation TLS${v/_/.}: a ticket under the previous key still resumes" \
+    bash -c "grep -q '^New,' '$T/t1-$v.out' && grep -q '^Reused,' '$T/t2-$v.out' && served '$T/t2-$v.out'"
+  sclient $rport $v "$T/t3-$v.out" -sess_out "$T/t3-$v.sess" # sealed under k2
 done
-check "rotation: the server without the old key logged no failure" \
-  bash -c "! grep -Eq '^(handshake failed|rejected|connection ended)' '$T/r2.log'"
+rotate "$T/k3.key"
+rmark=$(wc -l < "$T/rot.log")
+for v in 1_2 1_3; do
+  sclient $rport $v "$T/t4-$v.out" -sess_in "$T/t1-$v.sess"
+  check "rotation TLS${v/_/.}: after its key is removed, the old ticket gets a full handshake, request served" \
+    bash -c "grep -q '^New,' '$T/t4-$v.out' && served '$T/t4-$v.out'"
+  sclient $rport $v "$T/t5-$v.out" -sess_in "$T/t3-$v.sess"
+  check "rotation TLS${v/_/.}: a ticket sealed under the then-current key resumes once it is previous" \
+    bash -c "grep -q '^Reused,' '$T/t5-$v.out' && served '$T/t5-$v.out'"
+done
+check "rotation: no failed handshake after the old key was removed" \
+  bash -c "! tail -n +$((rmark + 1)) '$T/rot.log' | grep -Eq '^(handshake failed|rejected|connection ended)'"
+# A broken key file: the reload fails, logged, and the keys in use stay.
+head -c 50 /dev/urandom > "$T/current.key"
+kill -HUP "$rpid"
+wait_log "$T/rot.log" '^ticket keys: reload failed: .*48 or 80 bytes' 2
+check "rotation: a 50-byte key file is refused on reload, with a log line naming the rule" \
+  [ "$(grep -c '^ticket keys: reload failed: .*48 or 80 bytes' "$T/rot.log")" = 2 ]
+sclient $rport 1_3 "$T/t6.out" -sess_in "$T/t3-1_3.sess"
+check "rotation: after the failed reload the previous keys still resume" \
+  bash -c "grep -q '^Reused,' '$T/t6.out' && served '$T/t6.out'"
 
 # ---- forged tickets -----------------------------------------------------------
 name=$(head -c 16 "$T/k1.key" | od -An -tx1 | tr -d ' \n')
@@ -119,7 +163,7 @@ pem[2] = "\n" + base64.encodebytes(bytes(der)).decode()
 open(dst, "w").write("-----".join(pem))
 PY
   sclient $aport $v "$T/f-$v.out" -sess_in "$T/f-$v.sess"
-  check "forged TLS$v: a tampered ticket gets a full handshake and the request is served" \
+  check "forged TLS${v/_/.}: a tampered ticket gets a full handshake and the request is served" \
     bash -c "grep -q '^New,' '$T/f-$v.out' && served '$T/f-$v.out'"
 done
 check "forged: s_client's tampered tickets caused no failure on the server" \
@@ -147,7 +191,7 @@ check "redis TLS1.2: process Y logged resumed=yes" grep -q '^handshake ok: TLSv1
 for v in 1.2 1.3; do
   "$BIN/client" --port $xport --resume-port $yport --ca "$CERTS/ca.pem" --tls${v/./} \
     --get /hello.txt --out "$T/rc-$v.out" --count 2 > "$T/rclient-$v.log" 2>&1
-  check "redis TLS$v: rktls client resumes on Y with X's session" \
+  check "redis TLS${v/_/.}: rktls client resumes on Y with X's session" \
     bash -c "grep -q 'conn 1: .* resumed=no' '$T/rclient-$v.log' && grep -q 'conn 2: .* resumed=yes' '$T/rclient-$v.log'"
 done
 # Slow Redis (stopped): full handshakes within the 100 ms timeout, a log line.
