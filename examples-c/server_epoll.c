@@ -52,6 +52,7 @@
  * open at once).
  */
 #include "common.h"
+#include "workers.h"
 #ifdef RKTLS_EXAMPLE_REDIS
 #include "redis_cache.h"
 static struct redis_cache redis;
@@ -68,7 +69,6 @@ static struct redis_cache redis;
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -878,44 +878,6 @@ static void reload_ticket_keys(void)
     }
 }
 
-/* --workers: fork n workers that serve listen_fd; the parent forwards
- * SIGTERM/SIGINT to them and exits when they all have. Returns in each
- * worker only. */
-static void fork_workers(int n, int port)
-{
-    pid_t pids[64];
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGCHLD);
-    sigprocmask(SIG_BLOCK, &mask, NULL);
-    fflush(stdout);
-    for (int i = 0; i < n; i++) {
-        if ((pids[i] = fork()) < 0) {
-            perror("fork");
-            exit(1);
-        }
-        if (pids[i] == 0) {
-            snprintf(worker_tag, sizeof worker_tag, " worker=%d", (int)getpid());
-            return;
-        }
-    }
-    logline("READY port=%d", port);
-    int alive = n, status;
-    while (alive > 0) {
-        int sig = 0;
-        sigwait(&mask, &sig);
-        if (sig != SIGCHLD)
-            for (int i = 0; i < n; i++)
-                kill(pids[i], sig);
-        while (waitpid(-1, &status, WNOHANG) > 0)
-            alive--;
-    }
-    exit(0);
-}
-
 int main(int argc, char **argv)
 {
     const char *root = ".", *alpn_list = "http/1.1";
@@ -947,7 +909,7 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--timeout-ms")) {
             timeout_ms = positive(v);
         } else if (!strcmp(a, "--workers")) {
-            if ((workers = positive(v)) > 64)
+            if ((workers = positive(v)) > WORKERS_MAX)
                 usage();
         } else if (!strcmp(a, "--ticket-key")) {
             if (n_ticket_keys == MAX_TICKET_KEYS)
@@ -993,8 +955,12 @@ int main(int argc, char **argv)
         return 1;
     }
     port = ntohs(sa.sin_port);
+    if (workers && workers_start(workers)) {
+        logline("READY port=%d", port);
+        workers_supervise(); /* the parent: never returns */
+    }
     if (workers)
-        fork_workers(workers, port); /* returns in each worker */
+        snprintf(worker_tag, sizeof worker_tag, " worker=%d", (int)getpid());
     /* SIGTERM/SIGINT arrive as readable events; SIGPIPE is not wanted
      * (rktls writes with MSG_NOSIGNAL, but sendfile(2) on kTLS cannot). */
     signal(SIGPIPE, SIG_IGN);
