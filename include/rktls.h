@@ -40,6 +40,13 @@
 #define RKTLS_SESSION_VALUE_MAX 16384
 
 /*
+ Longest key the callbacks see. rustls's own session ids are 32 bytes; a
+ TLS 1.3 ticket a client presents can be longer (the client chooses it),
+ and is a miss without calling the store.
+ */
+#define RKTLS_SESSION_KEY_MAX 64
+
+/*
  kTLS direction flag: the kernel encrypts what is sent.
  */
 #define RKTLS_KTLS_TX 1
@@ -646,7 +653,8 @@ typedef struct rktls_server_config_builder rktls_server_config_builder;
 typedef struct rktls_ticket_keys rktls_ticket_keys;
 
 /*
- Look up a session. `key` (`key_len` bytes, at most 64) is valid only
+ Look up a session. `key` (`key_len` bytes, 1 to `RKTLS_SESSION_KEY_MAX`;
+ for TLS 1.3 chosen by the client, so treat it as untrusted) is valid only
  during the call. On a hit, copy the value stored under `key` into `buf`
  (`buf_len` bytes, `RKTLS_SESSION_VALUE_MAX`; valid only during the
  call), set `*out_len` to its length and return 1. Return 0 for a miss
@@ -666,7 +674,8 @@ typedef int (*rktls_session_get_cb)(void *userdata,
 
 /*
  Store `value` (`value_len` bytes, at most `RKTLS_SESSION_VALUE_MAX`)
- under `key` (`key_len` bytes). Both are valid only during the call: copy
+ under `key` (`key_len` bytes, at most `RKTLS_SESSION_KEY_MAX`). Both are
+ valid only during the call: copy
  them. Return 0 when stored, anything else for a failure (then no
  resumption is offered for this session). Same threading and timing
  rules as `rktls_session_get_cb`; pick the entry's expiry yourself (e.g.

@@ -27,7 +27,9 @@ mod tickets_ffi;
 pub use client_ffi::*;
 pub(crate) use server::ServerConfigBuilder;
 pub use server_ffi::*;
-pub use session_cache::{rktls_session_get_cb, rktls_session_put_cb, RKTLS_SESSION_VALUE_MAX};
+pub use session_cache::{
+    rktls_session_get_cb, rktls_session_put_cb, RKTLS_SESSION_KEY_MAX, RKTLS_SESSION_VALUE_MAX,
+};
 pub use tickets_ffi::*;
 
 #[cfg(test)]

@@ -20,10 +20,16 @@ use crate::crypto::primitives::digest;
 /// buffer the get callback fills.
 pub const RKTLS_SESSION_VALUE_MAX: usize = 16384;
 
+/// Longest key the callbacks see. rustls's own session ids are 32 bytes; a
+/// TLS 1.3 ticket a client presents can be longer (the client chooses it),
+/// and is a miss without calling the store.
+pub const RKTLS_SESSION_KEY_MAX: usize = 64;
+
 const MAGIC: &[u8; 4] = b"RKS1";
 const SUM_LEN: usize = 32;
 
-/// Look up a session. `key` (`key_len` bytes, at most 64) is valid only
+/// Look up a session. `key` (`key_len` bytes, 1 to `RKTLS_SESSION_KEY_MAX`;
+/// for TLS 1.3 chosen by the client, so treat it as untrusted) is valid only
 /// during the call. On a hit, copy the value stored under `key` into `buf`
 /// (`buf_len` bytes, `RKTLS_SESSION_VALUE_MAX`; valid only during the
 /// call), set `*out_len` to its length and return 1. Return 0 for a miss
@@ -45,7 +51,8 @@ pub type rktls_session_get_cb = Option<
 >;
 
 /// Store `value` (`value_len` bytes, at most `RKTLS_SESSION_VALUE_MAX`)
-/// under `key` (`key_len` bytes). Both are valid only during the call: copy
+/// under `key` (`key_len` bytes, at most `RKTLS_SESSION_KEY_MAX`). Both are
+/// valid only during the call: copy
 /// them. Return 0 when stored, anything else for a failure (then no
 /// resumption is offered for this session). Same threading and timing
 /// rules as `rktls_session_get_cb`; pick the entry's expiry yourself (e.g.
@@ -115,6 +122,9 @@ impl CallbackCache {
     }
 
     fn lookup(&self, key: &[u8], remove: bool) -> Option<Vec<u8>> {
+        if key.is_empty() || key.len() > RKTLS_SESSION_KEY_MAX {
+            return None;
+        }
         let mut buf = vec![0u8; RKTLS_SESSION_VALUE_MAX];
         let mut n = usize::MAX;
         let rc = unsafe {
@@ -158,6 +168,9 @@ impl CallbackCache {
 impl StoresServerSessions for CallbackCache {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
         let framed = seal(&key, &value);
+        if key.is_empty() || key.len() > RKTLS_SESSION_KEY_MAX {
+            return false;
+        }
         if framed.len() > RKTLS_SESSION_VALUE_MAX {
             log::debug!(
                 "session cache: a {}-byte session is too large to store",
@@ -301,5 +314,19 @@ mod tests {
         assert_eq!(c.take(b"a").unwrap(), b"A");
         assert!(c.take(b"a").is_none(), "take removes");
         assert!(!c.put(b"big".to_vec(), vec![0; RKTLS_SESSION_VALUE_MAX]));
+        // Keys longer than RKTLS_SESSION_KEY_MAX never reach the store.
+        let long = vec![b'k'; RKTLS_SESSION_KEY_MAX + 1];
+        assert!(!c.put(long.clone(), b"L".to_vec()));
+        store
+            .map
+            .lock()
+            .unwrap()
+            .insert(long.clone(), seal(&long, b"L"));
+        assert!(c.get(&long).is_none());
+        assert!(c.take(&long).is_none());
+        assert!(
+            store.map.lock().unwrap().contains_key(&long),
+            "not removed: not asked"
+        );
     }
 }
