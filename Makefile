@@ -4,6 +4,7 @@
 #   make install    PREFIX=/usr/local [DESTDIR=]: libraries, header, rktls.pc
 #   make examples   build examples-c/ against a staged install, via pkg-config
 #   make examples-san  the same under -fsanitize=address,undefined (build/examples-san)
+#                   (and server_epoll_redis when hiredis is installed)
 #   make demo       the README's first command: build everything, run a server and client
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
@@ -61,6 +62,14 @@ examples: stage
 	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls) \
 	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
 	done
+	# The Redis session cache variant of server_epoll, when hiredis is there
+	# (scripts/deps.sh installs it; tests/fleet.sh needs it).
+	if pkg-config --exists hiredis; then \
+	  PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig $(CC) $(CFLAGS) $(WARN) -pthread -DRKTLS_EXAMPLE_REDIS \
+	    -o build/examples/server_epoll_redis examples-c/server_epoll.c \
+	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls hiredis) \
+	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
+	fi
 
 # The same examples under AddressSanitizer and UndefinedBehaviorSanitizer.
 SAN_FLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all

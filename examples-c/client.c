@@ -5,10 +5,14 @@
  *   client --port N --ca FILE [--host ADDR] [--sni NAME] [--tls12|--tls13]
  *          [--suites HEX,...] [--alpn LIST] [--cert FILE --key FILE]
  *          [--get PATH [--out FILE]] [--echo FILE] [--count N]
- *          [--ktls off|prefer|require] [--reneg-fail-fast]
+ *          [--ktls off|prefer|require] [--reneg-fail-fast] [--resume-port N]
+ *          [--resume-after FILE]
  *
  * With --count N it connects N times with one config, so later connections
- * resume the session. Prints one line per connection (version, suite, ALPN,
+ * resume the session; with --resume-port, those later connections go to
+ * that port (another server process sharing the ticket keys or cache);
+ * with --resume-after, they wait until FILE exists (at most 20 s), so a
+ * test can act between the first connection and the others. Prints one line per connection (version, suite, ALPN,
  * resumed) and exits non-zero with the result's message on any failure,
  * naming the alert received if the server sent one. --reneg-fail-fast ends
  * the connection at once if a TLS 1.2 server asks for renegotiation.
@@ -110,15 +114,15 @@ static void usage(void)
     fprintf(stderr, "usage: client --port N --ca FILE [--host ADDR] [--sni NAME] "
                     "[--tls12|--tls13] [--suites HEX,...] [--alpn LIST] [--cert F --key F] "
                     "[--get PATH [--out FILE]] [--echo FILE] [--count N] [--ktls off|prefer|require] "
-                    "[--reneg-fail-fast]\n");
+                    "[--reneg-fail-fast] [--resume-port N] [--resume-after FILE]\n");
     exit(2);
 }
 
 int main(int argc, char **argv)
 {
     const char *host = "127.0.0.1", *sni = "localhost", *get = NULL, *outp = NULL, *echo = NULL;
-    const char *cert = NULL;
-    int port = 0, count = 1, have_ca = 0;
+    const char *cert = NULL, *resume_after = NULL;
+    int port = 0, count = 1, have_ca = 0, resume_port = 0;
     rktls_client_config_builder *b = NULL;
     rktls_result r = rktls_client_config_builder_new(&b);
     if (r != RKTLS_OK)
@@ -172,6 +176,10 @@ int main(int argc, char **argv)
             outp = v;
         } else if (!strcmp(a, "--echo")) {
             echo = v;
+        } else if (!strcmp(a, "--resume-after")) {
+            resume_after = v;
+        } else if (!strcmp(a, "--resume-port")) {
+            resume_port = atoi(v);
         } else if (!strcmp(a, "--count")) {
             count = atoi(v);
         } else if (!strcmp(a, "--ktls")) {
@@ -205,8 +213,15 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     for (int i = 0; i < count; i++) {
+        for (int t = 0; i && resume_after && access(resume_after, F_OK) != 0; t++) {
+            if (t == 2000) {
+                fprintf(stderr, "client: %s did not appear\n", resume_after);
+                return 1;
+            }
+            usleep(10000);
+        }
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(i && resume_port ? resume_port : port))};
         inet_pton(AF_INET, host, &sa.sin_addr);
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
             perror("connect");

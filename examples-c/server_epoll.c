@@ -6,6 +6,16 @@
  *   server_epoll --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                [--port N] [--root DIR] [--ktls off|prefer|require] [--alpn LIST]
  *                [--timeout-ms N] [--drain-ms N] [--stats]
+ *                [--workers N] [--ticket-key FILE]... [--redis SOCKET]
+ *
+ * Several workers or machines: --workers N forks N worker processes that
+ * share the listening socket; --ticket-key FILE (repeatable, first one
+ * seals; nginx's ssl_session_ticket_key format, `openssl rand 80`) gives
+ * every process that reads the same files the same ticket keys, so a client
+ * resumes on any of them. SIGHUP rereads the key files (rotation without a
+ * restart: "ticket keys: reloaded N" or "ticket keys: reload failed: ..."). --redis SOCKET (in server_epoll_redis, built
+ * when hiredis is installed) keeps sessions in the Redis at that Unix
+ * socket instead (tickets off), shared by independent processes.
  *
  * Each connection is a small state machine driven by readiness events:
  *
@@ -30,7 +40,7 @@
  *
  * Output, one line each, flushed:
  *   READY port=N                               once listening (--port 0: any free port)
- *   handshake ok: VERSION SUITE sni=.. alpn=.. resumed=.. ktls=..
+ *   handshake ok: VERSION SUITE sni=.. alpn=.. resumed=.. ktls=.. [worker=PID]
  *   request: METHOD PATH STATUS BYTES
  * and exactly one final line per connection:
  *   closed: clean requests=N                   close_notify sent after the last response
@@ -42,6 +52,11 @@
  * open at once).
  */
 #include "common.h"
+#include "workers.h"
+#ifdef RKTLS_EXAMPLE_REDIS
+#include "redis_cache.h"
+static struct redis_cache redis;
+#endif
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -107,6 +122,7 @@ static struct timer_list active_list, linger_list;
 static struct cert_set certs; /* one config per certificate */
 static int epfd = -1, listen_fd = -1, sig_fd = -1, root_fd = -1, spare_fd = -1;
 static int draining, drain_ms = 5000;
+static char worker_tag[32]; /* " worker=PID" in a --workers child */
 static uint64_t drain_deadline;
 static unsigned long nconns;
 static struct {
@@ -522,11 +538,11 @@ static enum step step_handshake(struct conn *c)
     rktls_connection_server_name(c->tls, sni, sizeof sni, &n);
     rktls_connection_alpn(c->tls, &alpn, &alpn_len);
     stats.handshakes++;
-    logline("handshake ok: %s %s sni=%s alpn=%.*s resumed=%s ktls=%s",
+    logline("handshake ok: %s %s sni=%s alpn=%.*s resumed=%s ktls=%s%s",
             version_name(rktls_connection_protocol_version(c->tls)),
             rktls_cipher_suite_name(rktls_connection_cipher_suite(c->tls)), sni[0] ? sni : "-",
             (int)(alpn_len ? alpn_len : 1), alpn_len ? (const char *)alpn : "-",
-            rktls_connection_is_resumed(c->tls) ? "yes" : "no", ktls_state(c->tls));
+            rktls_connection_is_resumed(c->tls) ? "yes" : "no", ktls_state(c->tls), worker_tag);
     c->st = ST_REQUEST;
     timer_arm(c, &active_list); /* the request head has its own timeout */
     return STEP_AGAIN;
@@ -808,7 +824,7 @@ static void usage(void)
     fprintf(stderr, "usage: server_epoll --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] "
                     "[--ktls off|prefer|require] [--alpn LIST] [--timeout-ms N] [--drain-ms N] "
-                    "[--stats]\n");
+                    "[--stats] [--workers N] [--ticket-key FILE]... [--redis SOCKET]\n");
     exit(2);
 }
 
@@ -825,6 +841,10 @@ static int positive(const char *v)
 static uint8_t alpn[256];
 static size_t alpn_len;
 static int ktls = RKTLS_KTLS_PREFER;
+#define MAX_TICKET_KEYS 4
+static const char *ticket_keys[MAX_TICKET_KEYS];
+static size_t n_ticket_keys;
+static const rktls_ticket_keys *shared_keys; /* every config's, reloaded on SIGHUP */
 
 static void apply_options(rktls_server_config_builder *b)
 {
@@ -833,12 +853,35 @@ static void apply_options(rktls_server_config_builder *b)
         die_rktls("alpn", r);
     if ((r = rktls_server_config_builder_set_ktls(b, (uint32_t)ktls)) != RKTLS_OK)
         die_rktls("ktls", r);
+    if (shared_keys && (r = rktls_server_config_builder_use_ticket_keys(b, shared_keys)) != RKTLS_OK)
+        die_rktls("ticket keys", r);
+#ifdef RKTLS_EXAMPLE_REDIS
+    if (redis.socket_path && (r = redis_cache_install(b, &redis)) != RKTLS_OK)
+        die_rktls("session cache", r);
+#endif
+}
+
+/* SIGHUP: reread the --ticket-key files into the configs' shared key set;
+ * connections being served carry on, the next tickets use the new list. */
+static void reload_ticket_keys(void)
+{
+    if (!shared_keys)
+        return;
+    rktls_result r = rktls_ticket_keys_set_files(shared_keys, ticket_keys, n_ticket_keys);
+    if (r == RKTLS_OK) {
+        logline("ticket keys: reloaded %zu%s", n_ticket_keys, worker_tag);
+    } else {
+        char msg[512];
+        size_t n;
+        rktls_last_error_message(msg, sizeof msg, &n);
+        logline("ticket keys: reload failed: %s%s", msg, worker_tag);
+    }
 }
 
 int main(int argc, char **argv)
 {
     const char *root = ".", *alpn_list = "http/1.1";
-    int port = 0, timeout_ms = 10000, want_stats = 0;
+    int port = 0, timeout_ms = 10000, want_stats = 0, workers = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stats")) {
@@ -865,6 +908,17 @@ int main(int argc, char **argv)
             alpn_list = v;
         } else if (!strcmp(a, "--timeout-ms")) {
             timeout_ms = positive(v);
+        } else if (!strcmp(a, "--workers")) {
+            if ((workers = positive(v)) > WORKERS_MAX)
+                usage();
+        } else if (!strcmp(a, "--ticket-key")) {
+            if (n_ticket_keys == MAX_TICKET_KEYS)
+                usage();
+            ticket_keys[n_ticket_keys++] = v;
+#ifdef RKTLS_EXAMPLE_REDIS
+        } else if (!strcmp(a, "--redis")) {
+            redis.socket_path = v;
+#endif
         } else if (!strcmp(a, "--drain-ms")) {
             drain_ms = positive(v);
         } else if (!strcmp(a, "--ktls")) {
@@ -875,6 +929,11 @@ int main(int argc, char **argv)
         }
     }
     alpn_len = alpn_wire(alpn_list, alpn, sizeof alpn);
+    rktls_result kr;
+    if (n_ticket_keys &&
+        ((kr = rktls_ticket_keys_new(&shared_keys)) != RKTLS_OK ||
+         (kr = rktls_ticket_keys_set_files(shared_keys, ticket_keys, n_ticket_keys)) != RKTLS_OK))
+        die_rktls("ticket keys", kr);
     if (certs.n == 0 || cert_set_build(&certs, apply_options) != 0)
         usage();
     active_list.ms = (uint64_t)timeout_ms;
@@ -884,6 +943,24 @@ int main(int argc, char **argv)
         perror(root);
         return 1;
     }
+    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        listen(listen_fd, 511) != 0 || getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0) {
+        perror("listen");
+        return 1;
+    }
+    port = ntohs(sa.sin_port);
+    if (workers && workers_start(workers)) {
+        logline("READY port=%d", port);
+        workers_supervise(); /* the parent: never returns */
+    }
+    if (workers)
+        snprintf(worker_tag, sizeof worker_tag, " worker=%d", (int)getpid());
     /* SIGTERM/SIGINT arrive as readable events; SIGPIPE is not wanted
      * (rktls writes with MSG_NOSIGNAL, but sendfile(2) on kTLS cannot). */
     signal(SIGPIPE, SIG_IGN);
@@ -891,28 +968,22 @@ int main(int argc, char **argv)
     sigemptyset(&mask);
     sigaddset(&mask, SIGTERM);
     sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
     sigprocmask(SIG_BLOCK, &mask, NULL);
     sig_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
-    listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t sl = sizeof sa;
     struct epoll_event le = {.events = EPOLLIN, .data.ptr = &listen_tag};
     struct epoll_event se = {.events = EPOLLIN, .data.ptr = &signal_tag};
-    if (sig_fd < 0 || epfd < 0 || spare_fd < 0 || listen_fd < 0 ||
-        bind(listen_fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(listen_fd, 511) != 0 ||
-        getsockname(listen_fd, (struct sockaddr *)&sa, &sl) != 0 ||
+    if (sig_fd < 0 || epfd < 0 || spare_fd < 0 ||
         epoll_ctl(epfd, EPOLL_CTL_ADD, listen_fd, &le) != 0 ||
         epoll_ctl(epfd, EPOLL_CTL_ADD, sig_fd, &se) != 0) {
         perror("listen");
         return 1;
     }
-    logline("READY port=%d", ntohs(sa.sin_port));
+    if (!workers)
+        logline("READY port=%d", port);
 
     struct epoll_event evs[256];
     int signalled = 0;
@@ -943,8 +1014,12 @@ int main(int argc, char **argv)
                 accept_new();
             } else if (p == &signal_tag) {
                 struct signalfd_siginfo si;
-                while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
-                    signalled = (int)si.ssi_signo;
+                while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+                    if (si.ssi_signo == SIGHUP)
+                        reload_ticket_keys();
+                    else
+                        signalled = (int)si.ssi_signo;
+                }
             } else {
                 drive(p, evs[i].events);
             }
@@ -961,6 +1036,10 @@ int main(int argc, char **argv)
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
     cert_set_free(&certs);
+    rktls_ticket_keys_free(shared_keys);
+#ifdef RKTLS_EXAMPLE_REDIS
+    redis_cache_close(&redis);
+#endif
     close(epfd);
     close(sig_fd);
     close(root_fd);

@@ -33,6 +33,20 @@
 
 
 /*
+ Largest session value rktls stores (with its framing); bigger ones
+ (large client certificate chains) are not cached. Also the size of the
+ buffer the get callback fills.
+ */
+#define RKTLS_SESSION_VALUE_MAX 16384
+
+/*
+ Longest key the callbacks see. rustls's own session ids are 32 bytes; a
+ TLS 1.3 ticket a client presents can be longer (the client chooses it),
+ and is a miss without calling the store.
+ */
+#define RKTLS_SESSION_KEY_MAX 64
+
+/*
  kTLS direction flag: the kernel encrypts what is sent.
  */
 #define RKTLS_KTLS_TX 1
@@ -621,6 +635,75 @@ typedef struct rktls_server_config rktls_server_config;
 typedef struct rktls_server_config_builder rktls_server_config_builder;
 
 /*
+ A set of session ticket keys shared by any number of server configs
+ (`rktls_server_config_builder_use_ticket_keys()`), whose keys can be
+ replaced while connections are served: the way to rotate keys without
+ rebuilding configs.
+
+ Call sequence: `rktls_ticket_keys_new()`, then
+ `rktls_ticket_keys_set()` or `rktls_ticket_keys_set_files()` (until then
+ no ticket is issued or accepted), `_use_ticket_keys()` on each builder;
+ later, from any thread, `_set()`/`_set_files()` again to rotate (put the
+ new key first and keep the previous one listed for one ticket lifetime);
+ `rktls_ticket_keys_free()` when the caller no longer needs its
+ reference (configs keep theirs). Arc handle: every function here is
+ thread-safe. Key material is wiped from memory when the last reference
+ to a key list goes (after a replacement, or at the last free).
+ */
+typedef struct rktls_ticket_keys rktls_ticket_keys;
+
+/*
+ Look up a session. `key` (`key_len` bytes, 1 to `RKTLS_SESSION_KEY_MAX`;
+ for TLS 1.3 chosen by the client, so treat it as untrusted) is valid only
+ during the call. On a hit, copy the value stored under `key` into `buf`
+ (`buf_len` bytes, `RKTLS_SESSION_VALUE_MAX`; valid only during the
+ call), set `*out_len` to its length and return 1. Return 0 for a miss
+ and a negative value for an error (the store is down, a timeout). With
+ `remove` true (TLS 1.3 tickets, single use), also delete the entry.
+ Called from the thread driving a handshake, concurrently from several
+ threads: it must be thread-safe and should answer within milliseconds
+ (a slow store delays that handshake; use a short timeout and fail).
+ */
+typedef int (*rktls_session_get_cb)(void *userdata,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    bool remove,
+                                    uint8_t *buf,
+                                    size_t buf_len,
+                                    size_t *out_len);
+
+/*
+ Store `value` (`value_len` bytes, at most `RKTLS_SESSION_VALUE_MAX`)
+ under `key` (`key_len` bytes, at most `RKTLS_SESSION_KEY_MAX`). Both are
+ valid only during the call: copy
+ them. Return 0 when stored, anything else for a failure (then no
+ resumption is offered for this session). Same threading and timing
+ rules as `rktls_session_get_cb`; pick the entry's expiry yourself (e.g.
+ the ticket lifetime).
+ */
+typedef int (*rktls_session_put_cb)(void *userdata,
+                                    const uint8_t *key,
+                                    size_t key_len,
+                                    const uint8_t *value,
+                                    size_t value_len);
+
+/*
+ One ticket key's material: `len` (48 or 80) bytes at `data`, a 16-byte
+ key name then the secret (nginx's `ssl_session_ticket_key` layout).
+ Read during the call that receives it, then copied.
+ */
+typedef struct rktls_ticket_key {
+  /*
+   The key's bytes.
+   */
+  const uint8_t *data;
+  /*
+   Their number: 48 or 80.
+   */
+  size_t len;
+} rktls_ticket_key;
+
+/*
  A logging callback. `message` is NUL-terminated, `len` bytes long without
  the NUL, and valid only during the call. It may be called from any thread
  that uses rktls, concurrently: it must be thread-safe.
@@ -852,161 +935,6 @@ size_t rktls_alert_pending(const struct rktls_alert *alert);
 rktls_result rktls_alert_write_fd(struct rktls_alert *alert, int32_t fd);
 
 /*
- Make a new server configuration builder in `*out`.
-
- Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider,
- no ALPN, no client authentication, session tickets on and a stateful
- session cache of 1024 entries. At least one certificate and key must be
- added before building. The caller owns the builder: build it (which
- consumes it) or free it.
- */
-rktls_result rktls_server_config_builder_new(struct rktls_server_config_builder **out_builder);
-
-/*
- Free a server configuration builder that was not built. NULL is a no-op.
- */
-void rktls_server_config_builder_free(struct rktls_server_config_builder *builder);
-
-/*
- Add a certificate chain and its private key, from PEM files.
-
- `cert_path` holds the end-entity certificate first, then intermediates;
- `key_path` holds the private key (PKCS#8, PKCS#1 or SEC1; ECDSA P-256 or
- P-384, RSA, Ed25519). Several chains may be added: each handshake uses
- the first one whose certificate covers the client's SNI name and whose
- key the client can verify; without a match, the first added is the
- default. Errors: `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`,
- `_CONFIG_KEY_MISMATCH`, `_CONFIG_CERTIFICATE`; the builder is unchanged.
- */
-rktls_result rktls_server_config_builder_add_cert_key_files(struct rktls_server_config_builder *builder,
-                                                            const char *cert_path,
-                                                            const char *key_path);
-
-/*
- Add a certificate chain and its private key, from PEM text in memory.
-
- As `rktls_server_config_builder_add_cert_key_files()`. The bytes are
- copied; the caller keeps ownership of its buffers.
- */
-rktls_result rktls_server_config_builder_add_cert_key_pem(struct rktls_server_config_builder *builder,
-                                                          const uint8_t *cert_pem,
-                                                          size_t cert_pem_len,
-                                                          const uint8_t *key_pem,
-                                                          size_t key_pem_len);
-
-/*
- Set the ALPN protocols the server accepts, in preference order, in wire
- format: each name preceded by its length byte, e.g. "\x02h2\x08http/1.1"
- (as OpenSSL's `SSL_CTX_set_alpn_protos`). An empty list disables ALPN.
-
- When ALPN is configured and the client offers ALPN with no protocol in
- common, the handshake fails with the no_application_protocol alert.
- Errors: `RKTLS_ERR_CONFIG_ALPN`; the builder is unchanged.
- */
-rktls_result rktls_server_config_builder_set_alpn(struct rktls_server_config_builder *builder,
-                                                  const uint8_t *wire,
-                                                  size_t len);
-
-/*
- Set the protocol versions: an array of `n` values, each 0x0303 (TLS 1.2)
- or 0x0304 (TLS 1.3). Errors: `RKTLS_ERR_CONFIG_VERSIONS` for an empty
- list or an unsupported version; the builder is unchanged.
- */
-rktls_result rktls_server_config_builder_set_versions(struct rktls_server_config_builder *builder,
-                                                      const uint16_t *versions,
-                                                      size_t n);
-
-/*
- Restrict the cipher suites to the `n` IANA ids in `suites`, in
- preference order (e.g. 0x1301 TLS_AES_128_GCM_SHA256, 0xC02B
- TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256). Errors:
- `RKTLS_ERR_CONFIG_CIPHER_SUITES` for an empty list or an unknown id (and,
- at build time, for suites unusable with the chosen versions).
- */
-rktls_result rktls_server_config_builder_set_cipher_suites(struct rktls_server_config_builder *builder,
-                                                           const uint16_t *suites,
-                                                           size_t n);
-
-/*
- Set the size of the stateful session cache (entries); 0 disables it.
- Default 1024.
- */
-rktls_result rktls_server_config_builder_set_session_cache(struct rktls_server_config_builder *builder,
-                                                           size_t entries);
-
-/*
- Enable or disable stateless session tickets (a rotating key, made at
- build time). Default on. With tickets and the cache both off, no
- resumption is offered.
- */
-rktls_result rktls_server_config_builder_set_tickets(struct rktls_server_config_builder *builder,
-                                                     bool enabled);
-
-/*
- Verify client certificates against the CA certificates in the PEM file
- `ca_path`. With `required`, clients without a valid certificate are
- refused (certificate_required / bad_certificate alert); otherwise a client
- may present none. Errors: `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`,
- `_CONFIG_CA`; the builder is unchanged.
- */
-rktls_result rktls_server_config_builder_set_client_verify_file(struct rktls_server_config_builder *builder,
-                                                                const char *ca_path,
-                                                                bool required);
-
-/*
- Choose whether connections move their record layer into the Linux
- kernel (kTLS) after the handshake: `RKTLS_KTLS_OFF` (default),
- `RKTLS_KTLS_PREFER` (when the kernel and the negotiated cipher allow it,
- otherwise stay in userspace) or `RKTLS_KTLS_REQUIRE` (otherwise the
- handshake fails with `RKTLS_ERR_KTLS_UNAVAILABLE`). Applies to fd-mode
- connections; it also makes their reads stop at TLS record boundaries.
- `RKTLS_ERR_INVALID_ARGUMENT` for an unknown mode.
- */
-rktls_result rktls_server_config_builder_set_ktls(struct rktls_server_config_builder *builder,
-                                                  uint32_t mode);
-
-/*
- Choose which directions of server connections move into the kernel
- when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
- plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
- userspace on kernels that cannot install new keys, so the peer's
- KeyUpdate does not end the connection). The other direction is then
- protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
- unknown set. Not thread-safe for the same builder.
- */
-rktls_result rktls_server_config_builder_set_ktls_directions(struct rktls_server_config_builder *builder,
-                                                             uint32_t dirs);
-
-/*
- Limit how many records one traffic key of an offloaded server
- connection protects, below the suite's confidentiality limit (the
- default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
- keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
- closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
- are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
- */
-rktls_result rktls_server_config_builder_set_key_limit(struct rktls_server_config_builder *builder,
-                                                       uint64_t records);
-
-/*
- Build the server configuration into `*out_config`.
-
- Always consumes `builder`, on success and on failure: do not use or free
- it afterwards. Secret extraction is enabled so that kernel TLS can be
- used later. Errors: `RKTLS_ERR_CONFIG_INCOMPLETE` (no certificate),
- `_CONFIG_CIPHER_SUITES`, `_CONFIG_CA`. The caller owns one reference to
- the config and releases it with `rktls_server_config_free()`.
- */
-rktls_result rktls_server_config_builder_build(struct rktls_server_config_builder *builder,
-                                               const struct rktls_server_config **out_config);
-
-/*
- Release the caller's reference to a server configuration. Connections
- made from it keep their own. NULL is a no-op. Thread-safe.
- */
-void rktls_server_config_free(const struct rktls_server_config *config);
-
-/*
  Make a new client configuration builder in `*out`.
 
  Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider, no
@@ -1148,6 +1076,279 @@ rktls_result rktls_client_config_builder_build(struct rktls_client_config_builde
  no-op. Thread-safe.
  */
 void rktls_client_config_free(const struct rktls_client_config *config);
+
+/*
+ Make a new server configuration builder in `*out`.
+
+ Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider,
+ no ALPN, no client authentication, session tickets on and a stateful
+ session cache of 1024 entries. At least one certificate and key must be
+ added before building. The caller owns the builder: build it (which
+ consumes it) or free it.
+ */
+rktls_result rktls_server_config_builder_new(struct rktls_server_config_builder **out_builder);
+
+/*
+ Free a server configuration builder that was not built. NULL is a no-op.
+ */
+void rktls_server_config_builder_free(struct rktls_server_config_builder *builder);
+
+/*
+ Add a certificate chain and its private key, from PEM files.
+
+ `cert_path` holds the end-entity certificate first, then intermediates;
+ `key_path` holds the private key (PKCS#8, PKCS#1 or SEC1; ECDSA P-256 or
+ P-384, RSA, Ed25519). Several chains may be added: each handshake uses
+ the first one whose certificate covers the client's SNI name and whose
+ key the client can verify; without a match, the first added is the
+ default. Errors: `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`,
+ `_CONFIG_KEY_MISMATCH`, `_CONFIG_CERTIFICATE`; the builder is unchanged.
+ */
+rktls_result rktls_server_config_builder_add_cert_key_files(struct rktls_server_config_builder *builder,
+                                                            const char *cert_path,
+                                                            const char *key_path);
+
+/*
+ Add a certificate chain and its private key, from PEM text in memory.
+
+ As `rktls_server_config_builder_add_cert_key_files()`. The bytes are
+ copied; the caller keeps ownership of its buffers.
+ */
+rktls_result rktls_server_config_builder_add_cert_key_pem(struct rktls_server_config_builder *builder,
+                                                          const uint8_t *cert_pem,
+                                                          size_t cert_pem_len,
+                                                          const uint8_t *key_pem,
+                                                          size_t key_pem_len);
+
+/*
+ Set the ALPN protocols the server accepts, in preference order, in wire
+ format: each name preceded by its length byte, e.g. "\x02h2\x08http/1.1"
+ (as OpenSSL's `SSL_CTX_set_alpn_protos`). An empty list disables ALPN.
+
+ When ALPN is configured and the client offers ALPN with no protocol in
+ common, the handshake fails with the no_application_protocol alert.
+ Errors: `RKTLS_ERR_CONFIG_ALPN`; the builder is unchanged.
+ */
+rktls_result rktls_server_config_builder_set_alpn(struct rktls_server_config_builder *builder,
+                                                  const uint8_t *wire,
+                                                  size_t len);
+
+/*
+ Set the protocol versions: an array of `n` values, each 0x0303 (TLS 1.2)
+ or 0x0304 (TLS 1.3). Errors: `RKTLS_ERR_CONFIG_VERSIONS` for an empty
+ list or an unsupported version; the builder is unchanged.
+ */
+rktls_result rktls_server_config_builder_set_versions(struct rktls_server_config_builder *builder,
+                                                      const uint16_t *versions,
+                                                      size_t n);
+
+/*
+ Restrict the cipher suites to the `n` IANA ids in `suites`, in
+ preference order (e.g. 0x1301 TLS_AES_128_GCM_SHA256, 0xC02B
+ TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256). Errors:
+ `RKTLS_ERR_CONFIG_CIPHER_SUITES` for an empty list or an unknown id (and,
+ at build time, for suites unusable with the chosen versions).
+ */
+rktls_result rktls_server_config_builder_set_cipher_suites(struct rktls_server_config_builder *builder,
+                                                           const uint16_t *suites,
+                                                           size_t n);
+
+/*
+ Set the size of the in-memory stateful session cache (entries); 0
+ disables it. Default 1024. Not used when
+ `rktls_server_config_builder_set_session_cache()` installs the host's
+ store.
+ */
+rktls_result rktls_server_config_builder_set_session_cache_size(struct rktls_server_config_builder *builder,
+                                                                size_t entries);
+
+/*
+ Keep server sessions (TLS 1.2 session IDs, and TLS 1.3 tickets when
+ stateless tickets are off) in the host's store, for example Redis shared
+ by several processes or machines, instead of the in-memory cache.
+
+ `get_cb` and `put_cb` are both required (`RKTLS_ERR_NULL_ARGUMENT`
+ otherwise); see `rktls_session_get_cb` and `rktls_session_put_cb` for
+ the buffers and their lifetimes. rktls calls them from whichever thread
+ drives a handshake, concurrently; they must be thread-safe and return
+ within milliseconds (a slow store delays the handshake that waits for
+ it: give the store a short timeout and report a failure). A failure, a
+ miss, or a value that is not intact is a full handshake and a warning
+ in the log, never a failed handshake or another client's session.
+
+ `userdata` is passed to both and owned by the host: it must stay valid
+ until every config built from this builder and every connection made
+ from those configs has been freed. With stateless tickets still on
+ (the default), TLS 1.3 and ticket-capable TLS 1.2 clients use tickets;
+ call `rktls_server_config_builder_set_tickets(b, false)` to send every
+ resumption through the store.
+ */
+rktls_result rktls_server_config_builder_set_session_cache(struct rktls_server_config_builder *builder,
+                                                           rktls_session_get_cb get_cb,
+                                                           rktls_session_put_cb put_cb,
+                                                           void *userdata);
+
+/*
+ Seal session tickets under the host's keys, so that every process and
+ machine holding the same keys resumes the others' sessions.
+
+ `keys` is an array of `n` (at least 1) `rktls_ticket_key`s; each is 48
+ or 80 bytes: a 16-byte key name, then 32 or 64 secret bytes (the layout
+ of nginx's `ssl_session_ticket_key` files; make one with
+ `openssl rand 80`). The first key seals new tickets; every key opens
+ tickets sealed under it. The bytes are copied; the caller keeps (and
+ should wipe) its buffers. The keys stay fixed for configs built from
+ this builder: to rotate keys while serving, share an `rktls_ticket_keys`
+ with `rktls_server_config_builder_use_ticket_keys()`. Errors:
+ `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, a length other than 48 or 80), the
+ builder unchanged. Tickets must be on (the default).
+ */
+rktls_result rktls_server_config_builder_set_ticket_keys(struct rktls_server_config_builder *builder,
+                                                         const struct rktls_ticket_key *keys,
+                                                         size_t n);
+
+/*
+ Seal session tickets under the keys in nginx `ssl_session_ticket_key`
+ files: `paths` is an array of `n` (at least 1) NUL-terminated file
+ names, each file holding exactly one key of 48 or 80 bytes (16-byte
+ name, then the secret; `openssl rand 80 > ticket.key`). The first file's
+ key seals new tickets, every file's key opens tickets sealed under it,
+ as with nginx's repeated directive. The files are read now; rereading
+ them later (rotation) needs a new config, or an `rktls_ticket_keys`
+ object with `rktls_ticket_keys_set_files()`. Errors:
+ `RKTLS_ERR_CONFIG_FILE` (unreadable; the message names the file),
+ `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, or a file that is not 48 or 80
+ bytes), the builder unchanged.
+ */
+rktls_result rktls_server_config_builder_set_ticket_keys_file(struct rktls_server_config_builder *builder,
+                                                              const char *const *paths,
+                                                              size_t n);
+
+/*
+ Seal session tickets under a shared, rotatable `rktls_ticket_keys`
+ object. The config keeps its own reference (the caller may free its
+ one); replacing the object's keys affects the next ticket sealed or
+ opened by every config using it. Not thread-safe for the same builder.
+ */
+rktls_result rktls_server_config_builder_use_ticket_keys(struct rktls_server_config_builder *builder,
+                                                         const struct rktls_ticket_keys *keys);
+
+/*
+ Set how long a ticket sealed under host-supplied keys is accepted, in
+ seconds (1 to 604800, 7 days; default 43200, 12 hours). Also the
+ lifetime hint sent to clients. Older tickets get a full handshake.
+ `RKTLS_ERR_INVALID_ARGUMENT` outside that range.
+ */
+rktls_result rktls_server_config_builder_set_ticket_lifetime(struct rktls_server_config_builder *builder,
+                                                             uint32_t seconds);
+
+/*
+ Enable or disable stateless session tickets. Default on, under a
+ rotating key made at build time unless the host supplies keys
+ (`rktls_server_config_builder_set_ticket_keys()`). With tickets and the
+ cache both off, no resumption is offered.
+ */
+rktls_result rktls_server_config_builder_set_tickets(struct rktls_server_config_builder *builder,
+                                                     bool enabled);
+
+/*
+ Verify client certificates against the CA certificates in the PEM file
+ `ca_path`. With `required`, clients without a valid certificate are
+ refused (certificate_required / bad_certificate alert); otherwise a client
+ may present none. Errors: `RKTLS_ERR_CONFIG_FILE`, `_CONFIG_PEM`,
+ `_CONFIG_CA`; the builder is unchanged.
+ */
+rktls_result rktls_server_config_builder_set_client_verify_file(struct rktls_server_config_builder *builder,
+                                                                const char *ca_path,
+                                                                bool required);
+
+/*
+ Choose whether connections move their record layer into the Linux
+ kernel (kTLS) after the handshake: `RKTLS_KTLS_OFF` (default),
+ `RKTLS_KTLS_PREFER` (when the kernel and the negotiated cipher allow it,
+ otherwise stay in userspace) or `RKTLS_KTLS_REQUIRE` (otherwise the
+ handshake fails with `RKTLS_ERR_KTLS_UNAVAILABLE`). Applies to fd-mode
+ connections; it also makes their reads stop at TLS record boundaries.
+ `RKTLS_ERR_INVALID_ARGUMENT` for an unknown mode.
+ */
+rktls_result rktls_server_config_builder_set_ktls(struct rktls_server_config_builder *builder,
+                                                  uint32_t mode);
+
+/*
+ Choose which directions of server connections move into the kernel
+ when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
+ plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
+ userspace on kernels that cannot install new keys, so the peer's
+ KeyUpdate does not end the connection). The other direction is then
+ protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
+ unknown set. Not thread-safe for the same builder.
+ */
+rktls_result rktls_server_config_builder_set_ktls_directions(struct rktls_server_config_builder *builder,
+                                                             uint32_t dirs);
+
+/*
+ Limit how many records one traffic key of an offloaded server
+ connection protects, below the suite's confidentiality limit (the
+ default, 0, keeps that limit). Near the limit rktls updates TLS 1.3
+ keys itself; where it cannot (TLS 1.2, or a kernel that cannot rekey) it
+ closes cleanly with `RKTLS_ERR_KEY_EXHAUSTED` first. Values below 4
+ are `RKTLS_ERR_INVALID_ARGUMENT`. Not thread-safe for the same builder.
+ */
+rktls_result rktls_server_config_builder_set_key_limit(struct rktls_server_config_builder *builder,
+                                                       uint64_t records);
+
+/*
+ Build the server configuration into `*out_config`.
+
+ Always consumes `builder`, on success and on failure: do not use or free
+ it afterwards. Secret extraction is enabled so that kernel TLS can be
+ used later. Errors: `RKTLS_ERR_CONFIG_INCOMPLETE` (no certificate),
+ `_CONFIG_CIPHER_SUITES`, `_CONFIG_CA`. The caller owns one reference to
+ the config and releases it with `rktls_server_config_free()`.
+ */
+rktls_result rktls_server_config_builder_build(struct rktls_server_config_builder *builder,
+                                               const struct rktls_server_config **out_config);
+
+/*
+ Release the caller's reference to a server configuration. Connections
+ made from it keep their own. NULL is a no-op. Thread-safe.
+ */
+void rktls_server_config_free(const struct rktls_server_config *config);
+
+/*
+ Make an empty ticket-key set in `*out_keys`. The caller owns one
+ reference and releases it with `rktls_ticket_keys_free()`.
+ */
+rktls_result rktls_ticket_keys_new(const struct rktls_ticket_keys **out_keys);
+
+/*
+ Replace the whole key list at once with `n` (at least 1) keys, as
+ `rktls_server_config_builder_set_ticket_keys()`: the first seals new
+ tickets, all open tickets sealed under them. Handshakes in progress use
+ either the old or the new list, never a mix. Thread-safe. Errors:
+ `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, a length other than 48 or 80);
+ the list is then unchanged.
+ */
+rktls_result rktls_ticket_keys_set(const struct rktls_ticket_keys *keys,
+                                   const struct rktls_ticket_key *list,
+                                   size_t n);
+
+/*
+ Replace the whole key list at once with the keys in `n` (at least 1)
+ nginx-format key files, as
+ `rktls_server_config_builder_set_ticket_keys_file()`: first file
+ seals. Thread-safe. Errors: `RKTLS_ERR_CONFIG_FILE`,
+ `RKTLS_ERR_INVALID_ARGUMENT`; the list is then unchanged.
+ */
+rktls_result rktls_ticket_keys_set_files(const struct rktls_ticket_keys *keys,
+                                         const char *const *paths,
+                                         size_t n);
+
+/*
+ Release the caller's reference to a ticket-key set; configs using it
+ keep theirs. NULL is a no-op. Thread-safe.
+ */
+void rktls_ticket_keys_free(const struct rktls_ticket_keys *keys);
 
 /*
  Make a server connection from `config` in `*out_conn`.

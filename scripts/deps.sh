@@ -3,7 +3,9 @@
 # kind: Debian packages via apt-get (only those missing), Rust components via
 # rustup. Idempotent; prints nothing when all is present.
 set -euo pipefail
-pkgs=(openssl libssl-dev gnutls-bin valgrind pkg-config python3 curl)
+# redis-server and libhiredis-dev: the Redis-backed session cache example
+# and tests/fleet.sh.
+pkgs=(openssl libssl-dev gnutls-bin valgrind pkg-config python3 curl redis-server libhiredis-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -39,6 +39,7 @@ step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step sanitizers env SAN=build/examples-san CERTS="$certs" tests/sanitizers.sh
+step fleet env BIN=build/examples CERTS="$certs" tests/fleet.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

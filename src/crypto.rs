@@ -14,6 +14,13 @@ use rustls::crypto::aws_lc_rs as backend;
 #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
 use rustls::crypto::ring as backend;
 
+/// The primitives crate behind the provider (same `aead`, `hkdf`, `digest`
+/// and `rand` API in both), for what rustls does not expose: ticket sealing.
+#[cfg(feature = "aws-lc-rs")]
+pub(crate) use aws_lc_rs as primitives;
+#[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
+pub(crate) use ring as primitives;
+
 /// Name of the provider compiled in.
 #[cfg(feature = "aws-lc-rs")]
 pub const PROVIDER_NAME: &str = "aws-lc-rs";

@@ -51,6 +51,8 @@ pub fn other_pems() -> (String, String) {
     pki().other.clone()
 }
 
+/// The "localhost" certified key, for tests that build rustls objects directly.
+#[allow(dead_code)]
 pub fn certified_key() -> Arc<CertifiedKey> {
     let (c, k) = pems();
     crate::config::certified_key(
@@ -125,7 +127,8 @@ pub fn client_auth_configs() -> (
     let mut b = ServerConfigBuilder::new();
     let (c, k) = pems();
     b.add_pem(c.as_bytes(), k.as_bytes()).unwrap();
-    b.require_client_cert_pem(pki().ca_pem.as_bytes()).unwrap();
+    b.set_client_verify_pem(pki().ca_pem.as_bytes(), true)
+        .unwrap();
     let server = b.build().unwrap().rustls;
     let mut with = ClientConfigBuilder::new();
     with.add_roots_pem(pki().ca_pem.as_bytes()).unwrap();

@@ -10,12 +10,13 @@ check() { # NAME COMMAND...: ok if the command succeeds
   if "$@"; then ok "$name"; else bad "$name"; fi
 }
 
-# start_epoll LOG ARGS...: starts server_epoll, waits (at most 20 s) for its
-# readiness line; sets $port and $spid.
+# start_epoll LOG ARGS...: starts server_epoll (or $EPOLL, e.g.
+# server_epoll_redis), waits (at most 20 s) for its readiness line; sets
+# $port and $spid.
 start_epoll() {
   local log=$1 end=$((SECONDS + 20)); shift
   : > "$log"
-  "$BIN/server_epoll" --cert "$CERTS/server.pem" --key "$CERTS/server.key" --port 0 "$@" \
+  "$BIN/${EPOLL:-server_epoll}" --cert "$CERTS/server.pem" --key "$CERTS/server.key" --port 0 "$@" \
     > "$log" 2>&1 &
   spid=$!; pids+=("$spid")
   port=""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # C tests against the built library: the header compiles as C11 and C++, and
-# echo_test (blocking, epoll, buffer modes) passes linked against the shared
+# echo_test (blocking, epoll, buffer modes) and fleet_test (shared ticket
+# keys, session-store callbacks) pass linked against the shared
 # and the static library, and under valgrind with no leaks or errors.
 # Usage: tests/c/run.sh STAGE_PREFIX CERTDIR
 set -euo pipefail
@@ -27,6 +28,8 @@ run build-config gcc $cflags -o "$out/config_test" tests/c/config_test.c -L"$sta
 run config "$out/config_test" "$certs"
 run build-acceptor gcc $cflags -o "$out/acceptor_test" tests/c/acceptor_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
 run acceptor "$out/acceptor_test" "$certs"
+run build-fleet gcc $cflags -o "$out/fleet_test" tests/c/fleet_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
+run fleet "$out/fleet_test" "$certs"
 run echo-shared "$out/echo_shared" "$certs"
 run echo-static "$out/echo_static" "$certs"
 run echo-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
@@ -38,11 +41,14 @@ run config-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgri
 run acceptor-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/acceptor_test" "$certs"
+run fleet-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+  "$out/fleet_test" "$certs"
 # The same tests under AddressSanitizer and UndefinedBehaviorSanitizer
 # (leaks included); the library itself is not instrumented, but every call
 # into it and every buffer it reads or writes for the test is checked.
 san="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all"
-for t in echo config acceptor; do
+for t in echo config acceptor fleet; do
   run build-$t-asan gcc $cflags $san -o "$out/${t}_asan" tests/c/${t}_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
   run $t-asan env ASAN_OPTIONS=detect_leaks=1 "$out/${t}_asan" "$certs"
 done
