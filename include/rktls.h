@@ -1150,6 +1150,38 @@ rktls_result rktls_client_config_builder_build(struct rktls_client_config_builde
 void rktls_client_config_free(const struct rktls_client_config *config);
 
 /*
+ Number of events. 0 for NULL.
+ */
+size_t rktls_events_count(const struct rktls_events *events);
+
+/*
+ The type of event `i`; `RKTLS_EVENT_NONE` when out of range or NULL.
+ */
+rktls_event_type rktls_events_type(const struct rktls_events *events, size_t i);
+
+/*
+ The record content type of a `RKTLS_EVENT_SEND_CONTROL` event `i`
+ (21 alert, 22 handshake); 0 for other events.
+ */
+uint8_t rktls_events_record_type(const struct rktls_events *events, size_t i);
+
+/*
+ The bytes of event `i` (application data, or a control record's
+ payload): `*out_data` points into `events` and stays valid until
+ `rktls_events_free()`. Other events give length 0. Returns
+ `RKTLS_ERR_INVALID_ARGUMENT` when `i` is out of range.
+ */
+rktls_result rktls_events_data(const struct rktls_events *events,
+                               size_t i,
+                               const uint8_t **out_data,
+                               size_t *out_len);
+
+/*
+ Free events from `rktls_connection_process_record()`. NULL is ignored.
+ */
+void rktls_events_free(struct rktls_events *events);
+
+/*
  Make a server connection from `config` in `*out_conn`.
 
  The connection keeps its own reference to the config. It starts in buffer
@@ -1404,31 +1436,6 @@ rktls_result rktls_connection_sendfile(struct rktls_connection *conn,
                                        size_t *out_n);
 
 /*
- Copy the message of the last failed rktls call made on this thread into
- `buf` as a NUL-terminated string, and its length (without the NUL) into
- `*out_len`.
-
- The message names the problem (for example the file that could not be
- read). It is kept per thread until the next failing call on that thread.
- Returns `RKTLS_ERR_BUFFER_TOO_SMALL` (with the needed length in
- `*out_len`) if `buf` is too small. Thread-safe.
- */
-rktls_result rktls_last_error_message(char *buf, size_t len, size_t *out_len);
-
-/*
- Install (or, with a NULL `cb`, remove) the process-wide logging callback.
-
- Messages at `max_level` (an `rktls_log_level` value, or 0 for none) and
- more severe are passed to `cb` with `userdata`. rustls' own log messages
- are included. Nothing is logged before a callback is installed. `cb` may
- be called concurrently from every thread that uses rktls. If the process
- already has another `log` crate logger, rktls cannot install its own and
- returns `RKTLS_ERR_WRONG_STATE`. Returns `RKTLS_ERR_INVALID_ARGUMENT` for
- an unknown level. Thread-safe.
- */
-rktls_result rktls_set_log_callback(rktls_log_callback cb, void *userdata, uint32_t max_level);
-
-/*
  Process one record received on an offloaded socket (RX and TX in the
  kernel), for callers that do their own `recvmsg`: `content_type` is the
  TLS_GET_RECORD_TYPE value and `payload` the decrypted bytes.
@@ -1456,38 +1463,6 @@ rktls_result rktls_connection_process_record(struct rktls_connection *conn,
 rktls_result rktls_connection_control_sent(struct rktls_connection *conn);
 
 /*
- Number of events. 0 for NULL.
- */
-size_t rktls_events_count(const struct rktls_events *events);
-
-/*
- The type of event `i`; `RKTLS_EVENT_NONE` when out of range or NULL.
- */
-rktls_event_type rktls_events_type(const struct rktls_events *events, size_t i);
-
-/*
- The record content type of a `RKTLS_EVENT_SEND_CONTROL` event `i`
- (21 alert, 22 handshake); 0 for other events.
- */
-uint8_t rktls_events_record_type(const struct rktls_events *events, size_t i);
-
-/*
- The bytes of event `i` (application data, or a control record's
- payload): `*out_data` points into `events` and stays valid until
- `rktls_events_free()`. Other events give length 0. Returns
- `RKTLS_ERR_INVALID_ARGUMENT` when `i` is out of range.
- */
-rktls_result rktls_events_data(const struct rktls_events *events,
-                               size_t i,
-                               const uint8_t **out_data,
-                               size_t *out_len);
-
-/*
- Free events from `rktls_connection_process_record()`. NULL is ignored.
- */
-void rktls_events_free(struct rktls_events *events);
-
-/*
  Update our TLS 1.3 traffic keys now: send KeyUpdate (asking the peer to
  update its keys too when `request_peer`), then switch to the new keys.
  In userspace rustls always asks the peer. Returns `RKTLS_OK`,
@@ -1496,6 +1471,31 @@ void rktls_events_free(struct rktls_events *events);
  kernel that cannot rekey). Not for use with the event style.
  */
 rktls_result rktls_connection_refresh_keys(struct rktls_connection *conn, bool request_peer);
+
+/*
+ Copy the message of the last failed rktls call made on this thread into
+ `buf` as a NUL-terminated string, and its length (without the NUL) into
+ `*out_len`.
+
+ The message names the problem (for example the file that could not be
+ read). It is kept per thread until the next failing call on that thread.
+ Returns `RKTLS_ERR_BUFFER_TOO_SMALL` (with the needed length in
+ `*out_len`) if `buf` is too small. Thread-safe.
+ */
+rktls_result rktls_last_error_message(char *buf, size_t len, size_t *out_len);
+
+/*
+ Install (or, with a NULL `cb`, remove) the process-wide logging callback.
+
+ Messages at `max_level` (an `rktls_log_level` value, or 0 for none) and
+ more severe are passed to `cb` with `userdata`. rustls' own log messages
+ are included. Nothing is logged before a callback is installed. `cb` may
+ be called concurrently from every thread that uses rktls. If the process
+ already has another `log` crate logger, rktls cannot install its own and
+ returns `RKTLS_ERR_WRONG_STATE`. Returns `RKTLS_ERR_INVALID_ARGUMENT` for
+ an unknown level. Thread-safe.
+ */
+rktls_result rktls_set_log_callback(rktls_log_callback cb, void *userdata, uint32_t max_level);
 
 /*
  Whether this kernel can install new keys on an offloaded TLS 1.3 socket

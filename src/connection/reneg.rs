@@ -21,7 +21,8 @@
 
 use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite};
 
-use super::{Connection, Step, Tls};
+use super::engine::Step;
+use super::{Connection, Tls};
 use crate::alert;
 use crate::record::Sealer;
 use crate::result::rktls_result::*;
