@@ -50,6 +50,15 @@ impl Kc {
     fn is_client(&self) -> bool {
         matches!(self, Kc::Client(_))
     }
+    /// Keep a TLS 1.3 session ticket for resumption (clients only).
+    fn handle_new_session_ticket(&mut self, body: &[u8]) -> Result<(), rustls::Error> {
+        match self {
+            Kc::Client(k) => k.handle_new_session_ticket(body),
+            Kc::Server(_) => Err(rustls::Error::General(
+                "a server receives no session tickets".into(),
+            )),
+        }
+    }
 }
 
 /// Where one direction's records are protected.
@@ -101,14 +110,14 @@ pub(crate) struct Offload {
     kc: Kc,
     suite: SupportedCipherSuite,
     tls13: bool,
-    pub(crate) tx: Tx,
-    pub(crate) rx: Rx,
+    tx: Tx,
+    rx: Rx,
     /// The kernel can install new keys on an offloaded socket.
     kernel_rekey: bool,
     /// Records per key.
     limit: u64,
-    pub(crate) tx_records: u64,
-    pub(crate) rx_records: u64,
+    tx_records: u64,
+    rx_records: u64,
     /// A partial handshake message.
     hs: Vec<u8>,
     /// New TX secrets, installed once the queued control records are sent.
@@ -117,10 +126,10 @@ pub(crate) struct Offload {
     rx_update_asked: bool,
     /// The peer asked for our KeyUpdate and we cannot give one: sending
     /// application data is no longer allowed.
-    pub(crate) update_owed: bool,
-    pub(crate) fail_fast: bool,
-    pub(crate) rx_key_updates: u64,
-    pub(crate) tx_key_updates: u64,
+    update_owed: bool,
+    fail_fast: bool,
+    rx_key_updates: u64,
+    tx_key_updates: u64,
 }
 
 pub(crate) fn fatal(
@@ -192,6 +201,56 @@ impl Offload {
 
     pub(crate) fn is_client(&self) -> bool {
         self.kc.is_client()
+    }
+
+    /// Seal one record with the userspace TX keys (TX not offloaded).
+    pub(crate) fn seal(&mut self, typ: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        match &mut self.tx {
+            Tx::User(s) => s.seal(typ, payload, out),
+            Tx::Kernel => Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "the kernel seals the records sent on this connection",
+            )),
+        }
+    }
+
+    /// Open one whole record (header included) in place with the userspace
+    /// RX keys (RX not offloaded): its content type and plaintext range.
+    pub(crate) fn open(
+        &mut self,
+        record: &mut [u8],
+    ) -> Result<(u8, std::ops::Range<usize>), Error> {
+        match &mut self.rx {
+            Rx::User(o) => o.open(record),
+            Rx::Kernel => Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "the kernel opens the records received on this connection",
+            )),
+        }
+    }
+
+    /// The peer asked for our KeyUpdate and this kernel cannot give one:
+    /// no more application data may be sent.
+    pub(crate) fn update_owed(&self) -> bool {
+        self.update_owed
+    }
+
+    /// Records sent and received with the current keys, and key updates
+    /// each way.
+    #[cfg(test)]
+    pub(crate) fn key_usage(&self) -> (u64, u64, u64, u64) {
+        (
+            self.tx_records,
+            self.rx_records,
+            self.tx_key_updates,
+            self.rx_key_updates,
+        )
+    }
+
+    /// Answer a HelloRequest with a fatal alert (tests).
+    #[cfg(test)]
+    pub(crate) fn set_fail_fast(&mut self, on: bool) {
+        self.fail_fast = on;
     }
 
     /// Records per key: where refreshing starts, and the hard limit.
@@ -464,10 +523,7 @@ impl Offload {
         let client = self.is_client();
         match typ {
             HS_NEW_SESSION_TICKET if client && self.tls13 => {
-                let Kc::Client(k) = &mut self.kc else {
-                    unreachable!()
-                };
-                if let Err(e) = k.handle_new_session_ticket(body) {
+                if let Err(e) = self.kc.handle_new_session_ticket(body) {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_DECODE,

@@ -27,6 +27,14 @@ pub(super) enum Rec {
     Bad(rktls_result, Option<u8>, &'static str),
 }
 
+/// The error for offload state used outside the kernel mode (a bug).
+fn not_offloaded() -> Error {
+    Error::new(
+        RKTLS_ERR_INTERNAL,
+        "offload state used on a connection that is not offloaded",
+    )
+}
+
 impl Connection {
     pub(crate) fn ktls_tx(&self) -> bool {
         matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
@@ -36,10 +44,11 @@ impl Connection {
         matches!(&self.tls, Tls::Kernel(o) if o.rx_in_kernel())
     }
 
-    pub(super) fn offload(&mut self) -> &mut Offload {
+    /// The offload state (an internal error outside the kernel mode).
+    pub(super) fn offload(&mut self) -> Result<&mut Offload, Error> {
         match &mut self.tls {
-            Tls::Kernel(o) => o,
-            _ => unreachable!("offload state outside the kernel mode"),
+            Tls::Kernel(o) => Ok(o),
+            _ => Err(not_offloaded()),
         }
     }
 
@@ -62,7 +71,7 @@ impl Connection {
     pub(super) fn flush_control(&mut self) -> Result<bool, Error> {
         let fd = self.fd;
         loop {
-            let tx_kernel = self.offload().tx_in_kernel();
+            let tx_kernel = self.offload()?.tx_in_kernel();
             if !tx_kernel && !self.flush_out()? {
                 return Ok(false);
             }
@@ -81,18 +90,14 @@ impl Connection {
                             Err(e) => return Err(self.io_error(&e)),
                         }
                     } else {
-                        let o = self.offload();
                         let mut rec = Vec::new();
-                        match &mut o.tx {
-                            control::Tx::User(s) => s.seal(t, &p, &mut rec)?,
-                            control::Tx::Kernel => unreachable!(),
-                        }
+                        self.offload()?.seal(t, &p, &mut rec)?;
                         self.b.outgoing.extend_from_slice(&rec);
                     }
-                    self.offload().count_tx(p.len());
+                    self.offload()?.count_tx(p.len());
                     self.note_control_sent(t, &p);
                 }
-                Event::TxKeyUpdated => self.offload().commit_tx(fd)?,
+                Event::TxKeyUpdated => self.offload()?.commit_tx(fd)?,
                 _ => {}
             }
             self.ctl_out.pop_front();
@@ -160,7 +165,9 @@ impl Connection {
         let fd = self.fd;
         let sent_cn = self.sent_close_notify;
         let mut ev = Vec::new();
-        let r = self.offload().on_record(fd, typ, payload, sent_cn, &mut ev);
+        let r = self
+            .offload()?
+            .on_record(fd, typ, payload, sent_cn, &mut ev);
         match r {
             Ok(()) => {
                 self.apply_events(ev);
@@ -189,7 +196,7 @@ impl Connection {
             self.reneg_refused = false;
         }
         let mut ev = Vec::new();
-        match self.offload().count_rx(&mut ev) {
+        match self.offload().and_then(|o| o.count_rx(&mut ev)) {
             Ok(()) => {
                 self.apply_events(ev);
                 let _ = self.flush_control();
@@ -204,7 +211,7 @@ impl Connection {
     /// in `buf` (when it can take a whole record) or in the plaintext queue.
     pub(super) fn next_record(&mut self, buf: &mut [u8]) -> Result<Rec, Error> {
         const RECORD: usize = 16384 + 256;
-        if self.offload().rx_in_kernel() {
+        if self.offload()?.rx_in_kernel() {
             let direct = buf.len() >= RECORD;
             if !direct && self.b.incoming.len() < RECORD {
                 self.b.incoming.resize(RECORD, 0);
@@ -254,14 +261,10 @@ impl Connection {
         // RX in userspace: whole records from the socket, opened here.
         loop {
             if let Some(len) = record::whole_record(&self.b.incoming) {
-                let o = match &mut self.tls {
-                    Tls::Kernel(o) => o,
-                    _ => unreachable!(),
+                let opened = match &mut self.tls {
+                    Tls::Kernel(o) => o.open(&mut self.b.incoming[..len]),
+                    _ => return Err(not_offloaded()),
                 };
-                let control::Rx::User(op) = &mut o.rx else {
-                    unreachable!()
-                };
-                let opened = op.open(&mut self.b.incoming[..len]);
                 let out = match opened {
                     Ok((typ, range)) => {
                         let p = &self.b.incoming[range];
@@ -377,7 +380,7 @@ impl Connection {
         if !self.flush_control()? {
             return Ok(0);
         }
-        if self.offload().update_owed {
+        if self.offload()?.update_owed() {
             return Err(self.offload_close(Error::new(
                 RKTLS_ERR_KTLS_NO_REKEY,
                 "the peer asked for a TLS 1.3 key update, and this kernel cannot install new \
@@ -385,9 +388,9 @@ impl Connection {
                  sent on this connection",
             )));
         }
-        let mut allow = self.offload().tx_allowance(want);
+        let mut allow = self.offload()?.tx_allowance(want);
         if allow == 0 {
-            if !self.offload().can_update_tx() {
+            if !self.offload()?.can_update_tx() {
                 let tls13 = self.protocol_version() == 0x0304;
                 return Err(self.offload_close(Error::new(
                     RKTLS_ERR_KEY_EXHAUSTED,
@@ -402,12 +405,12 @@ impl Connection {
                 )));
             }
             let mut ev = Vec::new();
-            self.offload().begin_tx_update(false, &mut ev)?;
+            self.offload()?.begin_tx_update(false, &mut ev)?;
             self.apply_events(ev);
             if !self.flush_control()? {
                 return Ok(0);
             }
-            allow = self.offload().tx_allowance(want);
+            allow = self.offload()?.tx_allowance(want);
         }
         Ok(allow)
     }
@@ -419,7 +422,7 @@ impl Connection {
     ) -> Result<(rktls_result, usize), Error> {
         match r {
             Ok(n) => {
-                self.offload().count_tx(n);
+                self.offload()?.count_tx(n);
                 Ok((RKTLS_OK, n))
             }
             Err(e) if sys::would_block(&e) => Ok((RKTLS_WANT_WRITE, 0)),
@@ -434,7 +437,7 @@ impl Connection {
             return Ok((RKTLS_WANT_WRITE, 0));
         }
         let data = &data[..allow];
-        if self.offload().tx_in_kernel() {
+        if self.offload()?.tx_in_kernel() {
             let r = sys::send(self.fd, data);
             return self.kernel_sent(r);
         }
@@ -443,12 +446,9 @@ impl Connection {
         }
         let mut rec = Vec::new();
         {
-            let o = self.offload();
-            let control::Tx::User(s) = &mut o.tx else {
-                unreachable!()
-            };
+            let o = self.offload()?;
             for chunk in data.chunks(record::MAX_FRAGMENT) {
-                s.seal(ktls::CT_APPLICATION_DATA, chunk, &mut rec)?;
+                o.seal(ktls::CT_APPLICATION_DATA, chunk, &mut rec)?;
             }
             o.count_tx(data.len());
         }

@@ -297,7 +297,7 @@ impl Connection {
     pub(crate) fn renegotiation_fail_fast_for_test(&mut self, on: bool) {
         self.reneg_fail_fast = on;
         if let Tls::Kernel(o) = &mut self.tls {
-            o.fail_fast = on;
+            o.set_fail_fast(on);
         }
     }
 
@@ -311,12 +311,7 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn key_usage(&self) -> Option<(u64, u64, u64, u64)> {
         match &self.tls {
-            Tls::Kernel(o) => Some((
-                o.tx_records,
-                o.rx_records,
-                o.tx_key_updates,
-                o.rx_key_updates,
-            )),
+            Tls::Kernel(o) => Some(o.key_usage()),
             _ => None,
         }
     }

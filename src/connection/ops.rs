@@ -214,7 +214,7 @@ impl Connection {
         }
         if self.in_kernel() {
             let mut ev = Vec::new();
-            self.offload().begin_tx_update(request_peer, &mut ev)?;
+            self.offload()?.begin_tx_update(request_peer, &mut ev)?;
             self.apply_events(ev);
             return Ok(if self.flush_control()? {
                 RKTLS_OK
