@@ -1332,7 +1332,8 @@ uint16_t rktls_connection_cipher_suite(const struct rktls_connection *conn);
 
 /*
  The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
- "unknown". Static string: never free it. Thread-safe.
+ "unknown". Static string: never free it. Thread-safe. (A static lookup
+ that cannot fail, so it needs no panic guard.)
  */
 const char *rktls_cipher_suite_name(uint16_t id);
 
@@ -1509,7 +1510,8 @@ bool rktls_ktls_can_rekey(void);
  Return a stable, NUL-terminated English message for a result code.
 
  The string is static: never free it. Unknown values give
- "unknown result code". Thread-safe.
+ "unknown result code". Thread-safe. (A static lookup that cannot fail,
+ so it needs no panic guard.)
  */
 const char *rktls_result_str(unsigned int result);
 
@@ -1517,7 +1519,8 @@ const char *rktls_result_str(unsigned int result);
  Return the category of a result code (would-block, closed, alert,
  protocol, I/O, usage, kTLS, internal), so an event loop branches once.
 
- Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe.
+ Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe. (A static
+ lookup that cannot fail, so it needs no panic guard.)
  */
 rktls_category rktls_result_category(unsigned int result);
 

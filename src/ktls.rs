@@ -16,11 +16,6 @@ use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
 
-/// Record content types carried in TLS_{SET,GET}_RECORD_TYPE control messages.
-pub(crate) const CT_ALERT: u8 = 21;
-pub(crate) const CT_HANDSHAKE: u8 = 22;
-pub(crate) const CT_APPLICATION_DATA: u8 = 23;
-
 /// Whether connections move their record layer into the kernel after the
 /// handshake (fd mode only).
 #[repr(u32)]

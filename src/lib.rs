@@ -24,6 +24,7 @@ pub mod offload;
 mod record;
 pub mod result;
 mod sys;
+mod wire;
 
 #[cfg(test)]
 mod testutil;
@@ -34,17 +35,19 @@ mod testutil;
 /// mismatch. Thread-safe.
 #[no_mangle]
 pub extern "C" fn rktls_version() -> *const std::ffi::c_char {
-    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    VERSION
-        .get_or_init(|| {
-            format!(
-                "rktls {} (rustls, {})\0",
-                env!("CARGO_PKG_VERSION"),
-                crypto::PROVIDER_NAME
-            )
-        })
-        .as_ptr()
-        .cast()
+    static VERSION: std::sync::OnceLock<std::ffi::CString> = std::sync::OnceLock::new();
+    ffi::guard_value(std::ptr::null(), || {
+        VERSION
+            .get_or_init(|| {
+                let v = format!(
+                    "rktls {} (rustls, {})",
+                    env!("CARGO_PKG_VERSION"),
+                    crypto::PROVIDER_NAME
+                );
+                std::ffi::CString::new(v).unwrap_or_default()
+            })
+            .as_ptr()
+    })
 }
 
 #[cfg(test)]

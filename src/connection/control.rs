@@ -23,11 +23,15 @@ use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, SupportedCipherSuite};
 
-use crate::alert;
+use crate::alert::{
+    self,
+    rktls_alert_description::{self, *},
+};
 use crate::ktls;
 use crate::record::{Opener, Sealer};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
+use crate::wire;
 
 pub(crate) enum Kc {
     Server(KernelConnection<ServerConnectionData>),
@@ -89,6 +93,18 @@ pub(crate) enum Event {
     SessionTicket,
 }
 
+impl Event {
+    /// Our close_notify, to send.
+    pub(crate) fn close_notify() -> Self {
+        Event::SendControl(wire::CT_ALERT, alert::Message::CLOSE_NOTIFY.payload())
+    }
+
+    pub(crate) fn is_close_notify(&self) -> bool {
+        matches!(self, Event::SendControl(wire::CT_ALERT, p)
+            if alert::Message::parse(p).is_some_and(|m| m.is_close_notify()))
+    }
+}
+
 /// A fatal outcome: the error, and the alert that came from the peer.
 pub(crate) struct Fail {
     pub(crate) err: Error,
@@ -97,14 +113,6 @@ pub(crate) struct Fail {
 
 /// Largest post-handshake handshake message accepted (tickets are small).
 const MAX_HS_MESSAGE: usize = 65536;
-
-const HS_HELLO_REQUEST: u8 = 0;
-
-const HS_CLIENT_HELLO: u8 = 1;
-
-const HS_NEW_SESSION_TICKET: u8 = 4;
-
-const HS_KEY_UPDATE: u8 = 24;
 
 pub(crate) struct Offload {
     kc: Kc,
@@ -135,19 +143,18 @@ pub(crate) struct Offload {
 pub(crate) fn fatal(
     ev: &mut Vec<Event>,
     code: rktls_result,
-    alert: u8,
+    alert: rktls_alert_description,
     msg: impl Into<String>,
 ) -> Fail {
-    ev.push(Event::SendControl(ktls::CT_ALERT, vec![2, alert]));
+    ev.push(Event::SendControl(
+        wire::CT_ALERT,
+        alert::Message::fatal(alert).payload(),
+    ));
     ev.push(Event::Closed);
     Fail {
         err: Error::new(
             code,
-            format!(
-                "{} (sent alert {})",
-                msg.into(),
-                alert::name(alert).trim_end_matches('\0')
-            ),
+            format!("{} (sent alert {})", msg.into(), alert::name(alert.code())),
         ),
         received: None,
     }
@@ -297,8 +304,8 @@ impl Offload {
             )
         })?;
         ev.push(Event::SendControl(
-            ktls::CT_HANDSHAKE,
-            vec![HS_KEY_UPDATE, 0, 0, 1, request_peer as u8],
+            wire::CT_HANDSHAKE,
+            vec![wire::HS_KEY_UPDATE, 0, 0, 1, request_peer as u8],
         ));
         ev.push(Event::TxKeyUpdated);
         if request_peer {
@@ -350,12 +357,14 @@ impl Offload {
         if room <= 1 {
             return 0;
         }
-        let max_bytes = (room - 1).saturating_mul(16384);
+        let max_bytes = (room - 1).saturating_mul(wire::MAX_FRAGMENT as u64);
         (want as u64).min(max_bytes) as usize
     }
 
     pub(crate) fn count_tx(&mut self, bytes: usize) {
-        self.tx_records = self.tx_records.saturating_add(bytes as u64 / 16384 + 1);
+        self.tx_records = self
+            .tx_records
+            .saturating_add((bytes / wire::MAX_FRAGMENT) as u64 + 1);
     }
 
     /// Count one received record; ask for new keys near the limit.
@@ -405,25 +414,25 @@ impl Offload {
         sent_close_notify: bool,
         ev: &mut Vec<Event>,
     ) -> Result<(), Fail> {
-        if typ != ktls::CT_HANDSHAKE && !self.hs.is_empty() {
+        if typ != wire::CT_HANDSHAKE && !self.hs.is_empty() {
             return Err(fatal(
                 ev,
                 RKTLS_ERR_UNEXPECTED_MESSAGE,
-                10,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
                 "a handshake message was interrupted by another record",
             ));
         }
         match typ {
-            ktls::CT_APPLICATION_DATA => {
+            wire::CT_APPLICATION_DATA => {
                 ev.push(Event::AppData(payload.to_vec()));
                 Ok(())
             }
-            ktls::CT_ALERT => self.on_alert(payload, sent_close_notify, ev),
-            ktls::CT_HANDSHAKE => self.on_handshake(fd, payload, ev),
+            wire::CT_ALERT => self.on_alert(payload, sent_close_notify, ev),
+            wire::CT_HANDSHAKE => self.on_handshake(fd, payload, ev),
             t => Err(fatal(
                 ev,
                 RKTLS_ERR_UNEXPECTED_MESSAGE,
-                10,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
                 format!(
                     "unexpected record type {t} (length {}) after the offload",
                     payload.len()
@@ -438,25 +447,25 @@ impl Offload {
         sent_close_notify: bool,
         ev: &mut Vec<Event>,
     ) -> Result<(), Fail> {
-        let &[level, desc] = payload else {
+        let Some(alert::Message { level, desc }) = alert::Message::parse(payload) else {
             return Err(fatal(
                 ev,
                 RKTLS_ERR_DECODE,
-                50,
+                RKTLS_ALERT_DECODE_ERROR,
                 format!("alert record of length {}", payload.len()),
             ));
         };
-        let name = alert::name(desc).trim_end_matches('\0');
-        if desc == 0 {
+        let name = alert::name(desc);
+        if desc == RKTLS_ALERT_CLOSE_NOTIFY.code() {
             ev.push(Event::PeerClosed);
             if !sent_close_notify {
-                ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
+                ev.push(Event::close_notify());
             }
             return Ok(());
         }
         // user_canceled is a warning in both versions; in TLS 1.3 every
         // other alert is fatal whatever its level says.
-        if desc == 90 || (level == 1 && !self.tls13) {
+        if desc == RKTLS_ALERT_USER_CANCELED.code() || (level == alert::WARNING && !self.tls13) {
             log::warn!("peer sent warning alert {name}; ignored");
             return Ok(());
         }
@@ -473,39 +482,42 @@ impl Offload {
 
     fn on_handshake(&mut self, fd: RawFd, payload: &[u8], ev: &mut Vec<Event>) -> Result<(), Fail> {
         if payload.is_empty() {
-            return Err(fatal(ev, RKTLS_ERR_DECODE, 50, "empty handshake record"));
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_DECODE,
+                RKTLS_ALERT_DECODE_ERROR,
+                "empty handshake record",
+            ));
         }
         self.hs.extend_from_slice(payload);
         let mut at = 0;
         loop {
             let rest = &self.hs[at..];
-            if rest.len() < 4 {
+            let Some((typ, len)) = wire::handshake_header(rest) else {
                 break;
-            }
-            let len = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
+            };
             if len > MAX_HS_MESSAGE {
                 return Err(fatal(
                     ev,
                     RKTLS_ERR_DECODE,
-                    50,
+                    RKTLS_ALERT_DECODE_ERROR,
                     format!("handshake message of {len} bytes after the offload"),
                 ));
             }
-            if rest.len() < 4 + len {
+            if rest.len() < wire::HS_HEADER + len {
                 break;
             }
-            let typ = rest[0];
-            let body = rest[4..4 + len].to_vec();
-            at += 4 + len;
+            let body = rest[wire::HS_HEADER..wire::HS_HEADER + len].to_vec();
+            at += wire::HS_HEADER + len;
             let last_in_record = at == self.hs.len();
             self.on_message(fd, typ, &body, last_in_record, ev)?;
         }
         self.hs.drain(..at);
-        if self.hs.len() > MAX_HS_MESSAGE + 4 {
+        if self.hs.len() > MAX_HS_MESSAGE + wire::HS_HEADER {
             return Err(fatal(
                 ev,
                 RKTLS_ERR_DECODE,
-                50,
+                RKTLS_ALERT_DECODE_ERROR,
                 "handshake message too long after the offload",
             ));
         }
@@ -522,19 +534,19 @@ impl Offload {
     ) -> Result<(), Fail> {
         let client = self.is_client();
         match typ {
-            HS_NEW_SESSION_TICKET if client && self.tls13 => {
+            wire::HS_NEW_SESSION_TICKET if client && self.tls13 => {
                 if let Err(e) = self.kc.handle_new_session_ticket(body) {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_DECODE,
-                        50,
+                        RKTLS_ALERT_DECODE_ERROR,
                         format!("bad NewSessionTicket: {e}"),
                     ));
                 }
                 ev.push(Event::SessionTicket);
                 Ok(())
             }
-            HS_KEY_UPDATE if self.tls13 => {
+            wire::HS_KEY_UPDATE if self.tls13 => {
                 let req = match body {
                     [0] => false,
                     [1] => true,
@@ -542,7 +554,7 @@ impl Offload {
                         return Err(fatal(
                             ev,
                             RKTLS_ERR_PROTOCOL,
-                            47,
+                            RKTLS_ALERT_ILLEGAL_PARAMETER,
                             "KeyUpdate with an invalid request_update value",
                         ))
                     }
@@ -550,7 +562,7 @@ impl Offload {
                         return Err(fatal(
                             ev,
                             RKTLS_ERR_DECODE,
-                            50,
+                            RKTLS_ALERT_DECODE_ERROR,
                             "KeyUpdate of the wrong length",
                         ))
                     }
@@ -559,7 +571,7 @@ impl Offload {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_UNEXPECTED_MESSAGE,
-                        10,
+                        RKTLS_ALERT_UNEXPECTED_MESSAGE,
                         "KeyUpdate not at the end of its record",
                     ));
                 }
@@ -567,7 +579,7 @@ impl Offload {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_KTLS_NO_REKEY,
-                        80,
+                        RKTLS_ALERT_INTERNAL_ERROR,
                         "the peer updated its TLS 1.3 keys, and this kernel cannot install new \
                          keys on an offloaded socket (Linux 6.14 or later can); all data \
                          received before the update was delivered. To keep such connections, \
@@ -575,13 +587,13 @@ impl Offload {
                     ));
                 }
                 if let Err(e) = self.update_rx(fd) {
-                    return Err(fatal(ev, e.code, 80, e.msg));
+                    return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                 }
                 ev.push(Event::RxKeyUpdated);
                 if req {
                     if self.can_update_tx() {
                         if let Err(e) = self.begin_tx_update(false, ev) {
-                            return Err(fatal(ev, e.code, 80, e.msg));
+                            return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                         }
                     } else {
                         log::warn!(
@@ -593,15 +605,20 @@ impl Offload {
                 }
                 Ok(())
             }
-            HS_HELLO_REQUEST if client && !self.tls13 => {
+            wire::HS_HELLO_REQUEST if client && !self.tls13 => {
                 if !body.is_empty() {
-                    return Err(fatal(ev, RKTLS_ERR_DECODE, 50, "HelloRequest with a body"));
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_DECODE,
+                        RKTLS_ALERT_DECODE_ERROR,
+                        "HelloRequest with a body",
+                    ));
                 }
                 if self.fail_fast {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_RENEGOTIATION,
-                        100,
+                        RKTLS_ALERT_NO_RENEGOTIATION,
                         crate::result::renegotiation_requested_message(
                             crate::result::RENEGOTIATION_FAIL_FAST,
                         ),
@@ -611,23 +628,26 @@ impl Offload {
                     "server requested TLS 1.2 renegotiation; refused with a no_renegotiation \
                      warning"
                 );
-                ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 100]));
+                ev.push(Event::SendControl(
+                    wire::CT_ALERT,
+                    alert::Message::warning(RKTLS_ALERT_NO_RENEGOTIATION).payload(),
+                ));
                 ev.push(Event::RenegotiationRequested);
                 Ok(())
             }
-            HS_CLIENT_HELLO if !client && !self.tls13 => {
+            wire::HS_CLIENT_HELLO if !client && !self.tls13 => {
                 log::warn!("client attempted TLS 1.2 renegotiation; refused");
                 Err(fatal(
                     ev,
                     RKTLS_ERR_RENEGOTIATION,
-                    100,
+                    RKTLS_ALERT_NO_RENEGOTIATION,
                     crate::result::RENEGOTIATION_ATTEMPTED,
                 ))
             }
             t => Err(fatal(
                 ev,
                 RKTLS_ERR_UNEXPECTED_MESSAGE,
-                10,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
                 format!("unexpected handshake message {t} after the offload"),
             )),
         }

@@ -12,6 +12,7 @@ use super::{Connection, Tls};
 use crate::alert;
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
+use crate::wire;
 
 /// Lets one generic driver serve both sides.
 pub(super) trait Process {
@@ -76,15 +77,8 @@ pub(super) struct Buffers {
 }
 
 /// Whether a run of whole records contains a ChangeCipherSpec.
-pub(super) fn has_ccs(mut records: &[u8]) -> bool {
-    while records.len() >= 5 {
-        if records[0] == 20 {
-            return true;
-        }
-        let n = 5 + u16::from_be_bytes([records[3], records[4]]) as usize;
-        records = &records[n.min(records.len())..];
-    }
-    false
+pub(super) fn has_ccs(records: &[u8]) -> bool {
+    wire::records(records).any(|r| r.header.typ == wire::CT_CHANGE_CIPHER_SPEC)
 }
 
 /// Append to `out` through `f`, growing to the size `f` asks for.
@@ -115,7 +109,7 @@ pub(super) fn encrypt<D>(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), rustls::Error> {
-    let guess = data.len() + (data.len() / 16384 + 1) * 64;
+    let guess = data.len() + (data.len() / wire::MAX_FRAGMENT + 1) * 64;
     let mut err = None;
     let r = append_with(out, guess, |buf| match wt.encrypt(data, buf) {
         Ok(n) => Ok(n),
@@ -323,27 +317,23 @@ impl Connection {
         let sent = &self.b.outgoing[before..];
         if !sent.is_empty() {
             self.alert_sent = Some(match alert::parse_plain_alert(sent) {
-                Some((_, desc)) => desc,
+                Some(m) => m.desc,
                 None => u8::from(alert::for_error(&e)),
             });
         }
         let mut err = Error::from(e);
         if let Some(d) = self.alert_sent {
-            err.msg.push_str(&format!(
-                " (sent alert {})",
-                alert::name(d).trim_end_matches('\0')
-            ));
+            err.msg
+                .push_str(&format!(" (sent alert {})", alert::name(d)));
         }
         if let Some(d) = self.alert_received {
-            err.msg.push_str(&format!(
-                " (received alert {})",
-                alert::name(d).trim_end_matches('\0')
-            ));
+            err.msg
+                .push_str(&format!(" (received alert {})", alert::name(d)));
         }
         if let (true, Some(d)) = (self.reneg_refused, self.alert_received) {
             err = crate::result::renegotiation_requested(&format!(
                 "then sent the fatal alert {}",
-                alert::name(d).trim_end_matches('\0')
+                alert::name(d)
             ));
         }
         log::debug!("connection failed: {}", err.msg);

@@ -1,7 +1,7 @@
 //! The C API of a connection: every `rktls_connection_*` function (and the
 //! two constructors), each a checked call into the Rust methods.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, CStr};
 
 use super::events::rktls_events;
 use super::{rktls_connection, Connection};
@@ -255,22 +255,28 @@ pub extern "C" fn rktls_connection_cipher_suite(conn: *const rktls_connection) -
 }
 
 /// The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
-/// "unknown". Static string: never free it. Thread-safe.
+/// "unknown". Static string: never free it. Thread-safe. (A static lookup
+/// that cannot fail, so it needs no panic guard.)
 #[no_mangle]
 pub extern "C" fn rktls_cipher_suite_name(id: u16) -> *const c_char {
-    let s: &'static str = match id {
-        0x1301 => "TLS_AES_128_GCM_SHA256\0",
-        0x1302 => "TLS_AES_256_GCM_SHA384\0",
-        0x1303 => "TLS_CHACHA20_POLY1305_SHA256\0",
-        0xc02b => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\0",
-        0xc02c => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384\0",
-        0xcca9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256\0",
-        0xc02f => "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\0",
-        0xc030 => "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\0",
-        0xcca8 => "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256\0",
-        _ => "unknown\0",
+    use rustls::CipherSuite as C;
+    let name: &'static CStr = match C::from(id) {
+        C::TLS13_AES_128_GCM_SHA256 => c"TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => c"TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => c"TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            c"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
+        }
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
+            c"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
+        }
+        _ => c"unknown",
     };
-    s.as_ptr().cast()
+    name.as_ptr()
 }
 
 /// The negotiated ALPN protocol: `*proto` points into the connection (valid

@@ -4,13 +4,16 @@
 
 use super::control::{self, Event, Offload};
 use super::transport::Fill;
-use super::{Connection, Tls, MAX_RECORD, MAX_WRITE};
-use crate::alert;
+use super::{Connection, Tls, MAX_WRITE};
+use crate::alert::{
+    self,
+    rktls_alert_description::{self, *},
+};
 use crate::ktls;
-use crate::record;
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
+use crate::wire;
 
 /// What the next record on an offloaded connection was.
 pub(super) enum Rec {
@@ -24,7 +27,7 @@ pub(super) enum Rec {
     Control(u8, Vec<u8>),
     /// Unusable (failed to decrypt, too long, cut short): the error code,
     /// the alert it deserves, and why.
-    Bad(rktls_result, Option<u8>, &'static str),
+    Bad(rktls_result, Option<rktls_alert_description>, &'static str),
 }
 
 /// The error for offload state used outside the kernel mode (a bug).
@@ -106,9 +109,12 @@ impl Connection {
 
     /// Keep what a sent control record tells: close_notify, fatal alert.
     pub(super) fn note_control_sent(&mut self, typ: u8, payload: &[u8]) {
-        match (typ, payload) {
-            (ktls::CT_ALERT, [_, 0]) => self.sent_close_notify = true,
-            (ktls::CT_ALERT, [2, desc]) => self.alert_sent = Some(*desc),
+        if typ != wire::CT_ALERT {
+            return;
+        }
+        match alert::Message::parse(payload) {
+            Some(m) if m.is_close_notify() => self.sent_close_notify = true,
+            Some(m) if m.level == alert::FATAL => self.alert_sent = Some(m.desc),
             _ => {}
         }
     }
@@ -126,7 +132,7 @@ impl Connection {
         let ev = if self.sent_close_notify {
             vec![]
         } else {
-            vec![Event::SendControl(ktls::CT_ALERT, vec![1, 0])]
+            vec![Event::close_notify()]
         };
         log::warn!("{}", err.msg);
         self.offload_fail(err, ev)
@@ -156,7 +162,7 @@ impl Connection {
         }
         crate::result::renegotiation_requested(&format!(
             "then sent the fatal alert {}",
-            alert::name(desc).trim_end_matches('\0')
+            alert::name(desc)
         ))
     }
 
@@ -210,11 +216,10 @@ impl Connection {
     /// The next record on an offloaded connection: application data lands
     /// in `buf` (when it can take a whole record) or in the plaintext queue.
     pub(super) fn next_record(&mut self, buf: &mut [u8]) -> Result<Rec, Error> {
-        const RECORD: usize = 16384 + 256;
         if self.offload()?.rx_in_kernel() {
-            let direct = buf.len() >= RECORD;
-            if !direct && self.b.incoming.len() < RECORD {
-                self.b.incoming.resize(RECORD, 0);
+            let direct = buf.len() >= wire::MAX_KTLS_PAYLOAD;
+            if !direct && self.b.incoming.len() < wire::MAX_KTLS_PAYLOAD {
+                self.b.incoming.resize(wire::MAX_KTLS_PAYLOAD, 0);
             }
             let r = if direct {
                 ktls::recv_record(self.fd, buf)
@@ -227,20 +232,20 @@ impl Connection {
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
                     return Ok(Rec::Bad(
                         RKTLS_ERR_DECRYPT,
-                        Some(20),
+                        Some(RKTLS_ALERT_BAD_RECORD_MAC),
                         "a record failed to decrypt in the kernel",
                     ))
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPROTO) => {
                     return Ok(Rec::Bad(
                         RKTLS_ERR_PROTOCOL,
-                        Some(80),
+                        Some(RKTLS_ALERT_INTERNAL_ERROR),
                         "a control message was truncated (MSG_CTRUNC)",
                     ))
                 }
                 Err(e) => return Err(self.offload_io_error(&e)),
             };
-            if typ == ktls::CT_APPLICATION_DATA {
+            if typ == wire::CT_APPLICATION_DATA {
                 if n == 0 {
                     return Ok(Rec::Eof);
                 }
@@ -260,7 +265,7 @@ impl Connection {
         }
         // RX in userspace: whole records from the socket, opened here.
         loop {
-            if let Some(len) = record::whole_record(&self.b.incoming) {
+            if let Some(len) = wire::whole_record(&self.b.incoming) {
                 let opened = match &mut self.tls {
                     Tls::Kernel(o) => o.open(&mut self.b.incoming[..len]),
                     _ => return Err(not_offloaded()),
@@ -268,7 +273,7 @@ impl Connection {
                 let out = match opened {
                     Ok((typ, range)) => {
                         let p = &self.b.incoming[range];
-                        if typ == ktls::CT_APPLICATION_DATA {
+                        if typ == wire::CT_APPLICATION_DATA {
                             let p = p.to_vec();
                             self.b.plain.extend_from_slice(&p);
                             Rec::Queued
@@ -278,21 +283,19 @@ impl Connection {
                     }
                     Err(_) => Rec::Bad(
                         RKTLS_ERR_DECRYPT,
-                        Some(20),
+                        Some(RKTLS_ALERT_BAD_RECORD_MAC),
                         "a record failed to decrypt (bad record MAC)",
                     ),
                 };
                 self.b.incoming.drain(..len);
                 return Ok(out);
             }
-            if self.b.incoming.len() >= record::HEADER
-                && record::HEADER
-                    + u16::from_be_bytes([self.b.incoming[3], self.b.incoming[4]]) as usize
-                    > MAX_RECORD
+            if wire::Header::parse(&self.b.incoming)
+                .is_some_and(|h| h.record_len() > wire::MAX_RECORD)
             {
                 return Ok(Rec::Bad(
                     RKTLS_ERR_PROTOCOL,
-                    Some(22),
+                    Some(RKTLS_ALERT_RECORD_OVERFLOW),
                     "record longer than TLS allows",
                 ));
             }
@@ -391,7 +394,7 @@ impl Connection {
         let mut allow = self.offload()?.tx_allowance(want);
         if allow == 0 {
             if !self.offload()?.can_update_tx() {
-                let tls13 = self.protocol_version() == 0x0304;
+                let tls13 = self.protocol_version() == u16::from(rustls::ProtocolVersion::TLSv1_3);
                 return Err(self.offload_close(Error::new(
                     RKTLS_ERR_KEY_EXHAUSTED,
                     format!(
@@ -447,8 +450,8 @@ impl Connection {
         let mut rec = Vec::new();
         {
             let o = self.offload()?;
-            for chunk in data.chunks(record::MAX_FRAGMENT) {
-                o.seal(ktls::CT_APPLICATION_DATA, chunk, &mut rec)?;
+            for chunk in data.chunks(wire::MAX_FRAGMENT) {
+                o.seal(wire::CT_APPLICATION_DATA, chunk, &mut rec)?;
             }
             o.count_tx(data.len());
         }
@@ -461,14 +464,8 @@ impl Connection {
 
     /// Shut down an offloaded connection: close_notify through its TX path.
     pub(super) fn kernel_shutdown(&mut self) -> Result<rktls_result, Error> {
-        if !self.sent_close_notify
-            && !self
-                .ctl_out
-                .iter()
-                .any(|e| matches!(e, Event::SendControl(ktls::CT_ALERT, p) if p[..] == [1, 0]))
-        {
-            self.ctl_out
-                .push_back(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
+        if !self.sent_close_notify && !self.ctl_out.iter().any(Event::is_close_notify) {
+            self.ctl_out.push_back(Event::close_notify());
         }
         Ok(if self.flush_control()? {
             RKTLS_OK
@@ -504,11 +501,11 @@ impl Connection {
             return (Err(e.clone()), vec![]);
         }
         let mut ev = Vec::new();
-        if typ == ktls::CT_APPLICATION_DATA {
+        if typ == wire::CT_APPLICATION_DATA {
             self.reneg_refused = false;
             if let Err(e) = o.count_rx(&mut ev) {
                 if !self.sent_close_notify {
-                    ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
+                    ev.push(Event::close_notify());
                     self.sent_close_notify = true;
                 }
                 ev.push(Event::Closed);

@@ -29,6 +29,7 @@ use crate::ktls::rktls_ktls_mode;
 use crate::offload;
 use crate::result::rktls_result::*;
 use crate::result::Error;
+use crate::wire;
 
 mod control;
 mod engine;
@@ -43,13 +44,9 @@ mod transport;
 pub(crate) use control::{Event, Offload};
 use engine::{Action, Buffers};
 pub use ffi::*;
-pub(crate) use transport::record_bytes_missing;
-
-/// Largest TLS record on the wire: header plus 2^14 + 2048 bytes.
-pub(crate) const MAX_RECORD: usize = 5 + 16384 + 2048;
 
 /// Received TLS bytes held at most.
-const IN_CAP: usize = 2 * MAX_RECORD;
+const IN_CAP: usize = 2 * wire::MAX_RECORD;
 
 /// Encrypted bytes queued before writes report want-write.
 const OUT_HIGH_WATER: usize = 64 * 1024;

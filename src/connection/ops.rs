@@ -209,7 +209,7 @@ impl Connection {
         if let Some(r) = self.before_send("refresh_keys")? {
             return Ok(r);
         }
-        if self.protocol_version() != 0x0304 {
+        if self.protocol_version() != u16::from(rustls::ProtocolVersion::TLSv1_3) {
             return Err(Error::state("key updates need TLS 1.3"));
         }
         if self.in_kernel() {

@@ -8,23 +8,7 @@ use super::{Connection, IN_CAP};
 use crate::result::rktls_result::*;
 use crate::result::Error;
 use crate::sys;
-
-/// Bytes still needed to complete the last (partial) TLS record in `buf`
-/// (a whole header's worth when it ends on a record boundary).
-pub(crate) fn record_bytes_missing(buf: &[u8]) -> usize {
-    let mut pos = 0;
-    loop {
-        let rest = buf.len() - pos;
-        if rest < 5 {
-            return 5 - rest;
-        }
-        let len = 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
-        if rest < len {
-            return len - rest;
-        }
-        pos += len;
-    }
-}
+use crate::wire;
 
 pub(super) enum Fill {
     Got,
@@ -79,7 +63,7 @@ impl Connection {
         self.started = true;
         let room = IN_CAP.saturating_sub(self.b.incoming.len());
         let want = if self.exact_reads() {
-            record_bytes_missing(&self.b.incoming).min(room)
+            wire::record_bytes_missing(&self.b.incoming).min(room)
         } else {
             room
         };
