@@ -571,6 +571,23 @@ typedef struct rktls_accepted rktls_accepted;
 /*
  Reads a ClientHello before a config is chosen. Box handle: one thread at
  a time; free with `rktls_acceptor_free()`. One acceptor per connection.
+
+ Call sequence (server, one per accepted TCP connection):
+ 1. `rktls_acceptor_new()`; in fd mode `rktls_acceptor_set_fd()` with the
+    accepted socket (otherwise buffer mode: `rktls_acceptor_feed()` every
+    byte received, in order).
+ 2. `rktls_acceptor_accept()` until it stops returning
+    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` (wait for the fd, or feed more).
+ 3. On `RKTLS_OK` it gives an `rktls_accepted`: inspect the ClientHello
+    (`rktls_accepted_server_name()`, `_alpn()`, `_cipher_suites()`, ...),
+    choose an `rktls_server_config`, and call
+    `rktls_accepted_into_connection()` for the `rktls_connection`; then
+    `rktls_accepted_free()` in every case.
+ 4. On an error it gives an `rktls_alert` (if `out_alert` is not NULL):
+    in fd mode rktls already wrote it; in buffer mode send
+    `rktls_alert_bytes()`. Then `rktls_alert_free()` and close the socket.
+    `rktls_accepted_into_connection()` fails the same way.
+ 5. `rktls_acceptor_free()` (the connection does not need the acceptor).
  */
 typedef struct rktls_acceptor rktls_acceptor;
 
@@ -597,12 +614,60 @@ typedef struct rktls_client_config_builder rktls_client_config_builder;
 /*
  A TLS connection. Box handle: used by one thread at a time, but may move
  between threads; freed with `rktls_connection_free()`.
+
+ Call sequence:
+ 1. Make it: `rktls_server_connection_new()`,
+    `rktls_client_connection_new()`, or from an acceptor with
+    `rktls_accepted_into_connection()`.
+ 2. Choose the I/O style before any I/O: `rktls_connection_set_fd()` (fd
+    mode: rktls reads and writes the socket) or nothing (buffer mode:
+    after each call, `rktls_connection_feed_tls()` what arrived and send
+    what `rktls_connection_take_tls()` gives while
+    `rktls_connection_pending_tls()` is not 0).
+ 3. `rktls_connection_handshake()` until `RKTLS_OK` (optional: read and
+    write complete it too). With a config's kTLS mode the record layer
+    then moves into the kernel; `rktls_connection_ktls_tx()`/`_rx()` say
+    whether it did.
+ 4. Exchange data: `rktls_connection_read()`, `rktls_connection_write()`
+    (loop until all is accepted), `rktls_connection_flush()`,
+    `rktls_connection_sendfile()`, `rktls_connection_refresh_keys()`. On
+    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` wait for the fd and call again.
+    Getters (`_protocol_version()`, `_alpn()`, `_peer_cert()`, ...) work
+    at any time after the handshake.
+ 5. Close: `rktls_connection_shutdown()` until `RKTLS_OK`, optionally
+    read until `RKTLS_CLOSED`; then `rktls_connection_free()` and close
+    the socket (rktls never closes it).
+
+ On an error the connection is finished: its alert has been sent (or
+ left to take), `rktls_connection_error_message()`,
+ `rktls_connection_alert_sent()`/`_alert_received()` and
+ `rktls_connection_errno()` explain it; free it and close the socket.
+ Hosts that read the offloaded socket themselves use the event style
+ instead of step 4's reads (see `rktls_events`).
  */
 typedef struct rktls_connection rktls_connection;
 
 /*
  The events one record produced. Box handle: owned by the caller, freed
  with `rktls_events_free()`; one thread at a time.
+
+ Call sequence (the event style, for hosts that do their own I/O on an
+ offloaded socket; TX and RX must both be in the kernel):
+ 1. After the handshake, check `rktls_connection_ktls_tx()` and
+    `rktls_connection_ktls_rx()`. Write application data on the socket
+    directly (the kernel encrypts it).
+ 2. For each record read with `recvmsg` (TLS_GET_RECORD_TYPE gives the
+    content type), call `rktls_connection_process_record()`: it returns
+    an `rktls_events` list, also on error.
+ 3. Walk it in order: `rktls_events_count()`, `rktls_events_type()`,
+    `rktls_events_data()`, `rktls_events_record_type()`. Deliver
+    `RKTLS_EVENT_APPLICATION_DATA`; send each `RKTLS_EVENT_SEND_CONTROL`
+    record with `sendmsg` and TLS_SET_RECORD_TYPE.
+ 4. If a `RKTLS_EVENT_TX_KEY_UPDATED` was listed, call
+    `rktls_connection_control_sent()` once those records are sent.
+ 5. `rktls_events_free()`. After `RKTLS_EVENT_PEER_CLOSED` or
+    `RKTLS_EVENT_CLOSED` (or an error result) the connection is over:
+    `rktls_connection_free()` and close the socket.
  */
 typedef struct rktls_events rktls_events;
 

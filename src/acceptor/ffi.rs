@@ -17,6 +17,23 @@ use crate::result::Error;
 
 /// Reads a ClientHello before a config is chosen. Box handle: one thread at
 /// a time; free with `rktls_acceptor_free()`. One acceptor per connection.
+///
+/// Call sequence (server, one per accepted TCP connection):
+/// 1. `rktls_acceptor_new()`; in fd mode `rktls_acceptor_set_fd()` with the
+///    accepted socket (otherwise buffer mode: `rktls_acceptor_feed()` every
+///    byte received, in order).
+/// 2. `rktls_acceptor_accept()` until it stops returning
+///    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` (wait for the fd, or feed more).
+/// 3. On `RKTLS_OK` it gives an `rktls_accepted`: inspect the ClientHello
+///    (`rktls_accepted_server_name()`, `_alpn()`, `_cipher_suites()`, ...),
+///    choose an `rktls_server_config`, and call
+///    `rktls_accepted_into_connection()` for the `rktls_connection`; then
+///    `rktls_accepted_free()` in every case.
+/// 4. On an error it gives an `rktls_alert` (if `out_alert` is not NULL):
+///    in fd mode rktls already wrote it; in buffer mode send
+///    `rktls_alert_bytes()`. Then `rktls_alert_free()` and close the socket.
+///    `rktls_accepted_into_connection()` fails the same way.
+/// 5. `rktls_acceptor_free()` (the connection does not need the acceptor).
 pub struct rktls_acceptor {
     _private: [u8; 0],
 }

@@ -39,6 +39,24 @@ pub enum rktls_event_type {
 
 /// The events one record produced. Box handle: owned by the caller, freed
 /// with `rktls_events_free()`; one thread at a time.
+///
+/// Call sequence (the event style, for hosts that do their own I/O on an
+/// offloaded socket; TX and RX must both be in the kernel):
+/// 1. After the handshake, check `rktls_connection_ktls_tx()` and
+///    `rktls_connection_ktls_rx()`. Write application data on the socket
+///    directly (the kernel encrypts it).
+/// 2. For each record read with `recvmsg` (TLS_GET_RECORD_TYPE gives the
+///    content type), call `rktls_connection_process_record()`: it returns
+///    an `rktls_events` list, also on error.
+/// 3. Walk it in order: `rktls_events_count()`, `rktls_events_type()`,
+///    `rktls_events_data()`, `rktls_events_record_type()`. Deliver
+///    `RKTLS_EVENT_APPLICATION_DATA`; send each `RKTLS_EVENT_SEND_CONTROL`
+///    record with `sendmsg` and TLS_SET_RECORD_TYPE.
+/// 4. If a `RKTLS_EVENT_TX_KEY_UPDATED` was listed, call
+///    `rktls_connection_control_sent()` once those records are sent.
+/// 5. `rktls_events_free()`. After `RKTLS_EVENT_PEER_CLOSED` or
+///    `RKTLS_EVENT_CLOSED` (or an error result) the connection is over:
+///    `rktls_connection_free()` and close the socket.
 pub struct rktls_events {
     _private: [u8; 0],
 }

@@ -111,6 +111,36 @@ pub(crate) struct Connection {
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
 /// between threads; freed with `rktls_connection_free()`.
+///
+/// Call sequence:
+/// 1. Make it: `rktls_server_connection_new()`,
+///    `rktls_client_connection_new()`, or from an acceptor with
+///    `rktls_accepted_into_connection()`.
+/// 2. Choose the I/O style before any I/O: `rktls_connection_set_fd()` (fd
+///    mode: rktls reads and writes the socket) or nothing (buffer mode:
+///    after each call, `rktls_connection_feed_tls()` what arrived and send
+///    what `rktls_connection_take_tls()` gives while
+///    `rktls_connection_pending_tls()` is not 0).
+/// 3. `rktls_connection_handshake()` until `RKTLS_OK` (optional: read and
+///    write complete it too). With a config's kTLS mode the record layer
+///    then moves into the kernel; `rktls_connection_ktls_tx()`/`_rx()` say
+///    whether it did.
+/// 4. Exchange data: `rktls_connection_read()`, `rktls_connection_write()`
+///    (loop until all is accepted), `rktls_connection_flush()`,
+///    `rktls_connection_sendfile()`, `rktls_connection_refresh_keys()`. On
+///    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` wait for the fd and call again.
+///    Getters (`_protocol_version()`, `_alpn()`, `_peer_cert()`, ...) work
+///    at any time after the handshake.
+/// 5. Close: `rktls_connection_shutdown()` until `RKTLS_OK`, optionally
+///    read until `RKTLS_CLOSED`; then `rktls_connection_free()` and close
+///    the socket (rktls never closes it).
+///
+/// On an error the connection is finished: its alert has been sent (or
+/// left to take), `rktls_connection_error_message()`,
+/// `rktls_connection_alert_sent()`/`_alert_received()` and
+/// `rktls_connection_errno()` explain it; free it and close the socket.
+/// Hosts that read the offloaded socket themselves use the event style
+/// instead of step 4's reads (see `rktls_events`).
 pub struct rktls_connection {
     _private: [u8; 0],
 }
