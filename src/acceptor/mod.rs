@@ -244,7 +244,7 @@ mod tests {
     use crate::config::rktls_server_config;
     use crate::connection::rktls_connection;
     use crate::fuzzing::last_record;
-    use crate::testutil::{client_config, server_config, Opts};
+    use crate::testutil::{client_config, server_config, Opts, TLS12_SUITES, TLS13_SUITES};
     use std::io::{Read, Write};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
@@ -268,7 +268,7 @@ mod tests {
             Ch {
                 legacy_version: 0x0303,
                 session_id_len: 32,
-                suites: vec![0x1301, 0x1302, 0x1303],
+                suites: TLS13_SUITES.to_vec(),
                 versions: Some(vec![0x0304]),
                 alpn: None,
                 sni: Some("localhost"),
@@ -279,7 +279,7 @@ mod tests {
 
         fn tls12() -> Self {
             Ch {
-                suites: vec![0xc02b, 0xc02c, 0xcca9],
+                suites: TLS12_SUITES.to_vec(),
                 versions: None,
                 tls13_key_share: false,
                 ..Ch::tls13()
@@ -651,7 +651,7 @@ mod tests {
                 };
                 assert_eq!(acc.hello.server_name.as_deref(), Some("localhost"));
                 assert_eq!(acc.hello.alpn, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
-                assert_eq!(acc.hello.cipher_suites, vec![0x1301, 0x1302, 0x1303]);
+                assert_eq!(acc.hello.cipher_suites, TLS13_SUITES);
                 assert_eq!(acc.hello.versions, vec![0x0304, 0x0303]);
                 assert_eq!(acc.hello.named_groups, vec![0x001d, 0x0017]);
                 assert!(acc.hello.signature_schemes.contains(&0x0403));

@@ -669,8 +669,7 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use std::sync::Arc;
 
-    const TLS13: [u16; 3] = [0x1301, 0x1302, 0x1303];
-    const TLS12: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
+    use crate::testutil::{TLS12_SUITES as TLS12, TLS13_SUITES as TLS13};
 
     fn opts(suite: u16) -> Opts {
         Opts {

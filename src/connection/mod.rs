@@ -388,18 +388,9 @@ mod tests {
         got
     }
 
-    const SUITES: &[(u16, u16)] = &[
-        (0x0304, 0x1301),
-        (0x0304, 0x1302),
-        (0x0304, 0x1303),
-        (0x0303, 0xc02b),
-        (0x0303, 0xc02c),
-        (0x0303, 0xcca9),
-    ];
-
     #[test]
     fn buffer_mode_every_version_and_suite() {
-        for &(v, suite) in SUITES {
+        for (v, suite) in crate::testutil::versions_and_suites() {
             let o = Opts {
                 versions: Some(vec![v]),
                 suites: Some(vec![suite]),

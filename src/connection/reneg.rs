@@ -150,7 +150,7 @@ mod tests {
     use crate::testutil::{client_config, server_config, shuttle, Opts};
 
     /// The TLS 1.2 suites (the test certificate is ECDSA).
-    const SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
+    const SUITES: [u16; 3] = crate::testutil::TLS12_SUITES;
     const HELLO_REQUEST: &[u8] = &[0, 0, 0, 0];
 
     /// Established TLS 1.2 server and client in buffer mode.
