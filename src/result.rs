@@ -317,7 +317,7 @@ impl fmt::Display for Error {
 /// server asked to renegotiate (HelloRequest) and did not carry on. `outcome`
 /// says what happened next, e.g. "then reset the connection". One text for
 /// every path that sees a HelloRequest: the userspace record layer
-/// (`connection.rs`) and the offloaded one (kTLS control records).
+/// (`connection/reneg.rs`) and the offloaded one (kTLS control records).
 pub(crate) fn renegotiation_requested_message(outcome: &str) -> String {
     format!(
         "the server demanded TLS 1.2 renegotiation (HelloRequest; IIS does this to ask for a \

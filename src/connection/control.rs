@@ -1,11 +1,11 @@
 //! After the offload: the state machine for every record that is not
 //! application data on a connection whose record layer moved into the
-//! kernel (wholly, or one direction of it), and the C API of its event
-//! style, for hosts that do their own I/O.
+//! kernel (wholly, or one direction of it). Its C API, the event style for
+//! hosts that do their own I/O, is in `events.rs` and `ffi.rs`.
 //!
 //! One implementation serves both ways of driving it:
 //! - `rktls_connection_read()` reads the fd itself and calls
-//!   [`Offload::on_record`] for each control record (connection.rs);
+//!   [`Offload::on_record`] for each control record (`kernel.rs`);
 //! - `rktls_connection_process_record()` takes a record the caller received
 //!   and returns the resulting events.
 //!
