@@ -14,13 +14,9 @@
 # (on an ephemeral port, for the few seconds of its cases).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-. "$root/tests/lib.sh"
-scratch interop
-
-test_certs
-require "$BIN/server_blocking" "$BIN/client"
+. "$(dirname "$0")/lib.sh"
+setup interop
+use_examples server_blocking client
 WAIT=20 # seconds: the bound on every client run and readiness wait
 
 # Test data: a random ~1 MB file to fetch over HTTP, and 64 KiB of hex lines

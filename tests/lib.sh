@@ -9,6 +9,9 @@
 # `on_fail` to show more on a failure. `summary` prints "N passed, M
 # failed" and returns non-zero if anything failed.
 
+# $ROOT: the repository.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
 passed=0 failed=0 why="" logs=()
 ok() { echo "ok   $1"; passed=$((passed + 1)); }
 bad() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
@@ -69,6 +72,20 @@ test_certs() {
   fi
   CA=$CERTS/ca.pem CERT=$CERTS/server.pem KEY=$CERTS/server.key
   require "$CA" "$CERT" "$KEY"
+}
+
+# setup NAME: `scratch NAME` and `test_certs`.
+setup() {
+  scratch "$1"
+  test_certs
+}
+
+# use_examples PROGRAM...: $BIN as an absolute path (default: build/examples)
+# holding the example PROGRAMs.
+use_examples() {
+  BIN=$(cd "${BIN:-$ROOT/build/examples}" && pwd)
+  local p
+  for p; do require "$BIN/$p"; done
 }
 
 # require FILE...: exit 2 (a setup problem, not a failed test) if one is missing.

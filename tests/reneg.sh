@@ -19,19 +19,15 @@
 # Needs openssl, libssl-dev (iis_peer is built here), python3.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-. "$root/tests/lib.sh"
-scratch reneg
-
-test_certs
-require "$BIN/server_blocking" "$BIN/client"
+. "$(dirname "$0")/lib.sh"
+setup reneg
+use_examples server_blocking client
 WAIT=20 # seconds: the bound on every run and readiness wait
 
 # The IIS-like peer links libssl and libcrypto only (the kTLS VM reuses it).
-mkdir -p "$root/build/reneg"
-IIS=$root/build/reneg/iis_peer
-"${CC:-cc}" -O2 -Wall -Wextra -Werror -o "$IIS" "$root/tests/reneg/iis_peer.c" -lssl -lcrypto
+mkdir -p "$ROOT/build/reneg"
+IIS=$ROOT/build/reneg/iis_peer
+"${CC:-cc}" -O2 -Wall -Wextra -Werror -o "$IIS" "$ROOT/tests/reneg/iis_peer.c" -lssl -lcrypto
 
 # Each case is run with tests/lib.sh's `run`: it returns non-zero after
 # setting $why (`fail`) and $logs.
