@@ -19,7 +19,7 @@ CFLAGS     ?= -O2 -g
 WARN       := -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE
 
 VERSION    := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-ABI        := 0
+ABI        := $(shell sed -n 's/^abi-version = \([0-9]*\)/\1/p' Cargo.toml)
 SONAME     := librktls.so.$(ABI)
 REL        := target/release
 STAGE      := $(CURDIR)/build/stage

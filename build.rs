@@ -3,16 +3,26 @@
 use std::env;
 use std::path::PathBuf;
 
-/// ABI version: bumped on any incompatible change of the C ABI.
-const ABI_VERSION: u32 = 0;
+/// The ABI version, written once: `abi-version` under
+/// `[package.metadata.rktls]` in Cargo.toml (the Makefile reads it too).
+fn abi_version(manifest: &str) -> u32 {
+    manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("abi-version = "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Cargo.toml: [package.metadata.rktls] abi-version = N")
+}
 
 fn main() {
     println!("cargo:rerun-if-changed=src");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librktls.so.{ABI_VERSION}");
+    println!("cargo:rerun-if-changed=Cargo.toml");
 
     let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+    let abi = abi_version(&manifest);
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,librktls.so.{abi}");
     let version = env::var("CARGO_PKG_VERSION").unwrap();
     let mut parts = version.split(['.', '-']);
     let mut next = || parts.next().unwrap_or("0").to_string();
@@ -27,7 +37,7 @@ fn main() {
          /* The whole version, as rktls_version() returns it. */\n\
          #define RKTLS_VERSION_STRING \"{version}\"\n\
          /* ABI version: the N of the shared library's SONAME librktls.so.N. */\n\
-         #define RKTLS_ABI_VERSION {ABI_VERSION}\n"
+         #define RKTLS_ABI_VERSION {abi}\n"
     ));
     match cbindgen::Builder::new()
         .with_crate(&dir)

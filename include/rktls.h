@@ -585,6 +585,23 @@ typedef struct rktls_accepted rktls_accepted;
 /*
  Reads a ClientHello before a config is chosen. Box handle: one thread at
  a time; free with `rktls_acceptor_free()`. One acceptor per connection.
+
+ Call sequence (server, one per accepted TCP connection):
+ 1. `rktls_acceptor_new()`; in fd mode `rktls_acceptor_set_fd()` with the
+    accepted socket (otherwise buffer mode: `rktls_acceptor_feed()` every
+    byte received, in order).
+ 2. `rktls_acceptor_accept()` until it stops returning
+    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` (wait for the fd, or feed more).
+ 3. On `RKTLS_OK` it gives an `rktls_accepted`: inspect the ClientHello
+    (`rktls_accepted_server_name()`, `_alpn()`, `_cipher_suites()`, ...),
+    choose an `rktls_server_config`, and call
+    `rktls_accepted_into_connection()` for the `rktls_connection`; then
+    `rktls_accepted_free()` in every case.
+ 4. On an error it gives an `rktls_alert` (if `out_alert` is not NULL):
+    in fd mode rktls already wrote it; in buffer mode send
+    `rktls_alert_bytes()`. Then `rktls_alert_free()` and close the socket.
+    `rktls_accepted_into_connection()` fails the same way.
+ 5. `rktls_acceptor_free()` (the connection does not need the acceptor).
  */
 typedef struct rktls_acceptor rktls_acceptor;
 
@@ -611,12 +628,60 @@ typedef struct rktls_client_config_builder rktls_client_config_builder;
 /*
  A TLS connection. Box handle: used by one thread at a time, but may move
  between threads; freed with `rktls_connection_free()`.
+
+ Call sequence:
+ 1. Make it: `rktls_server_connection_new()`,
+    `rktls_client_connection_new()`, or from an acceptor with
+    `rktls_accepted_into_connection()`.
+ 2. Choose the I/O style before any I/O: `rktls_connection_set_fd()` (fd
+    mode: rktls reads and writes the socket) or nothing (buffer mode:
+    after each call, `rktls_connection_feed_tls()` what arrived and send
+    what `rktls_connection_take_tls()` gives while
+    `rktls_connection_pending_tls()` is not 0).
+ 3. `rktls_connection_handshake()` until `RKTLS_OK` (optional: read and
+    write complete it too). With a config's kTLS mode the record layer
+    then moves into the kernel; `rktls_connection_ktls_tx()`/`_rx()` say
+    whether it did.
+ 4. Exchange data: `rktls_connection_read()`, `rktls_connection_write()`
+    (loop until all is accepted), `rktls_connection_flush()`,
+    `rktls_connection_sendfile()`, `rktls_connection_refresh_keys()`. On
+    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` wait for the fd and call again.
+    Getters (`_protocol_version()`, `_alpn()`, `_peer_cert()`, ...) work
+    at any time after the handshake.
+ 5. Close: `rktls_connection_shutdown()` until `RKTLS_OK`, optionally
+    read until `RKTLS_CLOSED`; then `rktls_connection_free()` and close
+    the socket (rktls never closes it).
+
+ On an error the connection is finished: its alert has been sent (or
+ left to take), `rktls_connection_error_message()`,
+ `rktls_connection_alert_sent()`/`_alert_received()` and
+ `rktls_connection_errno()` explain it; free it and close the socket.
+ Hosts that read the offloaded socket themselves use the event style
+ instead of step 4's reads (see `rktls_events`).
  */
 typedef struct rktls_connection rktls_connection;
 
 /*
  The events one record produced. Box handle: owned by the caller, freed
  with `rktls_events_free()`; one thread at a time.
+
+ Call sequence (the event style, for hosts that do their own I/O on an
+ offloaded socket; TX and RX must both be in the kernel):
+ 1. After the handshake, check `rktls_connection_ktls_tx()` and
+    `rktls_connection_ktls_rx()`. Write application data on the socket
+    directly (the kernel encrypts it).
+ 2. For each record read with `recvmsg` (TLS_GET_RECORD_TYPE gives the
+    content type), call `rktls_connection_process_record()`: it returns
+    an `rktls_events` list, also on error.
+ 3. Walk it in order: `rktls_events_count()`, `rktls_events_type()`,
+    `rktls_events_data()`, `rktls_events_record_type()`. Deliver
+    `RKTLS_EVENT_APPLICATION_DATA`; send each `RKTLS_EVENT_SEND_CONTROL`
+    record with `sendmsg` and TLS_SET_RECORD_TYPE.
+ 4. If a `RKTLS_EVENT_TX_KEY_UPDATED` was listed, call
+    `rktls_connection_control_sent()` once those records are sent.
+ 5. `rktls_events_free()`. After `RKTLS_EVENT_PEER_CLOSED` or
+    `RKTLS_EVENT_CLOSED` (or an error result) the connection is over:
+    `rktls_connection_free()` and close the socket.
  */
 typedef struct rktls_events rktls_events;
 
@@ -1351,6 +1416,38 @@ rktls_result rktls_ticket_keys_set_files(const struct rktls_ticket_keys *keys,
 void rktls_ticket_keys_free(const struct rktls_ticket_keys *keys);
 
 /*
+ Number of events. 0 for NULL.
+ */
+size_t rktls_events_count(const struct rktls_events *events);
+
+/*
+ The type of event `i`; `RKTLS_EVENT_NONE` when out of range or NULL.
+ */
+rktls_event_type rktls_events_type(const struct rktls_events *events, size_t i);
+
+/*
+ The record content type of a `RKTLS_EVENT_SEND_CONTROL` event `i`
+ (21 alert, 22 handshake); 0 for other events.
+ */
+uint8_t rktls_events_record_type(const struct rktls_events *events, size_t i);
+
+/*
+ The bytes of event `i` (application data, or a control record's
+ payload): `*out_data` points into `events` and stays valid until
+ `rktls_events_free()`. Other events give length 0. Returns
+ `RKTLS_ERR_INVALID_ARGUMENT` when `i` is out of range.
+ */
+rktls_result rktls_events_data(const struct rktls_events *events,
+                               size_t i,
+                               const uint8_t **out_data,
+                               size_t *out_len);
+
+/*
+ Free events from `rktls_connection_process_record()`. NULL is ignored.
+ */
+void rktls_events_free(struct rktls_events *events);
+
+/*
  Make a server connection from `config` in `*out_conn`.
 
  The connection keeps its own reference to the config. It starts in buffer
@@ -1501,7 +1598,8 @@ uint16_t rktls_connection_cipher_suite(const struct rktls_connection *conn);
 
 /*
  The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
- "unknown". Static string: never free it. Thread-safe.
+ "unknown". Static string: never free it. Thread-safe. (A static lookup
+ that cannot fail, so it needs no panic guard.)
  */
 const char *rktls_cipher_suite_name(uint16_t id);
 
@@ -1605,6 +1703,43 @@ rktls_result rktls_connection_sendfile(struct rktls_connection *conn,
                                        size_t *out_n);
 
 /*
+ Process one record received on an offloaded socket (RX and TX in the
+ kernel), for callers that do their own `recvmsg`: `content_type` is the
+ TLS_GET_RECORD_TYPE value and `payload` the decrypted bytes.
+
+ `*out_events` receives the events in order (also when the result is an
+ error: a fatal error lists the alert to send); the caller owns them and
+ frees them with `rktls_events_free()`. Send every
+ `RKTLS_EVENT_SEND_CONTROL` record in order, then call
+ `rktls_connection_control_sent()`. Returns `RKTLS_OK`, or the error that
+ ended the connection (e.g. `RKTLS_ERR_ALERT_RECEIVED`,
+ `RKTLS_ERR_KTLS_NO_REKEY`). Application data counts towards the key
+ usage limit; data the caller sends itself does not.
+ */
+rktls_result rktls_connection_process_record(struct rktls_connection *conn,
+                                             uint8_t content_type,
+                                             const uint8_t *payload,
+                                             size_t len,
+                                             struct rktls_events **out_events);
+
+/*
+ Tell rktls the `RKTLS_EVENT_SEND_CONTROL` records were sent: it installs
+ TX keys announced by a KeyUpdate. Returns `RKTLS_OK`, or an error if the
+ kernel refused the keys.
+ */
+rktls_result rktls_connection_control_sent(struct rktls_connection *conn);
+
+/*
+ Update our TLS 1.3 traffic keys now: send KeyUpdate (asking the peer to
+ update its keys too when `request_peer`), then switch to the new keys.
+ In userspace rustls always asks the peer. Returns `RKTLS_OK`,
+ `RKTLS_WANT_WRITE` (call again), `RKTLS_ERR_WRONG_STATE` (TLS 1.2, or
+ during the handshake) or `RKTLS_ERR_KTLS_NO_REKEY` (TX offloaded to a
+ kernel that cannot rekey). Not for use with the event style.
+ */
+rktls_result rktls_connection_refresh_keys(struct rktls_connection *conn, bool request_peer);
+
+/*
  Copy the message of the last failed rktls call made on this thread into
  `buf` as a NUL-terminated string, and its length (without the NUL) into
  `*out_len`.
@@ -1637,75 +1772,6 @@ rktls_result rktls_last_error_message(char *buf, size_t len, size_t *out_len);
 rktls_result rktls_set_log_callback(rktls_log_callback cb, void *userdata, uint32_t max_level);
 
 /*
- Process one record received on an offloaded socket (RX and TX in the
- kernel), for callers that do their own `recvmsg`: `content_type` is the
- TLS_GET_RECORD_TYPE value and `payload` the decrypted bytes.
-
- `*out_events` receives the events in order (also when the result is an
- error: a fatal error lists the alert to send); the caller owns them and
- frees them with `rktls_events_free()`. Send every
- `RKTLS_EVENT_SEND_CONTROL` record in order, then call
- `rktls_connection_control_sent()`. Returns `RKTLS_OK`, or the error that
- ended the connection (e.g. `RKTLS_ERR_ALERT_RECEIVED`,
- `RKTLS_ERR_KTLS_NO_REKEY`). Application data counts towards the key
- usage limit; data the caller sends itself does not.
- */
-rktls_result rktls_connection_process_record(struct rktls_connection *conn,
-                                             uint8_t content_type,
-                                             const uint8_t *payload,
-                                             size_t len,
-                                             struct rktls_events **out_events);
-
-/*
- Tell rktls the `RKTLS_EVENT_SEND_CONTROL` records were sent: it installs
- TX keys announced by a KeyUpdate. Returns `RKTLS_OK`, or an error if the
- kernel refused the keys.
- */
-rktls_result rktls_connection_control_sent(struct rktls_connection *conn);
-
-/*
- Number of events. 0 for NULL.
- */
-size_t rktls_events_count(const struct rktls_events *events);
-
-/*
- The type of event `i`; `RKTLS_EVENT_NONE` when out of range or NULL.
- */
-rktls_event_type rktls_events_type(const struct rktls_events *events, size_t i);
-
-/*
- The record content type of a `RKTLS_EVENT_SEND_CONTROL` event `i`
- (21 alert, 22 handshake); 0 for other events.
- */
-uint8_t rktls_events_record_type(const struct rktls_events *events, size_t i);
-
-/*
- The bytes of event `i` (application data, or a control record's
- payload): `*out_data` points into `events` and stays valid until
- `rktls_events_free()`. Other events give length 0. Returns
- `RKTLS_ERR_INVALID_ARGUMENT` when `i` is out of range.
- */
-rktls_result rktls_events_data(const struct rktls_events *events,
-                               size_t i,
-                               const uint8_t **out_data,
-                               size_t *out_len);
-
-/*
- Free events from `rktls_connection_process_record()`. NULL is ignored.
- */
-void rktls_events_free(struct rktls_events *events);
-
-/*
- Update our TLS 1.3 traffic keys now: send KeyUpdate (asking the peer to
- update its keys too when `request_peer`), then switch to the new keys.
- In userspace rustls always asks the peer. Returns `RKTLS_OK`,
- `RKTLS_WANT_WRITE` (call again), `RKTLS_ERR_WRONG_STATE` (TLS 1.2, or
- during the handshake) or `RKTLS_ERR_KTLS_NO_REKEY` (TX offloaded to a
- kernel that cannot rekey). Not for use with the event style.
- */
-rktls_result rktls_connection_refresh_keys(struct rktls_connection *conn, bool request_peer);
-
-/*
  Whether this kernel can install new keys on an offloaded TLS 1.3 socket
  (KeyUpdate under kTLS; Linux >= 6.14). Probed once per process on a
  throwaway loopback socket; false where the kernel has no kTLS at all.
@@ -1717,7 +1783,8 @@ bool rktls_ktls_can_rekey(void);
  Return a stable, NUL-terminated English message for a result code.
 
  The string is static: never free it. Unknown values give
- "unknown result code". Thread-safe.
+ "unknown result code". Thread-safe. (A static lookup that cannot fail,
+ so it needs no panic guard.)
  */
 const char *rktls_result_str(unsigned int result);
 
@@ -1725,7 +1792,8 @@ const char *rktls_result_str(unsigned int result);
  Return the category of a result code (would-block, closed, alert,
  protocol, I/O, usage, kTLS, internal), so an event loop branches once.
 
- Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe.
+ Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe. (A static
+ lookup that cannot fail, so it needs no panic guard.)
  */
 rktls_category rktls_result_category(unsigned int result);
 

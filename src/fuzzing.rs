@@ -7,6 +7,7 @@ use crate::acceptor::{Acceptor, Outcome};
 use crate::config::ServerConfigBuilder;
 use crate::connection::Connection;
 use crate::result::rktls_result::{self, *};
+use crate::wire;
 
 /// Inputs longer than this are cut: a ClientHello flight fits many times.
 pub const MAX_INPUT: usize = 16 * 1024;
@@ -25,14 +26,10 @@ struct End {
 }
 
 /// The last TLS record in a byte stream (cut short if the stream is).
-pub(crate) fn last_record(mut s: &[u8]) -> Vec<u8> {
-    let mut last = Vec::new();
-    while s.len() >= 5 {
-        let n = (5 + u16::from_be_bytes([s[3], s[4]]) as usize).min(s.len());
-        last = s[..n].to_vec();
-        s = &s[n..];
-    }
-    last
+pub(crate) fn last_record(s: &[u8]) -> Vec<u8> {
+    wire::records(s)
+        .last()
+        .map_or_else(Vec::new, |r| r.bytes.to_vec())
 }
 
 /// Drive a buffer-mode server connection over `pieces`, collecting output.
@@ -146,7 +143,7 @@ impl AcceptorParity {
         let a = self.via_acceptor(&pieces);
         // Where a path refused the client with a readable (plaintext) alert,
         // the other must have sent the very same alert.
-        let plain_alert = |e: &End| e.last_record.len() == 7 && e.last_record[0] == 21;
+        let plain_alert = |e: &End| crate::alert::parse_plain_alert(&e.last_record).is_some();
         if plain_alert(&d) || plain_alert(&a) {
             assert_eq!(
                 d.last_record, a.last_record,

@@ -14,6 +14,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use crate::wire;
+
 /// Everything rustls exposes of a ClientHello, plus the offered versions.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Hello {
@@ -116,18 +118,16 @@ pub(crate) fn probe_config() -> Arc<rustls::ServerConfig> {
 }
 
 /// Reassemble the first handshake message from TLS records.
-fn first_handshake_message(mut records: &[u8]) -> Option<Vec<u8>> {
+fn first_handshake_message(records: &[u8]) -> Option<Vec<u8>> {
     let mut msg = Vec::new();
-    while records.len() >= 5 {
-        let len = u16::from_be_bytes([records[3], records[4]]) as usize;
-        let body = records.get(5..5 + len)?;
-        if records[0] != 22 {
+    for r in wire::records(records) {
+        let body = r.payload()?;
+        if r.header.typ != wire::CT_HANDSHAKE {
             return None;
         }
         msg.extend_from_slice(body);
-        records = &records[5 + len..];
-        if msg.len() >= 4 {
-            let need = 4 + u32::from_be_bytes([0, msg[1], msg[2], msg[3]]) as usize;
+        if let Some((_, len)) = wire::handshake_header(&msg) {
+            let need = wire::HS_HEADER + len;
             if msg.len() >= need {
                 msg.truncate(need);
                 return Some(msg);

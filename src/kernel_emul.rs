@@ -377,31 +377,32 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             if s.rx_expired {
                 return Some(Err(err(libc::EKEYEXPIRED)));
             }
-            if s.raw.len() >= 5 {
-                let len = 5 + u16::from_be_bytes([s.raw[3], s.raw[4]]) as usize;
-                if s.raw.len() >= len {
-                    let rec: Vec<u8> = s.raw.drain(..len).collect();
-                    let rekey = e.rekey;
-                    let k = s.rx.as_mut().unwrap();
-                    let tls13 = k.tls13();
-                    let (t, p) = match k.open(&rec) {
-                        Ok(v) => v,
-                        Err(x) => return Some(Err(x)),
-                    };
-                    if rekey && tls13 && t == 22 && p.first() == Some(&24) {
-                        s.rx_expired = true;
-                    }
-                    if t != 23 && p.len() > buf.len() {
-                        return Some(Err(err(libc::EMSGSIZE)));
-                    }
-                    let n = p.len().min(buf.len());
-                    buf[..n].copy_from_slice(&p[..n]);
-                    if n < p.len() {
-                        s.pending = Some((t, p[n..].to_vec()));
-                    }
-                    e.records.entry(fd).or_default().1 += 1;
-                    return Some(Ok((t, n)));
+            if let Some(len) = crate::wire::whole_record(&s.raw) {
+                let rec: Vec<u8> = s.raw.drain(..len).collect();
+                let rekey = e.rekey;
+                let k = s.rx.as_mut().unwrap();
+                let tls13 = k.tls13();
+                let (t, p) = match k.open(&rec) {
+                    Ok(v) => v,
+                    Err(x) => return Some(Err(x)),
+                };
+                if rekey
+                    && tls13
+                    && t == crate::wire::CT_HANDSHAKE
+                    && p.first() == Some(&crate::wire::HS_KEY_UPDATE)
+                {
+                    s.rx_expired = true;
                 }
+                if t != crate::wire::CT_APPLICATION_DATA && p.len() > buf.len() {
+                    return Some(Err(err(libc::EMSGSIZE)));
+                }
+                let n = p.len().min(buf.len());
+                buf[..n].copy_from_slice(&p[..n]);
+                if n < p.len() {
+                    s.pending = Some((t, p[n..].to_vec()));
+                }
+                e.records.entry(fd).or_default().1 += 1;
+                return Some(Ok((t, n)));
             }
             None
         })

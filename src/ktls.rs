@@ -18,11 +18,6 @@ use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::sys;
 
-/// Record content types carried in TLS_{SET,GET}_RECORD_TYPE control messages.
-pub(crate) const CT_ALERT: u8 = 21;
-pub(crate) const CT_HANDSHAKE: u8 = 22;
-pub(crate) const CT_APPLICATION_DATA: u8 = 23;
-
 /// Whether connections move their record layer into the kernel after the
 /// handshake (fd mode only).
 #[repr(u32)]
@@ -168,15 +163,11 @@ fn dir_name(dir: libc::c_int) -> &'static str {
     }
 }
 
-/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`); a
-/// refusal is `RKTLS_ERR_KTLS_UNAVAILABLE`.
-pub(crate) fn install(
-    fd: RawFd,
-    dir: libc::c_int,
-    suite: SupportedCipherSuite,
-    secrets: (u64, ConnectionTrafficSecrets),
-) -> Result<(), Error> {
-    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_UNAVAILABLE)
+/// Install one direction's keys (`libc::TLS_TX` or `libc::TLS_RX`) from
+/// its crypto info (`crypto_info`); a refusal is
+/// `RKTLS_ERR_KTLS_UNAVAILABLE`.
+pub(crate) fn install(fd: RawFd, dir: libc::c_int, info: &[u8]) -> Result<(), Error> {
+    set_info(fd, dir, info, RKTLS_ERR_KTLS_UNAVAILABLE)
 }
 
 /// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14);
@@ -198,7 +189,11 @@ fn set_keys(
     refused: rktls_result,
 ) -> Result<(), Error> {
     let info = crypto_info(suite, secrets)?;
-    install_raw(fd, dir, &info).map_err(|e| {
+    set_info(fd, dir, &info, refused)
+}
+
+fn set_info(fd: RawFd, dir: libc::c_int, info: &[u8], refused: rktls_result) -> Result<(), Error> {
+    install_raw(fd, dir, info).map_err(|e| {
         Error::new(
             refused,
             format!(

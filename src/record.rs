@@ -14,10 +14,7 @@ use rustls::{ConnectionTrafficSecrets, ContentType, ProtocolVersion, SupportedCi
 use crate::result::rktls_result::*;
 use crate::result::Error;
 
-/// Record header length.
-pub(crate) const HEADER: usize = 5;
-/// Largest plaintext fragment.
-pub(crate) const MAX_FRAGMENT: usize = 16384;
+use crate::wire::{HEADER, MAX_FRAGMENT};
 
 fn key_iv(secrets: ConnectionTrafficSecrets) -> (rustls::crypto::cipher::AeadKey, [u8; 12]) {
     match secrets {
@@ -135,13 +132,4 @@ impl Opener {
         let start = plain.payload.as_ptr() as usize - base;
         Ok((u8::from(plain.typ), start..start + plain.payload.len()))
     }
-}
-
-/// The whole-record length at the front of `buf`, if a whole record is there.
-pub(crate) fn whole_record(buf: &[u8]) -> Option<usize> {
-    if buf.len() < HEADER {
-        return None;
-    }
-    let n = HEADER + u16::from_be_bytes([buf[3], buf[4]]) as usize;
-    (buf.len() >= n).then_some(n)
 }

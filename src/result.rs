@@ -3,7 +3,7 @@
 //! Codes are numbered in stable blocks of a hundred, one block per category.
 //! A number, once published, is never reused for another meaning.
 
-use std::ffi::c_uint;
+use std::ffi::{c_uint, CStr};
 use std::fmt;
 
 /// The result of every fallible rktls call.
@@ -214,57 +214,60 @@ impl rktls_result {
         }
     }
 
-    /// A stable, NUL-terminated message.
-    pub fn message(self) -> &'static str {
+    /// A stable message, as a C string.
+    pub fn c_message(self) -> &'static CStr {
         match self {
-            RKTLS_OK => "success\0",
-            RKTLS_WANT_READ => "would block: want read\0",
-            RKTLS_WANT_WRITE => "would block: want write\0",
-            RKTLS_CLOSED => "peer closed the connection cleanly (close_notify)\0",
-            RKTLS_ERR_TRUNCATED => {
-                "connection closed without close_notify: data may be truncated\0"
-            }
-            RKTLS_ERR_ALERT_RECEIVED => "peer sent a fatal TLS alert\0",
-            RKTLS_ERR_PROTOCOL => "TLS protocol error\0",
-            RKTLS_ERR_UNEXPECTED_MESSAGE => "peer sent an unexpected TLS message\0",
-            RKTLS_ERR_DECODE => "peer sent a TLS message that could not be decoded\0",
+            RKTLS_OK => c"success",
+            RKTLS_WANT_READ => c"would block: want read",
+            RKTLS_WANT_WRITE => c"would block: want write",
+            RKTLS_CLOSED => c"peer closed the connection cleanly (close_notify)",
+            RKTLS_ERR_TRUNCATED => c"connection closed without close_notify: data may be truncated",
+            RKTLS_ERR_ALERT_RECEIVED => c"peer sent a fatal TLS alert",
+            RKTLS_ERR_PROTOCOL => c"TLS protocol error",
+            RKTLS_ERR_UNEXPECTED_MESSAGE => c"peer sent an unexpected TLS message",
+            RKTLS_ERR_DECODE => c"peer sent a TLS message that could not be decoded",
             RKTLS_ERR_PEER_INCOMPATIBLE => {
-                "peer has no TLS version, cipher suite or parameter in common with us\0"
+                c"peer has no TLS version, cipher suite or parameter in common with us"
             }
-            RKTLS_ERR_PEER_MISBEHAVED => "peer violated the TLS protocol\0",
-            RKTLS_ERR_BAD_CERTIFICATE => "peer certificate rejected\0",
-            RKTLS_ERR_NO_CERTIFICATE => "peer presented no certificate\0",
-            RKTLS_ERR_DECRYPT => "TLS record failed to decrypt (bad record MAC)\0",
-            RKTLS_ERR_NO_APPLICATION_PROTOCOL => "no ALPN protocol in common with the peer\0",
-            RKTLS_ERR_KEY_EXHAUSTED => "key usage limit reached for this cipher\0",
-            RKTLS_ERR_RENEGOTIATION => "peer requested TLS 1.2 renegotiation, which is refused\0",
+            RKTLS_ERR_PEER_MISBEHAVED => c"peer violated the TLS protocol",
+            RKTLS_ERR_BAD_CERTIFICATE => c"peer certificate rejected",
+            RKTLS_ERR_NO_CERTIFICATE => c"peer presented no certificate",
+            RKTLS_ERR_DECRYPT => c"TLS record failed to decrypt (bad record MAC)",
+            RKTLS_ERR_NO_APPLICATION_PROTOCOL => c"no ALPN protocol in common with the peer",
+            RKTLS_ERR_KEY_EXHAUSTED => c"key usage limit reached for this cipher",
+            RKTLS_ERR_RENEGOTIATION => c"peer requested TLS 1.2 renegotiation, which is refused",
             RKTLS_ERR_KTLS_NO_REKEY => {
-                "peer updated its keys and this kernel cannot rekey an offloaded socket\0"
+                c"peer updated its keys and this kernel cannot rekey an offloaded socket"
             }
-            RKTLS_ERR_IO => "I/O error (see errno)\0",
-            RKTLS_ERR_NULL_ARGUMENT => "a required pointer argument was NULL\0",
-            RKTLS_ERR_INVALID_ARGUMENT => "invalid argument\0",
-            RKTLS_ERR_WRONG_STATE => "call not valid in the object's current state\0",
-            RKTLS_ERR_BUFFER_TOO_SMALL => "output buffer too small\0",
-            RKTLS_ERR_HANDLE_CONSUMED => "handle already consumed by an earlier call\0",
-            RKTLS_ERR_ALREADY_ACCEPTED => "acceptor already accepted a ClientHello\0",
-            RKTLS_ERR_ALREADY_FAILED => "acceptor already failed; send its alert and close\0",
-            RKTLS_ERR_CONFIG_FILE => "configuration file could not be read\0",
-            RKTLS_ERR_CONFIG_PEM => "malformed PEM, or no item of the expected kind\0",
-            RKTLS_ERR_CONFIG_KEY_MISMATCH => "private key does not match the certificate\0",
-            RKTLS_ERR_CONFIG_CERTIFICATE => "certificate or private key unusable\0",
-            RKTLS_ERR_CONFIG_ALPN => "ALPN list is not valid wire format\0",
-            RKTLS_ERR_CONFIG_VERSIONS => "protocol version list empty or unsupported\0",
-            RKTLS_ERR_CONFIG_CIPHER_SUITES => "cipher suite list empty, unknown or unusable\0",
+            RKTLS_ERR_IO => c"I/O error (see errno)",
+            RKTLS_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
+            RKTLS_ERR_INVALID_ARGUMENT => c"invalid argument",
+            RKTLS_ERR_WRONG_STATE => c"call not valid in the object's current state",
+            RKTLS_ERR_BUFFER_TOO_SMALL => c"output buffer too small",
+            RKTLS_ERR_HANDLE_CONSUMED => c"handle already consumed by an earlier call",
+            RKTLS_ERR_ALREADY_ACCEPTED => c"acceptor already accepted a ClientHello",
+            RKTLS_ERR_ALREADY_FAILED => c"acceptor already failed; send its alert and close",
+            RKTLS_ERR_CONFIG_FILE => c"configuration file could not be read",
+            RKTLS_ERR_CONFIG_PEM => c"malformed PEM, or no item of the expected kind",
+            RKTLS_ERR_CONFIG_KEY_MISMATCH => c"private key does not match the certificate",
+            RKTLS_ERR_CONFIG_CERTIFICATE => c"certificate or private key unusable",
+            RKTLS_ERR_CONFIG_ALPN => c"ALPN list is not valid wire format",
+            RKTLS_ERR_CONFIG_VERSIONS => c"protocol version list empty or unsupported",
+            RKTLS_ERR_CONFIG_CIPHER_SUITES => c"cipher suite list empty, unknown or unusable",
             RKTLS_ERR_CONFIG_INCOMPLETE => {
-                "configuration incomplete (no certificate, or no trust roots)\0"
+                c"configuration incomplete (no certificate, or no trust roots)"
             }
-            RKTLS_ERR_CONFIG_SERVER_NAME => "invalid server name\0",
-            RKTLS_ERR_CONFIG_CA => "CA bundle unusable for verification\0",
-            RKTLS_ERR_KTLS_UNAVAILABLE => "kernel TLS unavailable\0",
-            RKTLS_ERR_PANIC => "internal panic caught at the C boundary\0",
-            RKTLS_ERR_INTERNAL => "internal error\0",
+            RKTLS_ERR_CONFIG_SERVER_NAME => c"invalid server name",
+            RKTLS_ERR_CONFIG_CA => c"CA bundle unusable for verification",
+            RKTLS_ERR_KTLS_UNAVAILABLE => c"kernel TLS unavailable",
+            RKTLS_ERR_PANIC => c"internal panic caught at the C boundary",
+            RKTLS_ERR_INTERNAL => c"internal error",
         }
+    }
+
+    /// A stable message.
+    pub fn message(self) -> &'static str {
+        self.c_message().to_str().unwrap_or("internal error")
     }
 }
 
@@ -284,8 +287,7 @@ impl Error {
     }
 
     pub fn code(code: rktls_result) -> Self {
-        let m = code.message();
-        Error::new(code, &m[..m.len() - 1])
+        Error::new(code, code.message())
     }
 
     pub fn null(what: &str) -> Self {
@@ -315,7 +317,7 @@ impl fmt::Display for Error {
 /// server asked to renegotiate (HelloRequest) and did not carry on. `outcome`
 /// says what happened next, e.g. "then reset the connection". One text for
 /// every path that sees a HelloRequest: the userspace record layer
-/// (`connection.rs`) and the offloaded one (kTLS control records).
+/// (`connection/reneg.rs`) and the offloaded one (kTLS control records).
 pub(crate) fn renegotiation_requested_message(outcome: &str) -> String {
     format!(
         "the server demanded TLS 1.2 renegotiation (HelloRequest; IIS does this to ask for a \
@@ -373,20 +375,22 @@ impl From<rustls::Error> for Error {
 /// Return a stable, NUL-terminated English message for a result code.
 ///
 /// The string is static: never free it. Unknown values give
-/// "unknown result code". Thread-safe.
+/// "unknown result code". Thread-safe. (A static lookup that cannot fail,
+/// so it needs no panic guard.)
 #[no_mangle]
 pub extern "C" fn rktls_result_str(result: c_uint) -> *const std::ffi::c_char {
     let s = match rktls_result::from_u32(result) {
-        Some(r) => r.message(),
-        None => "unknown result code\0",
+        Some(r) => r.c_message(),
+        None => c"unknown result code",
     };
-    s.as_ptr().cast()
+    s.as_ptr()
 }
 
 /// Return the category of a result code (would-block, closed, alert,
 /// protocol, I/O, usage, kTLS, internal), so an event loop branches once.
 ///
-/// Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe.
+/// Unknown values give `RKTLS_CATEGORY_UNKNOWN`. Thread-safe. (A static
+/// lookup that cannot fail, so it needs no panic guard.)
 #[no_mangle]
 pub extern "C" fn rktls_result_category(result: c_uint) -> rktls_category {
     match rktls_result::from_u32(result) {
@@ -405,9 +409,10 @@ mod tests {
         let mut seen = HashSet::new();
         for r in rktls_result::ALL {
             assert!(seen.insert(*r as u32), "duplicate code {r:?}");
-            let m = r.message();
-            assert!(m.ends_with('\0') && m.len() > 1, "{r:?}");
-            assert_eq!(m.matches('\0').count(), 1);
+            let m = r.c_message();
+            assert!(!m.is_empty(), "{r:?}");
+            assert_eq!(m.to_bytes_with_nul().last(), Some(&0));
+            assert_eq!(r.message().as_bytes(), m.to_bytes());
             assert_eq!(rktls_result::from_u32(*r as u32), Some(*r));
         }
         assert_eq!(rktls_result::from_u32(12345), None);

@@ -70,7 +70,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         }
         #[cfg(test)]
         if crate::kernel_emul::tx_offloaded(fd) {
-            return crate::kernel_emul::send(fd, crate::ktls::CT_APPLICATION_DATA, buf);
+            return crate::kernel_emul::send(fd, crate::wire::CT_APPLICATION_DATA, buf);
         }
         // SAFETY: buf is valid for reads of buf.len() bytes.
         let mut r =
@@ -169,7 +169,7 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         }
-        let mut typ = crate::ktls::CT_APPLICATION_DATA;
+        let mut typ = crate::wire::CT_APPLICATION_DATA;
         // SAFETY: walking the control buffer the kernel filled in.
         unsafe {
             let mut c = libc::CMSG_FIRSTHDR(&msg);
@@ -256,7 +256,7 @@ pub(crate) fn sendfile(
             let mut chunk = vec![0u8; count.min(65536)];
             let n = pread(in_fd, &mut chunk, *offset)?;
             let n =
-                crate::kernel_emul::send(out_fd, crate::ktls::CT_APPLICATION_DATA, &chunk[..n])?;
+                crate::kernel_emul::send(out_fd, crate::wire::CT_APPLICATION_DATA, &chunk[..n])?;
             *offset += n as i64;
             return Ok(n);
         }

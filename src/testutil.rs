@@ -8,6 +8,19 @@ use rustls::sign::CertifiedKey;
 use crate::config::{ClientConfigBuilder, ServerConfigBuilder};
 use crate::connection::Connection;
 
+/// The TLS 1.3 suites rktls supports (IANA ids): every test that covers
+/// "each suite" takes its list from here.
+pub const TLS13_SUITES: [u16; 3] = [0x1301, 0x1302, 0x1303];
+/// The TLS 1.2 suites the test certificate (ECDSA) can use.
+pub const TLS12_SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
+
+/// Every suite above with its protocol version.
+pub fn versions_and_suites() -> Vec<(u16, u16)> {
+    let v13 = TLS13_SUITES.map(|s| (u16::from(rustls::ProtocolVersion::TLSv1_3), s));
+    let v12 = TLS12_SUITES.map(|s| (u16::from(rustls::ProtocolVersion::TLSv1_2), s));
+    v13.into_iter().chain(v12).collect()
+}
+
 pub struct Pki {
     pub ca_pem: String,
     /// (cert chain PEM, key PEM) for "localhost" and "example.com".

@@ -109,5 +109,4 @@ check "SIGTERM: arrived with the download in flight (server drained 1 connection
 check "SIGTERM: the download's connection closed cleanly (close_notify)" \
   grep -q '^closed: clean requests=1$' <(since)
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

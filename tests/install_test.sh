@@ -2,10 +2,15 @@
 # Install into a scratch prefix, then build and run a C program against the
 # installed copy using only `pkg-config --cflags --libs rktls`.
 set -euo pipefail
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+cd "$(dirname "$0")/.."
+. tests/lib.sh
+scratch install
+tmp=$T
+# The ABI version is written once, in Cargo.toml.
+abi=$(sed -n 's/^abi-version = \([0-9]*\)/\1/p' Cargo.toml)
 make -s install PREFIX="$tmp/prefix" >/dev/null
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
-for f in include/rktls.h lib/librktls.a lib/librktls.so lib/librktls.so.0 lib/pkgconfig/rktls.pc; do
+for f in include/rktls.h lib/librktls.a lib/librktls.so "lib/librktls.so.$abi" lib/pkgconfig/rktls.pc; do
   [ -e "$tmp/prefix/$f" ] || { echo "FAIL: $f not installed"; exit 1; }
 done
 cat > "$tmp/app.c" <<'C'
@@ -25,7 +30,7 @@ int main(void)
 }
 C
 gcc -Wall -Wextra -Werror -o "$tmp/app" "$tmp/app.c" $(pkg-config --cflags --libs rktls)
-readelf -d "$tmp/app" | grep -q 'NEEDED.*librktls.so.0' || { echo "FAIL: app does not need librktls.so.0"; exit 1; }
+readelf -d "$tmp/app" | grep -q "NEEDED.*librktls.so.$abi" || { echo "FAIL: app does not need librktls.so.$abi"; exit 1; }
 out=$(LD_LIBRARY_PATH="$tmp/prefix/lib" "$tmp/app")
 echo "$out"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)

@@ -14,16 +14,9 @@
 # (on an ephemeral port, for the few seconds of its cases).
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-. "$root/tests/lib.sh"
-scratch interop
-
-test_certs
-for f in "$BIN/server_blocking" "$BIN/client" "$CERTS/ca.pem" "$CERTS/server.pem" "$CERTS/server.key"; do
-  [ -e "$f" ] || { echo "missing $f" >&2; exit 2; }
-done
-CA=$CERTS/ca.pem CERT=$CERTS/server.pem KEY=$CERTS/server.key
+. "$(dirname "$0")/lib.sh"
+setup interop
+use_examples server_blocking client
 WAIT=20 # seconds: the bound on every client run and readiness wait
 
 # Test data: a random ~1 MB file to fetch over HTTP, and 64 KiB of hex lines
@@ -34,24 +27,13 @@ SIZE=$(stat -c %s "$T/www/file")
 python3 -c 'import os,sys; sys.stdout.write("".join(os.urandom(32).hex()+"\n" for _ in range(1000)))' > "$T/echo.txt"
 
 # ---- reporting --------------------------------------------------------------
-passed=0 failed=0 why="" logs=()
-tail_of() { # the last lines of a log, binary bytes masked
-  tail -c 1500 "$1" | tr -c '[:print:]\n' '.' | tail -n 6 | sed "s|^|    $(basename "$1"): |"
+# Each case is run with tests/lib.sh's `run`: it returns non-zero after
+# setting $why (`fail`) and $logs. On a failure, the rktls server's log
+# since the case's mark is shown too.
+rk_mark=""
+on_fail() {
+  [ -z "$rk_mark" ] || tail -n +$((rk_mark + 1)) "$RKLOG" | sed 's/^/    rktls server: /'
 }
-# run NAME FUNC ARGS...: FUNC returns non-zero after setting $why and $logs.
-run() {
-  local name=$1; shift
-  why="" logs=() rk_mark=""
-  if "$@"; then
-    echo "ok   $name"; passed=$((passed + 1))
-  else
-    echo "FAIL $name: $why"; failed=$((failed + 1))
-    for f in ${logs[@]+"${logs[@]}"}; do [ -s "$f" ] && tail_of "$f"; done
-    [ -z "$rk_mark" ] || tail -n +$((rk_mark + 1)) "$RKLOG" | sed 's/^/    rktls server: /'
-  fi
-  return 0
-}
-bad() { why=$1; return 1; }
 
 # ---- parameters per version and cipher ----------------------------------------
 # params V C, with V in 1.2|1.3 and C in AES-128-GCM|AES-256-GCM|CHACHA20-POLY1305, sets
@@ -90,6 +72,8 @@ stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
 # mark: remember where the rktls server's log is, before a connection.
 mark() { rk_mark=$(wc -l < "$RKLOG"); }
+# Cases against other servers show no rktls server log.
+unmark() { rk_mark=""; }
 # handshake lines the rktls server logged since the mark; waits for COUNT of them.
 server_lines() { # COUNT
   local end=$((SECONDS + WAIT))
@@ -104,7 +88,7 @@ expect_server() {
   local got want
   got=$(server_lines $#)
   want=$(for r; do echo "handshake ok: $ver $iana sni=localhost alpn=- resumed=$r ktls=off"; done)
-  [ "$got" = "$want" ] || bad "rktls server logged [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
+  [ "$got" = "$want" ] || fail "rktls server logged [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
 }
 
 # body_of OUT BODY: the HTTP response body in OUT (after any tool chatter),
@@ -126,15 +110,14 @@ open(sys.argv[2], 'wb').write(body)
 EOF
 }
 same_file() { # BODY
-  cmp -s "$1" "$T/www/file" || bad "body differs from the file ($(stat -c %s "$1") bytes vs $SIZE)"
+  cmp -s "$1" "$T/www/file" || fail "body differs from the file ($(stat -c %s "$1") bytes vs $SIZE)"
 }
 
 # ---- 1. rktls server, OpenSSL and GnuTLS clients ------------------------------
 RKLOG=$T/rktls-server.log
-timeout 900 "$BIN/server_blocking" --cert "$CERT" --key "$KEY" --root "$T/www" > "$RKLOG" 2>&1 &
-pids+=($!)
-wait_for "$RKLOG" '^READY port=' $! || { echo "rktls server did not start:" >&2; cat "$RKLOG" >&2; exit 1; }
-RKPORT=$(sed -n 's/^READY port=//p' "$RKLOG")
+start_server "$RKLOG" timeout 900 "$BIN/server_blocking" --cert "$CERT" --key "$KEY" --root "$T/www" ||
+  exit 1
+RKPORT=$port
 printf 'GET /file HTTP/1.0\r\n\r\n' > "$T/get"
 
 s_client() { # OUT EXTRA-ARGS...: stdin is the request
@@ -147,13 +130,13 @@ case_s_client() { # V C: full handshake with data, then a resumption with -sess_
   local o=$T/s_client-$1-$2
   logs=("$o.err")
   mark
-  s_client "$o" -quiet -sess_out "$o.sess" < "$T/get" || bad "s_client exited $?" || return
-  body_of "$o" "$o.body" 2> "$o.py" || bad "$(cat "$o.py")" || return
+  s_client "$o" -quiet -sess_out "$o.sess" < "$T/get" || fail "s_client exited $?" || return
+  body_of "$o" "$o.body" 2> "$o.py" || fail "$(cat "$o.py")" || return
   same_file "$o.body" && expect_server no || return
   logs=("$o.2" "$o.2.err")
   mark
-  s_client "$o.2" -sess_in "$o.sess" < /dev/null || bad "s_client -sess_in exited $?" || return
-  grep -aq "^Reused, $ver" "$o.2" || bad "s_client -sess_in did not print 'Reused, $ver'" || return
+  s_client "$o.2" -sess_in "$o.sess" < /dev/null || fail "s_client -sess_in exited $?" || return
+  grep -aq "^Reused, $ver" "$o.2" || fail "s_client -sess_in did not print 'Reused, $ver'" || return
   expect_server yes
 }
 case_gnutls_cli() { # V C RESUME: with RESUME=yes the data goes over the resumed connection
@@ -166,11 +149,11 @@ case_gnutls_cli() { # V C RESUME: with RESUME=yes the data goes over the resumed
     localhost < "$T/get" > "$o" 2> "$o.err"
   local rc=$?
   LC_ALL=C grep -aE '^(- |\*\*\* )[[:print:]]*$' "$o" > "$o.info" || true # its messages, not the data
-  [ $rc = 0 ] || bad "gnutls-cli exited $rc after $(stat -c %s "$o") bytes of output" || return
+  [ $rc = 0 ] || fail "gnutls-cli exited $rc after $(stat -c %s "$o") bytes of output" || return
   if [ "$3" = yes ]; then
-    grep -aq '^\*\*\* This is a resumed session' "$o" || bad "gnutls-cli did not resume" || return
+    grep -aq '^\*\*\* This is a resumed session' "$o" || fail "gnutls-cli did not resume" || return
   fi
-  body_of "$o" "$o.body" 2> "$o.py" || bad "$(cat "$o.py")" || return
+  body_of "$o" "$o.body" 2> "$o.py" || fail "$(cat "$o.py")" || return
   same_file "$o.body" && expect_server "${want[@]}"
 }
 
@@ -190,21 +173,22 @@ expect_client() {
   local out=$1 got want i=0; shift
   got=$(grep '^client: conn' "$out" || true)
   want=$(for r; do i=$((i + 1)); echo "client: conn $i: $ver $iana alpn=- resumed=$r ktls=off"; done)
-  [ "$got" = "$want" ] || bad "client printed [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
+  [ "$got" = "$want" ] || fail "client printed [${got//$'\n'/; }], expected [${want//$'\n'/; }]"
 }
 client() { # OUT ARGS...
   local out=$1; shift
   timeout "$WAIT" "$BIN/client" --port "$port" --ca "$CA" "$@" > "$out" 2> "$out.err" ||
-    bad "client exited $?: $(tail -n 2 "$out.err" | tr '\n' ' ')"
+    fail "client exited $?: $(tail -n 2 "$out.err" | tr '\n' ' ')"
 }
 case_s_server() { # V C: openssl s_server -WWW; one fetch, then two with resumption
   params "$1" "$2"
   local o=$T/s_server-$1-$2 pid port
+  unmark
   logs=("$o.log")
   (cd "$T/www" && exec timeout 300 openssl s_server -accept 127.0.0.1:0 -cert "$CERT" -key "$KEY" \
     "${ossl[@]}" -WWW) > "$o.log" 2>&1 &
   pid=$!; pids+=($pid)
-  wait_for "$o.log" '^ACCEPT ' $pid || bad "s_server did not start" || return
+  wait_for "$o.log" '^ACCEPT ' $pid || fail "s_server did not start" || return
   port=$(sed -n 's/^ACCEPT .*://p' "$o.log")
   logs=("$o.out.err" "$o.log")
   client "$o.out" --get /file --out "$o.body" && expect_client "$o.out" no && same_file "$o.body" ||
@@ -212,12 +196,13 @@ case_s_server() { # V C: openssl s_server -WWW; one fetch, then two with resumpt
   logs=("$o.out2" "$o.out2.err" "$o.log")
   client "$o.out2" --get /file --out "$o.body2" --count 2 && expect_client "$o.out2" no yes &&
     same_file "$o.body2" || { stop $pid; return 1; }
-  [ "$(grep -c "^client: got $SIZE bytes" "$o.out2")" = 2 ] || bad "a fetch was short" || { stop $pid; return 1; }
+  [ "$(grep -c "^client: got $SIZE bytes" "$o.out2")" = 2 ] || fail "a fetch was short" || { stop $pid; return 1; }
   stop $pid
 }
 case_gnutls_serv() { # V C: gnutls-serv echo mode; two echoes, the second resumed
   params "$1" "$2"
   local o=$T/gnutls-serv-$1-$2 pid port try
+  unmark
   logs=("$o.log")
   # No listen address (it binds all interfaces) and no way to learn an
   # ephemeral port: take a free one, retrying if another process got it first.
@@ -229,7 +214,7 @@ case_gnutls_serv() { # V C: gnutls-serv echo mode; two echoes, the second resume
     # It block-buffers its "listening" line, so probe the port instead.
     wait_port "$port" $pid && kill -0 $pid 2>/dev/null && break
     stop $pid
-    [ $try = 3 ] && { bad "gnutls-serv did not start"; return; }
+    [ $try = 3 ] && { fail "gnutls-serv did not start"; return; }
   done
   logs=("$o.out" "$o.out.err" "$o.log")
   client "$o.out" --echo "$T/echo.txt" --count 2 && expect_client "$o.out" no yes &&
@@ -244,5 +229,4 @@ for v in "${VERSIONS[@]}"; do
   done
 done
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -19,38 +19,20 @@
 # Needs openssl, libssl-dev (iis_peer is built here), python3.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(cd "${BIN:-$root/build/examples}" && pwd)
-. "$root/tests/lib.sh"
-scratch reneg
-
-test_certs
-for f in "$BIN/server_blocking" "$BIN/client" "$CERTS/ca.pem" "$CERTS/server.pem" "$CERTS/server.key"; do
-  [ -e "$f" ] || { echo "missing $f" >&2; exit 2; }
-done
-CA=$CERTS/ca.pem CERT=$CERTS/server.pem KEY=$CERTS/server.key
+. "$(dirname "$0")/lib.sh"
+setup reneg
+use_examples server_blocking client
 WAIT=20 # seconds: the bound on every run and readiness wait
 
 # The IIS-like peer links libssl and libcrypto only (the kTLS VM reuses it).
-mkdir -p "$root/build/reneg"
-IIS=$root/build/reneg/iis_peer
-"${CC:-cc}" -O2 -Wall -Wextra -Werror -o "$IIS" "$root/tests/reneg/iis_peer.c" -lssl -lcrypto
+mkdir -p "$ROOT/build/reneg"
+IIS=$ROOT/build/reneg/iis_peer
+"${CC:-cc}" -O2 -Wall -Wextra -Werror -o "$IIS" "$ROOT/tests/reneg/iis_peer.c" -lssl -lcrypto
 
-passed=0 failed=0 why="" logs=()
-run() { # NAME FUNC ARGS...: FUNC returns non-zero after setting $why and $logs
-  local name=$1; shift
-  why="" logs=()
-  if "$@"; then
-    echo "ok   $name"; passed=$((passed + 1))
-  else
-    echo "FAIL $name: $why"; failed=$((failed + 1))
-    for f in ${logs[@]+"${logs[@]}"}; do [ -s "$f" ] && sed "s|^|    $(basename "$f"): |" "$f" | tail -n 8; done
-  fi
-  return 0
-}
-bad() { why=$1; return 1; }
+# Each case is run with tests/lib.sh's `run`: it returns non-zero after
+# setting $why (`fail`) and $logs.
 has() { # FILE TEXT: FILE contains TEXT (fixed string)
-  grep -qF -- "$2" "$1" || bad "$(basename "$1") lacks [$2]"
+  grep -qF -- "$2" "$1" || fail "$(basename "$1") lacks [$2]"
 }
 
 # iis_run NAME PEER-ARGS CLIENT-ARGS...: run the peer and the client; sets
@@ -58,24 +40,23 @@ has() { # FILE TEXT: FILE contains TEXT (fixed string)
 iis_run() {
   o=$T/$1; shift
   local peer_args=$1; shift
-  timeout "$WAIT" "$IIS" --cert "$CERT" --key "$KEY" $peer_args > "$o.peer" 2>&1 &
-  local pid=$!; pids+=($pid)
   logs=("$o.peer" "$o.out" "$o.err")
-  wait_for "$o.peer" '^READY port=' $pid || bad "iis_peer did not start" || return
-  local port; port=$(sed -n 's/^READY port=//p' "$o.peer")
+  start_server "$o.peer" timeout "$WAIT" "$IIS" --cert "$CERT" --key "$KEY" $peer_args ||
+    fail "iis_peer did not start" || return
+  local pid=$spid
   rc=0
   timeout "$WAIT" "$BIN/client" --port "$port" --ca "$CA" --get / "$@" > "$o.out" 2> "$o.err" || rc=$?
-  wait "$pid" || bad "iis_peer exited $?" || return
+  wait "$pid" || fail "iis_peer exited $?" || return
 }
 # The data sent before the HelloRequest reached the client's caller.
 data_before_delivered() {
   local sent got
   sent=$(sed -n 's/^sent \([0-9]*\) bytes before the HelloRequest$/\1/p' "$o.peer")
   got=$(sed -n 's/^client: read \([0-9]*\) bytes before the failure$/\1/p' "$o.err")
-  [ -n "$sent" ] && [ "$sent" = "$got" ] || bad "server sent ${sent:-?} bytes first, client read ${got:-?}"
+  [ -n "$sent" ] && [ "$sent" = "$got" ] || fail "server sent ${sent:-?} bytes first, client read ${got:-?}"
 }
 refused_with_410() {
-  [ "$rc" = 1 ] || bad "client exited $rc, expected 1" || return
+  [ "$rc" = 1 ] || fail "client exited $rc, expected 1" || return
   has "$o.err" "client: read failed: peer requested TLS 1.2 renegotiation, which is refused (410)" &&
     has "$o.err" "the server demanded TLS 1.2 renegotiation (HelloRequest" &&
     has "$o.err" "rustls does not support renegotiation" &&
@@ -92,10 +73,10 @@ case_iis_resets() {
 }
 case_tolerant() {
   iis_run tolerant --tolerant || return
-  [ "$rc" = 0 ] || bad "client exited $rc" || return
+  [ "$rc" = 0 ] || fail "client exited $rc" || return
   has "$o.peer" "client answered with record type 21" &&
     has "$o.peer" "closed cleanly after 1000 more bytes" || return
-  grep -qx "client: got 2000 bytes" "$o.out" || bad "client did not get the whole body cleanly"
+  grep -qx "client: got 2000 bytes" "$o.out" || fail "client did not get the whole body cleanly"
 }
 case_fail_fast() {
   iis_run fail-fast "" --reneg-fail-fast || return
@@ -118,10 +99,9 @@ run "rktls client --reneg-fail-fast -> tolerant server: fatal alert, 410" case_f
 mkdir -p "$T/www"
 head -c 100000 /dev/urandom > "$T/www/file"
 RKLOG=$T/server.log
-timeout 300 "$BIN/server_blocking" --cert "$CERT" --key "$KEY" --root "$T/www" > "$RKLOG" 2>&1 &
-spid=$!; pids+=($spid)
-wait_for "$RKLOG" '^READY port=' $spid || { echo "rktls server did not start:" >&2; cat "$RKLOG" >&2; exit 1; }
-RKPORT=$(sed -n 's/^READY port=//p' "$RKLOG")
+start_server "$RKLOG" timeout 300 "$BIN/server_blocking" --cert "$CERT" --key "$KEY" --root "$T/www" ||
+  exit 1
+RKPORT=$port RKPID=$spid
 
 case_s_client_renegotiates() {
   local o=$T/s_client
@@ -136,20 +116,19 @@ case_s_client_renegotiates() {
   } | timeout "$WAIT" openssl s_client -connect "127.0.0.1:$RKPORT" -servername localhost \
     -CAfile "$CA" -verify_return_error -tls1_2 > "$o.out" 2>&1 || true
   has "$o.out" "RENEGOTIATING" || return
-  grep -qiE "alert number 100|no.renegotiation" "$o.out" || bad "s_client saw no no_renegotiation alert" || return
+  grep -qiE "alert number 100|no.renegotiation" "$o.out" || fail "s_client saw no no_renegotiation alert" || return
   has "$RKLOG" "the client attempted TLS 1.2 renegotiation (a new ClientHello); rktls never renegotiates and ended the connection (sent alert no_renegotiation)" ||
     return
-  kill -0 $spid 2>/dev/null || bad "the rktls server exited"
+  kill -0 $RKPID 2>/dev/null || fail "the rktls server exited"
 }
 case_next_client_served() {
   local o=$T/after
   logs=("$o.out" "$o.err" "$RKLOG")
   timeout "$WAIT" "$BIN/client" --port "$RKPORT" --ca "$CA" --tls12 --get /file --out "$o.body" > "$o.out" 2> "$o.err" ||
-    bad "client exited $?" || return
-  cmp -s "$o.body" "$T/www/file" || bad "fetched file differs"
+    fail "client exited $?" || return
+  cmp -s "$o.body" "$T/www/file" || fail "fetched file differs"
 }
 run "openssl s_client -tls1_2 renegotiates -> rktls server refuses, logs it" case_s_client_renegotiates
 run "rktls server serves the next client after the refusal" case_next_client_served
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

@@ -15,12 +15,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SAN:-build/examples-san}
 . tests/lib.sh
-scratch san
-test_certs || exit 1
+setup san || exit 1
+use_examples server_epoll server_blocking client
 . tests/epoll_lib.sh
-for e in server_epoll server_blocking client; do
-  [ -x "$BIN/$e" ] || { echo "missing $BIN/$e: run make examples-san"; exit 2; }
-done
 export ASAN_OPTIONS=detect_leaks=1:exitcode=66 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # clean LOG...: no sanitizer report in any of the logs.
 clean() { ! grep -lE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$@"; }
@@ -46,11 +43,9 @@ check "no sanitizer report (server_epoll, clients)" clean "$T"/epoll.log "$T"/cl
 # server_blocking with 2 threads and a 1 s timeout: two idle clients take
 # both threads; the real client must still be served once they time out.
 LOG=$T/blocking.log
-"$BIN/server_blocking" --cert "$CERTS/server.pem" --key "$CERTS/server.key" --port 0 \
-  --root "$T/www" --max-threads 2 --timeout 1 --max-conns 3 > "$LOG" 2>&1 &
-bpid=$!; pids+=("$bpid")
-wait_for "$LOG" '^READY port=' "$bpid" || { echo "server_blocking did not start"; cat "$LOG"; exit 1; }
-bport=$(sed -n 's/^READY port=//p' "$LOG")
+start_server "$LOG" "$BIN/server_blocking" --cert "$CERTS/server.pem" --key "$CERTS/server.key" \
+  --port 0 --root "$T/www" --max-threads 2 --timeout 1 --max-conns 3 || exit 1
+bpid=$spid bport=$port
 exec 7<>"/dev/tcp/127.0.0.1/$bport" 8<>"/dev/tcp/127.0.0.1/$bport"
 "${CLIENT[@]}" --port "$bport" --get /file.bin --out "$T/gotb" > "$T/clientb.log" 2>&1
 check "blocking: served after two idle clients held every thread" cmp -s "$T/gotb" "$T/www/file.bin"
@@ -61,5 +56,4 @@ brc=0; wait "$bpid" || brc=$?
 check "server_blocking exits 0 after --max-conns" [ "$brc" = 0 ]
 check "no sanitizer report (server_blocking, clients)" clean "$LOG" "$T/clientb.log"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+summary

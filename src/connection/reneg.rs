@@ -19,17 +19,20 @@
 //!   rustls, which is then gone). A server does no handshake work for a
 //!   renegotiating client, however many ClientHellos it sends.
 
-use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite};
+use rustls::{ProtocolVersion, SupportedCipherSuite};
 
-use super::{Connection, Step, Tls};
-use crate::alert;
+use super::engine::Step;
+use super::{Connection, Tls};
+use crate::alert::{
+    self,
+    rktls_alert_description::{self, *},
+};
 use crate::record::Sealer;
 use crate::result::rktls_result::*;
 use crate::result::{
     renegotiation_requested, Error, RENEGOTIATION_ATTEMPTED, RENEGOTIATION_FAIL_FAST,
 };
-
-const NO_RENEGOTIATION: u8 = 100;
+use crate::wire;
 
 impl Connection {
     /// Where the first handshake record starts in the incoming buffer, on
@@ -44,15 +47,9 @@ impl Connection {
         {
             return None;
         }
-        let buf = &self.b.incoming;
-        let mut pos = 0;
-        while pos + 5 <= buf.len() {
-            if buf[pos] == 22 {
-                return Some(pos);
-            }
-            pos += 5 + u16::from_be_bytes([buf[pos + 3], buf[pos + 4]]) as usize;
-        }
-        None
+        wire::records(&self.b.incoming)
+            .find(|r| r.header.typ == wire::CT_HANDSHAKE)
+            .map(|r| r.at)
     }
 
     /// Whether rustls still has records of its own to hand out.
@@ -75,14 +72,12 @@ impl Connection {
             }
             return None;
         }
-        let sent = match self.seal_fatal_alert(NO_RENEGOTIATION) {
+        let sent = match self.seal_fatal_alert(RKTLS_ALERT_NO_RENEGOTIATION) {
             Ok(record) => {
+                let desc = RKTLS_ALERT_NO_RENEGOTIATION.code();
                 self.b.outgoing.extend_from_slice(&record);
-                self.alert_sent = Some(NO_RENEGOTIATION);
-                format!(
-                    " (sent alert {})",
-                    alert::name(NO_RENEGOTIATION).trim_end_matches('\0')
-                )
+                self.alert_sent = Some(desc);
+                format!(" (sent alert {})", alert::name(desc))
             }
             Err(why) => {
                 log::warn!("could not send the fatal no_renegotiation alert: {why}");
@@ -120,7 +115,7 @@ impl Connection {
     /// rustls hands over. rustls is gone afterwards, whatever happens.
     /// Only valid at a record boundary with nothing left inside rustls to
     /// send: the sequence number rustls reports is then the alert's.
-    fn seal_fatal_alert(&mut self, desc: u8) -> Result<Vec<u8>, String> {
+    fn seal_fatal_alert(&mut self, desc: rktls_alert_description) -> Result<Vec<u8>, String> {
         let suite = match self.common().and_then(|c| c.negotiated_cipher_suite()) {
             Some(s @ SupportedCipherSuite::Tls12(_)) => s,
             _ => return Err("not a TLS 1.2 connection".into()),
@@ -134,7 +129,11 @@ impl Connection {
             .tx;
         let mut record = Vec::new();
         Sealer::new(suite, tx)
-            .seal(ContentType::Alert.into(), &[2, desc], &mut record)
+            .seal(
+                wire::CT_ALERT,
+                &alert::Message::fatal(desc).payload(),
+                &mut record,
+            )
             .map_err(|e| e.msg)?;
         Ok(record)
     }
@@ -143,12 +142,15 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::ContentType;
+
+    const NO_RENEGOTIATION: u8 = RKTLS_ALERT_NO_RENEGOTIATION.code();
     use crate::kernel_emul::{self, Key};
     use crate::result::rktls_result;
     use crate::testutil::{client_config, server_config, shuttle, Opts};
 
     /// The TLS 1.2 suites (the test certificate is ECDSA).
-    const SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
+    const SUITES: [u16; 3] = crate::testutil::TLS12_SUITES;
     const HELLO_REQUEST: &[u8] = &[0, 0, 0, 0];
 
     /// Established TLS 1.2 server and client in buffer mode.
@@ -196,16 +198,14 @@ mod tests {
         }
 
         /// Decrypt every record in `wire`: (content type, payload) each.
-        fn open(&mut self, mut wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        fn open(&mut self, wire: &[u8]) -> Vec<(u8, Vec<u8>)> {
             let mut out = Vec::new();
-            while !wire.is_empty() {
-                let n = 5 + u16::from_be_bytes([wire[3], wire[4]]) as usize;
+            for r in crate::wire::records(wire) {
                 let record = self
                     .rx
-                    .open(&wire[..n])
+                    .open(r.bytes)
                     .expect("record opens with the expected key and sequence number");
                 out.push(record);
-                wire = &wire[n..];
             }
             out
         }

@@ -7,24 +7,13 @@
  */
 #include <rktls.h>
 
+#include "expect.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-static int failures, checks;
-
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-        }                                                                                          \
-    } while (0)
 
 static const rktls_server_config *server_cfg(const char *dir, const char *cert, const char *key,
                                              uint16_t version)
@@ -232,6 +221,5 @@ int main(int argc, char **argv)
     }
     accept_and_choose(argv[1]);
     refusal_delivers_alert(argv[1]);
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures != 0;
+    return expect_summary();
 }

@@ -7,23 +7,13 @@
  */
 #include <rktls.h>
 
+#include "expect.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
 static const char *dir;
-
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-        }                                                                                          \
-    } while (0)
 
 static const char *path(const char *name)
 {
@@ -206,6 +196,5 @@ int main(int argc, char **argv)
     key_types();
     sni_choice();
     bad_input();
-    printf("%d passed, %d failed\n", checks - failures, failures);
-    return failures != 0;
+    return expect_summary();
 }

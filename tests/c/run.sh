@@ -6,14 +6,12 @@
 # Usage: tests/c/run.sh STAGE_PREFIX CERTDIR
 set -euo pipefail
 stage=${1:?stage prefix}; certs=${2:?cert dir}
+. "$(dirname "$0")/../lib.sh"
 out=build/ctests; mkdir -p "$out"
+RUN_LOGS=$out # each step's output: build/ctests/NAME.log
 inc="-I$stage/include"
 warn="-Wall -Wextra -Werror"
 static_libs=$(cat build/native-static-libs)
-pass=0; fail=0
-ok() { echo "ok   $1"; pass=$((pass+1)); }
-bad() { echo "FAIL $1"; fail=$((fail+1)); }
-run() { local name=$1; shift; if "$@" > "$out/$name.log" 2>&1; then ok "$name"; else bad "$name"; tail -20 "$out/$name.log"; fi; }
 
 printf '#include <rktls.h>\nint main(void){ return rktls_version() == 0; }\n' > "$out/hdr.c"
 cp "$out/hdr.c" "$out/hdr.cpp"
@@ -23,7 +21,8 @@ run header-cxx g++ -std=c++11 -pedantic $warn $inc -c "$out/hdr.cpp" -o "$out/hd
 cflags="-O1 -g -std=c11 -D_GNU_SOURCE -pthread $warn $inc"
 run build-shared gcc $cflags -o "$out/echo_shared" tests/c/echo_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
 run build-static gcc $cflags -o "$out/echo_static" tests/c/echo_test.c "$stage/lib/librktls.a" $static_libs
-if ldd "$out/echo_static" | grep -q rktls; then bad static-has-no-librktls-dependency; else ok static-has-no-librktls-dependency; fi
+no_librktls() { ! ldd "$out/echo_static" | grep -q rktls; }
+run static-has-no-librktls-dependency no_librktls
 run build-config gcc $cflags -o "$out/config_test" tests/c/config_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
 run config "$out/config_test" "$certs"
 run build-acceptor gcc $cflags -o "$out/acceptor_test" tests/c/acceptor_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
@@ -52,5 +51,4 @@ for t in echo config acceptor fleet; do
   run build-$t-asan gcc $cflags $san -o "$out/${t}_asan" tests/c/${t}_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
   run $t-asan env ASAN_OPTIONS=detect_leaks=1 "$out/${t}_asan" "$certs"
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+summary

@@ -1,10 +1,16 @@
-//! TLS alert descriptions: names for logs, and recognising alert records.
+//! TLS alerts: the description enum, their names, alert messages and the
+//! records that carry them (built and parsed here, over `wire`), the alert
+//! rustls sends for an error, and `Alert`, the alert owed to a peer.
 
-use std::ffi::c_char;
+use std::ffi::CStr;
 
 use rustls::AlertDescription;
 
-use crate::ffi::guard_value;
+use crate::wire;
+use rktls_alert_description::*;
+
+pub mod ffi;
+pub use ffi::*;
 
 /// TLS alert descriptions (RFC 8446 and RFC 5246), as carried on the wire.
 /// Functions that report an alert give its `uint8_t` value; compare it with
@@ -70,61 +76,121 @@ pub enum rktls_alert_description {
     RKTLS_ALERT_NO_APPLICATION_PROTOCOL = 120,
 }
 
-/// The RFC name of an alert description, NUL-terminated.
-pub fn name(desc: u8) -> &'static str {
+/// The RFC name of an alert description, as a C string.
+pub fn c_name(desc: u8) -> &'static CStr {
     match desc {
-        0 => "close_notify\0",
-        10 => "unexpected_message\0",
-        20 => "bad_record_mac\0",
-        21 => "decryption_failed\0",
-        22 => "record_overflow\0",
-        30 => "decompression_failure\0",
-        40 => "handshake_failure\0",
-        41 => "no_certificate\0",
-        42 => "bad_certificate\0",
-        43 => "unsupported_certificate\0",
-        44 => "certificate_revoked\0",
-        45 => "certificate_expired\0",
-        46 => "certificate_unknown\0",
-        47 => "illegal_parameter\0",
-        48 => "unknown_ca\0",
-        49 => "access_denied\0",
-        50 => "decode_error\0",
-        51 => "decrypt_error\0",
-        60 => "export_restriction\0",
-        70 => "protocol_version\0",
-        71 => "insufficient_security\0",
-        80 => "internal_error\0",
-        86 => "inappropriate_fallback\0",
-        90 => "user_canceled\0",
-        100 => "no_renegotiation\0",
-        109 => "missing_extension\0",
-        110 => "unsupported_extension\0",
-        111 => "certificate_unobtainable\0",
-        112 => "unrecognized_name\0",
-        113 => "bad_certificate_status_response\0",
-        114 => "bad_certificate_hash_value\0",
-        115 => "unknown_psk_identity\0",
-        116 => "certificate_required\0",
-        120 => "no_application_protocol\0",
-        _ => "unknown_alert\0",
+        0 => c"close_notify",
+        10 => c"unexpected_message",
+        20 => c"bad_record_mac",
+        21 => c"decryption_failed",
+        22 => c"record_overflow",
+        30 => c"decompression_failure",
+        40 => c"handshake_failure",
+        41 => c"no_certificate",
+        42 => c"bad_certificate",
+        43 => c"unsupported_certificate",
+        44 => c"certificate_revoked",
+        45 => c"certificate_expired",
+        46 => c"certificate_unknown",
+        47 => c"illegal_parameter",
+        48 => c"unknown_ca",
+        49 => c"access_denied",
+        50 => c"decode_error",
+        51 => c"decrypt_error",
+        60 => c"export_restriction",
+        70 => c"protocol_version",
+        71 => c"insufficient_security",
+        80 => c"internal_error",
+        86 => c"inappropriate_fallback",
+        90 => c"user_canceled",
+        100 => c"no_renegotiation",
+        109 => c"missing_extension",
+        110 => c"unsupported_extension",
+        111 => c"certificate_unobtainable",
+        112 => c"unrecognized_name",
+        113 => c"bad_certificate_status_response",
+        114 => c"bad_certificate_hash_value",
+        115 => c"unknown_psk_identity",
+        116 => c"certificate_required",
+        120 => c"no_application_protocol",
+        _ => c"unknown_alert",
     }
 }
 
-/// Return the RFC name of an alert description ("protocol_version", ...),
-/// or "unknown_alert". The string is static: never free it. Thread-safe.
-#[no_mangle]
-pub extern "C" fn rktls_alert_description_str(description: u8) -> *const c_char {
-    guard_value(std::ptr::null(), || name(description).as_ptr().cast())
+/// The RFC name of an alert description ("protocol_version", ...).
+pub fn name(desc: u8) -> &'static str {
+    c_name(desc).to_str().unwrap_or("unknown_alert")
 }
 
-/// If `bytes` starts with a plaintext alert record, return (level, description).
-pub(crate) fn parse_plain_alert(bytes: &[u8]) -> Option<(u8, u8)> {
-    if bytes.len() >= 7 && bytes[0] == 21 && bytes[3] == 0 && bytes[4] == 2 {
-        Some((bytes[5], bytes[6]))
-    } else {
-        None
+/// Alert level: warning.
+pub(crate) const WARNING: u8 = 1;
+/// Alert level: fatal.
+pub(crate) const FATAL: u8 = 2;
+
+impl rktls_alert_description {
+    /// The description's byte on the wire.
+    pub(crate) const fn code(self) -> u8 {
+        self as u8
     }
+}
+
+/// One alert message as an alert record carries it: level, description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub(crate) level: u8,
+    pub(crate) desc: u8,
+}
+
+impl Message {
+    /// close_notify (a warning: the sender sends no more data).
+    pub(crate) const CLOSE_NOTIFY: Message = Message::warning(RKTLS_ALERT_CLOSE_NOTIFY);
+
+    /// A fatal alert.
+    pub(crate) const fn fatal(desc: rktls_alert_description) -> Self {
+        Message {
+            level: FATAL,
+            desc: desc.code(),
+        }
+    }
+
+    /// A warning alert.
+    pub(crate) const fn warning(desc: rktls_alert_description) -> Self {
+        Message {
+            level: WARNING,
+            desc: desc.code(),
+        }
+    }
+
+    /// The message in an alert record's (decrypted) payload.
+    pub(crate) fn parse(payload: &[u8]) -> Option<Self> {
+        match payload {
+            &[level, desc] => Some(Message { level, desc }),
+            _ => None,
+        }
+    }
+
+    /// The alert record's payload.
+    pub(crate) fn payload(self) -> Vec<u8> {
+        vec![self.level, self.desc]
+    }
+
+    /// The message as a plaintext record (before encryption starts).
+    pub(crate) fn plain_record(self) -> Vec<u8> {
+        wire::record(wire::CT_ALERT, &self.payload())
+    }
+
+    pub(crate) fn is_close_notify(self) -> bool {
+        self.desc == RKTLS_ALERT_CLOSE_NOTIFY.code()
+    }
+}
+
+/// If `bytes` starts with a plaintext alert record, the alert in it.
+pub(crate) fn parse_plain_alert(bytes: &[u8]) -> Option<Message> {
+    let r = wire::records(bytes).next()?;
+    if r.header.typ != wire::CT_ALERT {
+        return None;
+    }
+    Message::parse(r.payload()?)
 }
 
 /// The alert rustls sends for an error, for alerts that left encrypted and
@@ -161,7 +227,13 @@ pub(crate) fn plaintext_for_error(e: &rustls::Error) -> Option<Vec<u8>> {
     if matches!(e, rustls::Error::AlertReceived(_)) {
         return None;
     }
-    Some(vec![21, 3, 3, 0, 2, 2, u8::from(for_error(e))])
+    Some(
+        Message {
+            level: FATAL,
+            desc: u8::from(for_error(e)),
+        }
+        .plain_record(),
+    )
 }
 
 #[cfg(test)]
@@ -170,33 +242,23 @@ mod tests {
 
     #[test]
     fn names_and_parsing() {
-        assert_eq!(name(70), "protocol_version\0");
-        assert_eq!(name(255), "unknown_alert\0");
+        assert_eq!(name(70), "protocol_version");
+        assert_eq!(name(255), "unknown_alert");
+        assert_eq!(c_name(70), c"protocol_version");
         assert_eq!(
-            name(rktls_alert_description::RKTLS_ALERT_NO_APPLICATION_PROTOCOL as u8),
-            "no_application_protocol\0"
+            name(RKTLS_ALERT_NO_APPLICATION_PROTOCOL.code()),
+            "no_application_protocol"
         );
-        assert_eq!(parse_plain_alert(&[21, 3, 3, 0, 2, 2, 70]), Some((2, 70)));
+        let fatal = Message::fatal(RKTLS_ALERT_PROTOCOL_VERSION);
+        assert_eq!(fatal.plain_record(), [21, 3, 3, 0, 2, 2, 70]);
+        assert_eq!(parse_plain_alert(&[21, 3, 3, 0, 2, 2, 70]), Some(fatal));
+        assert_eq!(Message::CLOSE_NOTIFY.payload(), [1, 0]);
         assert_eq!(parse_plain_alert(&[23, 3, 3, 0, 2, 2, 70]), None);
         assert_eq!(
             parse_plain_alert(&[21, 3, 3, 0, 26, 1, 2, 3, 4, 5, 6, 7]),
             None
         );
     }
-}
-
-// ---------------------------------------------------------------------------
-// The alert object handed to C callers when an accept or a conversion fails.
-
-/// The alert owed to a peer after a failed accept or conversion. Box handle:
-/// one thread at a time; free with `rktls_alert_free()`.
-pub struct rktls_alert {
-    _private: [u8; 0],
-}
-
-impl crate::ffi::Handle for rktls_alert {
-    type Rust = Alert;
-    type Ownership = crate::ffi::Boxed;
 }
 
 /// An alert record (or none) and how much of it has been written.
@@ -221,8 +283,11 @@ impl Alert {
             return Alert::none();
         }
         let (level, description) = match parse_plain_alert(&bytes) {
-            Some((l, d)) => (l, d),
-            None => (2, description.unwrap_or(80)),
+            Some(m) => (m.level, m.desc),
+            None => (
+                FATAL,
+                description.unwrap_or(RKTLS_ALERT_INTERNAL_ERROR.code()),
+            ),
         };
         Alert {
             bytes,
@@ -230,6 +295,11 @@ impl Alert {
             level,
             description,
         }
+    }
+
+    /// A fatal alert owed to the peer before any encryption started.
+    pub(crate) fn fatal(desc: rktls_alert_description) -> Self {
+        Alert::from_wire(Message::fatal(desc).plain_record(), None)
     }
 
     pub(crate) fn present(&self) -> bool {
@@ -251,91 +321,4 @@ impl Alert {
         }
         Ok(true)
     }
-}
-
-use crate::ffi::{box_mut, box_ref, box_take, guard, out};
-use crate::result::rktls_result::{self, RKTLS_ERR_IO, RKTLS_OK, RKTLS_WANT_WRITE};
-
-/// Free an alert. NULL is a no-op.
-#[no_mangle]
-pub extern "C" fn rktls_alert_free(alert: *mut rktls_alert) {
-    guard(|| {
-        drop(unsafe { box_take(alert) });
-        Ok(RKTLS_OK)
-    });
-}
-
-/// Whether there is an alert to send. false means the failure owes the
-/// peer nothing (for example a caller error such as a NULL config, or a
-/// client that closed first): just close the socket. false for NULL.
-#[no_mangle]
-pub extern "C" fn rktls_alert_present(alert: *const rktls_alert) -> bool {
-    guard_value(false, || {
-        unsafe { box_ref(alert, "alert") }.is_ok_and(|a| a.present())
-    })
-}
-
-/// The alert's level: 2 fatal, 1 warning, 0 when there is none (or NULL).
-#[no_mangle]
-pub extern "C" fn rktls_alert_get_level(alert: *const rktls_alert) -> u8 {
-    guard_value(0, || {
-        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.level)
-    })
-}
-
-/// The alert's description (see `rktls_alert_description`; name it with
-/// `rktls_alert_description_str()`), 0 when there is none (or NULL).
-#[no_mangle]
-pub extern "C" fn rktls_alert_get_description(alert: *const rktls_alert) -> u8 {
-    guard_value(0, || {
-        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.description)
-    })
-}
-
-/// The alert record's bytes, for callers that do their own I/O: `*bytes`
-/// points into the alert (valid until it is freed), `*len` is its length
-/// (0 when there is none). Send all of them, then close the connection.
-#[no_mangle]
-pub extern "C" fn rktls_alert_bytes(
-    alert: *const rktls_alert,
-    bytes: *mut *const u8,
-    len: *mut usize,
-) -> rktls_result {
-    guard(|| {
-        let a = unsafe { box_ref(alert, "alert")? };
-        let b = unsafe { out(bytes, "bytes")? };
-        let l = unsafe { out(len, "len")? };
-        *b = a.bytes.as_ptr();
-        *l = a.bytes.len();
-        Ok(RKTLS_OK)
-    })
-}
-
-/// How many of the alert's bytes rktls has not written yet (0 once it was
-/// sent on the caller's fd, or when there is none). 0 for NULL.
-#[no_mangle]
-pub extern "C" fn rktls_alert_pending(alert: *const rktls_alert) -> usize {
-    guard_value(0, || {
-        unsafe { box_ref(alert, "alert") }.map_or(0, |a| a.pending())
-    })
-}
-
-/// Write the rest of the alert to `fd`, handling short writes. Returns
-/// `RKTLS_OK` once all of it has been written (at once if there is nothing
-/// to write), `RKTLS_WANT_WRITE` if a non-blocking fd is full (call again
-/// when writable), or `RKTLS_ERR_IO` (the peer is gone; just close). Does
-/// not close the fd.
-#[no_mangle]
-pub extern "C" fn rktls_alert_write_fd(alert: *mut rktls_alert, fd: i32) -> rktls_result {
-    guard(|| {
-        let a = unsafe { box_mut(alert, "alert")? };
-        match a.write_fd(fd) {
-            Ok(true) => Ok(RKTLS_OK),
-            Ok(false) => Ok(RKTLS_WANT_WRITE),
-            Err(e) => Err(crate::result::Error::new(
-                RKTLS_ERR_IO,
-                format!("writing the alert failed: {e}"),
-            )),
-        }
-    })
 }

@@ -1,0 +1,1380 @@
+//! After the offload: the state machine for every record that is not
+//! application data on a connection whose record layer moved into the
+//! kernel (wholly, or one direction of it). Its C API, the event style for
+//! hosts that do their own I/O, is in `events.rs` and `ffi.rs`.
+//!
+//! One implementation serves both ways of driving it:
+//! - `rktls_connection_read()` reads the fd itself and calls
+//!   [`Offload::on_record`] for each control record (`kernel.rs`);
+//! - `rktls_connection_process_record()` takes a record the caller received
+//!   and returns the resulting events.
+//!
+//! Keys: rustls' `KernelConnection` derives the next traffic secrets for a
+//! TLS 1.3 KeyUpdate; they go to the kernel (`setsockopt`, Linux >= 6.14) or
+//! to the userspace record layer (`record.rs`) of a direction the kernel
+//! does not carry. Key usage is metered per direction, and keys are
+//! refreshed before the suite's confidentiality limit (or, where that is
+//! impossible, the connection ends cleanly with `RKTLS_ERR_KEY_EXHAUSTED`).
+
+use std::os::fd::RawFd;
+
+use rustls::client::ClientConnectionData;
+use rustls::kernel::KernelConnection;
+use rustls::server::ServerConnectionData;
+use rustls::{ConnectionTrafficSecrets, SupportedCipherSuite};
+
+use crate::alert::{
+    self,
+    rktls_alert_description::{self, *},
+};
+use crate::ktls;
+use crate::record::{Opener, Sealer};
+use crate::result::rktls_result::{self, *};
+use crate::result::Error;
+use crate::wire;
+
+pub(crate) enum Kc {
+    Server(KernelConnection<ServerConnectionData>),
+    Client(KernelConnection<ClientConnectionData>),
+}
+
+impl Kc {
+    fn update_tx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kc::Server(k) => k.update_tx_secret(),
+            Kc::Client(k) => k.update_tx_secret(),
+        }
+    }
+    fn update_rx(&mut self) -> Result<(u64, ConnectionTrafficSecrets), rustls::Error> {
+        match self {
+            Kc::Server(k) => k.update_rx_secret(),
+            Kc::Client(k) => k.update_rx_secret(),
+        }
+    }
+    fn is_client(&self) -> bool {
+        matches!(self, Kc::Client(_))
+    }
+    /// Keep a TLS 1.3 session ticket for resumption (clients only).
+    fn handle_new_session_ticket(&mut self, body: &[u8]) -> Result<(), rustls::Error> {
+        match self {
+            Kc::Client(k) => k.handle_new_session_ticket(body),
+            Kc::Server(_) => Err(rustls::Error::General(
+                "a server receives no session tickets".into(),
+            )),
+        }
+    }
+}
+
+/// Where one direction's records are protected.
+pub(crate) enum Tx {
+    Kernel,
+    User(Sealer),
+}
+
+pub(crate) enum Rx {
+    Kernel,
+    User(Opener),
+}
+
+/// What processing a record produced, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Event {
+    AppData(Vec<u8>),
+    /// close_notify received.
+    PeerClosed,
+    /// The connection ended with an error.
+    Closed,
+    RxKeyUpdated,
+    /// The TX key changes once the control records before it were sent.
+    TxKeyUpdated,
+    /// A record to send: content type and plaintext payload.
+    SendControl(u8, Vec<u8>),
+    RenegotiationRequested,
+    SessionTicket,
+}
+
+impl Event {
+    /// Our close_notify, to send.
+    pub(crate) fn close_notify() -> Self {
+        Event::SendControl(wire::CT_ALERT, alert::Message::CLOSE_NOTIFY.payload())
+    }
+
+    pub(crate) fn is_close_notify(&self) -> bool {
+        matches!(self, Event::SendControl(wire::CT_ALERT, p)
+            if alert::Message::parse(p).is_some_and(|m| m.is_close_notify()))
+    }
+}
+
+/// A fatal outcome: the error, and the alert that came from the peer.
+pub(crate) struct Fail {
+    pub(crate) err: Error,
+    pub(crate) received: Option<u8>,
+}
+
+/// Largest post-handshake handshake message accepted (tickets are small).
+const MAX_HS_MESSAGE: usize = 65536;
+
+pub(crate) struct Offload {
+    kc: Kc,
+    suite: SupportedCipherSuite,
+    tls13: bool,
+    tx: Tx,
+    rx: Rx,
+    /// The kernel can install new keys on an offloaded socket.
+    kernel_rekey: bool,
+    /// Records per key.
+    limit: u64,
+    tx_records: u64,
+    rx_records: u64,
+    /// A partial handshake message.
+    hs: Vec<u8>,
+    /// New TX secrets, installed once the queued control records are sent.
+    pending_tx: Option<(u64, ConnectionTrafficSecrets)>,
+    /// We asked the peer to update its keys and wait for its KeyUpdate.
+    rx_update_asked: bool,
+    /// The peer asked for our KeyUpdate and we cannot give one: sending
+    /// application data is no longer allowed.
+    update_owed: bool,
+    fail_fast: bool,
+    rx_key_updates: u64,
+    tx_key_updates: u64,
+}
+
+pub(crate) fn fatal(
+    ev: &mut Vec<Event>,
+    code: rktls_result,
+    alert: rktls_alert_description,
+    msg: impl Into<String>,
+) -> Fail {
+    ev.push(Event::SendControl(
+        wire::CT_ALERT,
+        alert::Message::fatal(alert).payload(),
+    ));
+    ev.push(Event::Closed);
+    Fail {
+        err: Error::new(
+            code,
+            format!("{} (sent alert {})", msg.into(), alert::name(alert.code())),
+        ),
+        received: None,
+    }
+}
+
+impl Offload {
+    pub(crate) fn new(
+        kc: Kc,
+        suite: SupportedCipherSuite,
+        tx: Tx,
+        rx: Rx,
+        kernel_rekey: bool,
+        key_limit: u64,
+        fail_fast: bool,
+    ) -> Self {
+        let suite_limit = match suite {
+            SupportedCipherSuite::Tls13(s) => s.common.confidentiality_limit,
+            SupportedCipherSuite::Tls12(s) => s.common.confidentiality_limit,
+        };
+        let limit = match key_limit {
+            0 => suite_limit,
+            n => n.min(suite_limit),
+        };
+        Offload {
+            kc,
+            suite,
+            tls13: suite.tls13().is_some(),
+            tx,
+            rx,
+            kernel_rekey,
+            limit,
+            tx_records: 0,
+            rx_records: 0,
+            hs: Vec::new(),
+            pending_tx: None,
+            rx_update_asked: false,
+            update_owed: false,
+            fail_fast,
+            rx_key_updates: 0,
+            tx_key_updates: 0,
+        }
+    }
+
+    pub(crate) fn tx_in_kernel(&self) -> bool {
+        matches!(self.tx, Tx::Kernel)
+    }
+
+    pub(crate) fn rx_in_kernel(&self) -> bool {
+        matches!(self.rx, Rx::Kernel)
+    }
+
+    pub(crate) fn is_client(&self) -> bool {
+        self.kc.is_client()
+    }
+
+    /// Seal one record with the userspace TX keys (TX not offloaded).
+    pub(crate) fn seal(&mut self, typ: u8, payload: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+        match &mut self.tx {
+            Tx::User(s) => s.seal(typ, payload, out),
+            Tx::Kernel => Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "the kernel seals the records sent on this connection",
+            )),
+        }
+    }
+
+    /// Open one whole record (header included) in place with the userspace
+    /// RX keys (RX not offloaded): its content type and plaintext range.
+    pub(crate) fn open(
+        &mut self,
+        record: &mut [u8],
+    ) -> Result<(u8, std::ops::Range<usize>), Error> {
+        match &mut self.rx {
+            Rx::User(o) => o.open(record),
+            Rx::Kernel => Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "the kernel opens the records received on this connection",
+            )),
+        }
+    }
+
+    /// The peer asked for our KeyUpdate and this kernel cannot give one:
+    /// no more application data may be sent.
+    pub(crate) fn update_owed(&self) -> bool {
+        self.update_owed
+    }
+
+    /// Records sent and received with the current keys, and key updates
+    /// each way.
+    #[cfg(test)]
+    pub(crate) fn key_usage(&self) -> (u64, u64, u64, u64) {
+        (
+            self.tx_records,
+            self.rx_records,
+            self.tx_key_updates,
+            self.rx_key_updates,
+        )
+    }
+
+    /// Answer a HelloRequest with a fatal alert (tests).
+    #[cfg(test)]
+    pub(crate) fn set_fail_fast(&mut self, on: bool) {
+        self.fail_fast = on;
+    }
+
+    /// Records per key: where refreshing starts, and the hard limit.
+    fn soft_limit(&self) -> u64 {
+        self.limit - (self.limit / 16).max(1).min(self.limit - 1)
+    }
+
+    pub(crate) fn can_update_tx(&self) -> bool {
+        self.tls13 && (!self.tx_in_kernel() || self.kernel_rekey)
+    }
+
+    pub(crate) fn can_update_rx(&self) -> bool {
+        self.tls13 && (!self.rx_in_kernel() || self.kernel_rekey)
+    }
+
+    /// Queue our KeyUpdate and take the next TX secrets (installed by
+    /// `commit_tx` once the KeyUpdate is out).
+    pub(crate) fn begin_tx_update(
+        &mut self,
+        request_peer: bool,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Error> {
+        if self.pending_tx.is_some() {
+            return Ok(());
+        }
+        if !self.can_update_tx() {
+            return Err(Error::new(
+                if self.tls13 {
+                    RKTLS_ERR_KTLS_NO_REKEY
+                } else {
+                    RKTLS_ERR_WRONG_STATE
+                },
+                if self.tls13 {
+                    "this kernel cannot install new TX keys on an offloaded socket"
+                } else {
+                    "TLS 1.2 has no key update"
+                },
+            ));
+        }
+        let secrets = self.kc.update_tx().map_err(|e| {
+            Error::new(
+                RKTLS_ERR_INTERNAL,
+                format!("rustls could not derive new TX keys: {e}"),
+            )
+        })?;
+        ev.push(Event::SendControl(
+            wire::CT_HANDSHAKE,
+            vec![wire::HS_KEY_UPDATE, 0, 0, 1, request_peer as u8],
+        ));
+        ev.push(Event::TxKeyUpdated);
+        if request_peer {
+            self.rx_update_asked = true;
+        }
+        self.pending_tx = Some(secrets);
+        Ok(())
+    }
+
+    /// Install the TX keys a KeyUpdate announced (after it was sent).
+    pub(crate) fn commit_tx(&mut self, fd: RawFd) -> Result<(), Error> {
+        let Some(secrets) = self.pending_tx.take() else {
+            return Ok(());
+        };
+        match &mut self.tx {
+            Tx::Kernel => ktls::rekey(fd, libc::TLS_TX, self.suite, secrets)?,
+            Tx::User(s) => *s = Sealer::new(self.suite, secrets),
+        }
+        self.tx_records = 0;
+        self.tx_key_updates += 1;
+        log::debug!("TX traffic keys updated");
+        Ok(())
+    }
+
+    fn update_rx(&mut self, fd: RawFd) -> Result<(), Error> {
+        let secrets = self.kc.update_rx().map_err(|e| {
+            Error::new(
+                RKTLS_ERR_INTERNAL,
+                format!("rustls could not derive new RX keys: {e}"),
+            )
+        })?;
+        match &mut self.rx {
+            Rx::Kernel => ktls::rekey(fd, libc::TLS_RX, self.suite, secrets)?,
+            Rx::User(o) => *o = Opener::new(self.suite, secrets),
+        }
+        self.rx_records = 0;
+        self.rx_update_asked = false;
+        self.rx_key_updates += 1;
+        log::debug!("RX traffic keys updated");
+        Ok(())
+    }
+
+    /// How many of `want` bytes may be sent now without passing the key
+    /// usage limit (each send of up to 16 KiB counts as one record more
+    /// than its full records, an upper bound). `Ok(0)`: refresh first.
+    pub(crate) fn tx_allowance(&self, want: usize) -> usize {
+        let soft = self.soft_limit();
+        let room = soft.saturating_sub(self.tx_records);
+        if room <= 1 {
+            return 0;
+        }
+        let max_bytes = (room - 1).saturating_mul(wire::MAX_FRAGMENT as u64);
+        (want as u64).min(max_bytes) as usize
+    }
+
+    pub(crate) fn count_tx(&mut self, bytes: usize) {
+        self.tx_records = self
+            .tx_records
+            .saturating_add((bytes / wire::MAX_FRAGMENT) as u64 + 1);
+    }
+
+    /// Count one received record; ask for new keys near the limit.
+    /// `Err`: the limit cannot be kept (close with KEY_EXHAUSTED).
+    pub(crate) fn count_rx(&mut self, ev: &mut Vec<Event>) -> Result<(), Error> {
+        self.rx_records += 1;
+        if self.rx_records >= self.limit {
+            return Err(Error::new(
+                RKTLS_ERR_KEY_EXHAUSTED,
+                format!(
+                    "the peer's key reached its usage limit ({} records) without an update; \
+                     connection closed",
+                    self.limit
+                ),
+            ));
+        }
+        if self.rx_records >= self.soft_limit() && !self.rx_update_asked {
+            if self.can_update_rx() && self.can_update_tx() {
+                self.begin_tx_update(true, ev)?;
+            } else {
+                return Err(Error::new(
+                    RKTLS_ERR_KEY_EXHAUSTED,
+                    format!(
+                        "the peer's key is near its usage limit ({} records) and {}; \
+                         connection closed cleanly",
+                        self.limit,
+                        if self.tls13 {
+                            "this kernel cannot rekey"
+                        } else {
+                            "TLS 1.2 cannot update keys"
+                        }
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Process one received record: `typ` and its decrypted payload.
+    /// Events are appended in order; `Err` ends the connection (the alert
+    /// to send, if any, is among the events).
+    pub(crate) fn on_record(
+        &mut self,
+        fd: RawFd,
+        typ: u8,
+        payload: &[u8],
+        sent_close_notify: bool,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Fail> {
+        if typ != wire::CT_HANDSHAKE && !self.hs.is_empty() {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                "a handshake message was interrupted by another record",
+            ));
+        }
+        match typ {
+            wire::CT_APPLICATION_DATA => {
+                ev.push(Event::AppData(payload.to_vec()));
+                Ok(())
+            }
+            wire::CT_ALERT => self.on_alert(payload, sent_close_notify, ev),
+            wire::CT_HANDSHAKE => self.on_handshake(fd, payload, ev),
+            t => Err(fatal(
+                ev,
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                format!(
+                    "unexpected record type {t} (length {}) after the offload",
+                    payload.len()
+                ),
+            )),
+        }
+    }
+
+    fn on_alert(
+        &mut self,
+        payload: &[u8],
+        sent_close_notify: bool,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Fail> {
+        let Some(alert::Message { level, desc }) = alert::Message::parse(payload) else {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_DECODE,
+                RKTLS_ALERT_DECODE_ERROR,
+                format!("alert record of length {}", payload.len()),
+            ));
+        };
+        let name = alert::name(desc);
+        if desc == RKTLS_ALERT_CLOSE_NOTIFY.code() {
+            ev.push(Event::PeerClosed);
+            if !sent_close_notify {
+                ev.push(Event::close_notify());
+            }
+            return Ok(());
+        }
+        // user_canceled is a warning in both versions; in TLS 1.3 every
+        // other alert is fatal whatever its level says.
+        if desc == RKTLS_ALERT_USER_CANCELED.code() || (level == alert::WARNING && !self.tls13) {
+            log::warn!("peer sent warning alert {name}; ignored");
+            return Ok(());
+        }
+        ev.push(Event::Closed);
+        let err = Error::new(
+            RKTLS_ERR_ALERT_RECEIVED,
+            format!("TLS error: received fatal alert {name}"),
+        );
+        Err(Fail {
+            err,
+            received: Some(desc),
+        })
+    }
+
+    fn on_handshake(&mut self, fd: RawFd, payload: &[u8], ev: &mut Vec<Event>) -> Result<(), Fail> {
+        if payload.is_empty() {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_DECODE,
+                RKTLS_ALERT_DECODE_ERROR,
+                "empty handshake record",
+            ));
+        }
+        self.hs.extend_from_slice(payload);
+        let mut at = 0;
+        loop {
+            let rest = &self.hs[at..];
+            let Some((typ, len)) = wire::handshake_header(rest) else {
+                break;
+            };
+            if len > MAX_HS_MESSAGE {
+                return Err(fatal(
+                    ev,
+                    RKTLS_ERR_DECODE,
+                    RKTLS_ALERT_DECODE_ERROR,
+                    format!("handshake message of {len} bytes after the offload"),
+                ));
+            }
+            if rest.len() < wire::HS_HEADER + len {
+                break;
+            }
+            let body = rest[wire::HS_HEADER..wire::HS_HEADER + len].to_vec();
+            at += wire::HS_HEADER + len;
+            let last_in_record = at == self.hs.len();
+            self.on_message(fd, typ, &body, last_in_record, ev)?;
+        }
+        self.hs.drain(..at);
+        if self.hs.len() > MAX_HS_MESSAGE + wire::HS_HEADER {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_DECODE,
+                RKTLS_ALERT_DECODE_ERROR,
+                "handshake message too long after the offload",
+            ));
+        }
+        Ok(())
+    }
+
+    fn on_message(
+        &mut self,
+        fd: RawFd,
+        typ: u8,
+        body: &[u8],
+        last_in_record: bool,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Fail> {
+        let client = self.is_client();
+        match typ {
+            wire::HS_NEW_SESSION_TICKET if client && self.tls13 => {
+                if let Err(e) = self.kc.handle_new_session_ticket(body) {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_DECODE,
+                        RKTLS_ALERT_DECODE_ERROR,
+                        format!("bad NewSessionTicket: {e}"),
+                    ));
+                }
+                ev.push(Event::SessionTicket);
+                Ok(())
+            }
+            wire::HS_KEY_UPDATE if self.tls13 => {
+                let req = match body {
+                    [0] => false,
+                    [1] => true,
+                    [_] => {
+                        return Err(fatal(
+                            ev,
+                            RKTLS_ERR_PROTOCOL,
+                            RKTLS_ALERT_ILLEGAL_PARAMETER,
+                            "KeyUpdate with an invalid request_update value",
+                        ))
+                    }
+                    _ => {
+                        return Err(fatal(
+                            ev,
+                            RKTLS_ERR_DECODE,
+                            RKTLS_ALERT_DECODE_ERROR,
+                            "KeyUpdate of the wrong length",
+                        ))
+                    }
+                };
+                if !last_in_record {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_UNEXPECTED_MESSAGE,
+                        RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                        "KeyUpdate not at the end of its record",
+                    ));
+                }
+                if !self.can_update_rx() {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_KTLS_NO_REKEY,
+                        RKTLS_ALERT_INTERNAL_ERROR,
+                        "the peer updated its TLS 1.3 keys, and this kernel cannot install new \
+                         keys on an offloaded socket (Linux 6.14 or later can); all data \
+                         received before the update was delivered. To keep such connections, \
+                         set RKTLS_KTLS_RX_NEEDS_REKEY (RX stays in userspace on such kernels)",
+                    ));
+                }
+                if let Err(e) = self.update_rx(fd) {
+                    return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
+                }
+                ev.push(Event::RxKeyUpdated);
+                if req {
+                    if self.can_update_tx() {
+                        if let Err(e) = self.begin_tx_update(false, ev) {
+                            return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
+                        }
+                    } else {
+                        log::warn!(
+                            "peer asked for a key update this kernel cannot make; \
+                             sending will fail with RKTLS_ERR_KTLS_NO_REKEY"
+                        );
+                        self.update_owed = true;
+                    }
+                }
+                Ok(())
+            }
+            wire::HS_HELLO_REQUEST if client && !self.tls13 => {
+                if !body.is_empty() {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_DECODE,
+                        RKTLS_ALERT_DECODE_ERROR,
+                        "HelloRequest with a body",
+                    ));
+                }
+                if self.fail_fast {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_RENEGOTIATION,
+                        RKTLS_ALERT_NO_RENEGOTIATION,
+                        crate::result::renegotiation_requested_message(
+                            crate::result::RENEGOTIATION_FAIL_FAST,
+                        ),
+                    ));
+                }
+                log::warn!(
+                    "server requested TLS 1.2 renegotiation; refused with a no_renegotiation \
+                     warning"
+                );
+                ev.push(Event::SendControl(
+                    wire::CT_ALERT,
+                    alert::Message::warning(RKTLS_ALERT_NO_RENEGOTIATION).payload(),
+                ));
+                ev.push(Event::RenegotiationRequested);
+                Ok(())
+            }
+            wire::HS_CLIENT_HELLO if !client && !self.tls13 => {
+                log::warn!("client attempted TLS 1.2 renegotiation; refused");
+                Err(fatal(
+                    ev,
+                    RKTLS_ERR_RENEGOTIATION,
+                    RKTLS_ALERT_NO_RENEGOTIATION,
+                    crate::result::RENEGOTIATION_ATTEMPTED,
+                ))
+            }
+            t => Err(fatal(
+                ev,
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                format!("unexpected handshake message {t} after the offload"),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The offload state machine on an emulated kernel (`kernel_emul`): the
+    //! real code path, with the exact crypto-info bytes rktls passes to
+    //! `setsockopt` checked by an independent AEAD and by rustls peers.
+    use super::*;
+    use crate::connection::Connection;
+    use crate::kernel_emul;
+    use crate::ktls::rktls_ktls_mode::*;
+    use crate::offload::*;
+    use crate::testutil::{client_config, server_config, Opts};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    use crate::testutil::{TLS12_SUITES as TLS12, TLS13_SUITES as TLS13};
+
+    fn opts(suite: u16) -> Opts {
+        Opts {
+            suites: Some(vec![suite]),
+            ..Opts::default()
+        }
+    }
+
+    /// One side's setup: kTLS emulated on its thread (with or without
+    /// rekey support), and its offload options.
+    #[derive(Clone, Copy)]
+    struct Side {
+        emul: Option<bool>,
+        opts: Options,
+    }
+
+    const USER: Side = Side {
+        emul: None,
+        opts: Options {
+            dirs: RKTLS_KTLS_TX | RKTLS_KTLS_RX,
+            key_limit: 0,
+        },
+    };
+
+    fn kernel(rekey: bool, dirs: u32, key_limit: u64) -> Side {
+        Side {
+            emul: Some(rekey),
+            opts: Options { dirs, key_limit },
+        }
+    }
+
+    type Cfgs = (
+        Option<Arc<rustls::ServerConfig>>,
+        Option<Arc<rustls::ClientConfig>>,
+    );
+
+    /// Run a server (own thread) and a client (this thread) over a socket
+    /// pair, both handshaken; returns both closures' results.
+    fn run<RS: Send + 'static, RC>(
+        o: &Opts,
+        srv: Side,
+        cli: Side,
+        cfgs: Cfgs,
+        fs: impl FnOnce(&mut Connection) -> RS + Send + 'static,
+        fc: impl FnOnce(&mut Connection) -> RC,
+    ) -> (RS, RC) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (server_cfg, client_cfg) = cfgs;
+        let scfg = server_cfg.unwrap_or_else(|| server_config(o));
+        let server = std::thread::spawn(move || {
+            if let Some(rekey) = srv.emul {
+                kernel_emul::install(rekey);
+            }
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            if srv.emul.is_some() {
+                s.set_ktls_mode(RKTLS_KTLS_REQUIRE, srv.opts);
+            }
+            match s.handshake() {
+                Ok(r) => assert_eq!(r, RKTLS_OK),
+                Err(e) => panic!("server handshake: {}", e.msg),
+            }
+            let r = fs(&mut s);
+            kernel_emul::remove();
+            drop(s);
+            drop(a);
+            r
+        });
+        if let Some(rekey) = cli.emul {
+            kernel_emul::install(rekey);
+        }
+        let ccfg = client_cfg.unwrap_or_else(|| client_config(o));
+        let mut c = Connection::client(ccfg, "localhost").unwrap();
+        c.set_fd(b.as_raw_fd()).unwrap();
+        if cli.emul.is_some() {
+            c.set_ktls_mode(RKTLS_KTLS_REQUIRE, cli.opts);
+        }
+        assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+        let rc = fc(&mut c);
+        kernel_emul::remove();
+        drop(c);
+        drop(b);
+        (server.join().unwrap(), rc)
+    }
+
+    fn write_all(c: &mut Connection, mut data: &[u8]) -> Result<(), rktls_result> {
+        while !data.is_empty() {
+            let (r, n) = c.write(data).map_err(|e| {
+                eprintln!(
+                    "write failed: {} (tx {} rx {} v {:x})",
+                    e.msg,
+                    c.ktls_tx(),
+                    c.ktls_rx(),
+                    c.protocol_version()
+                );
+                e.code
+            })?;
+            assert_eq!(r, RKTLS_OK);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Read exactly `n` bytes (or fail with the code that stopped it).
+    type ReadResult = Result<Vec<u8>, (rktls_result, Vec<u8>)>;
+
+    fn read_n(c: &mut Connection, n: usize) -> ReadResult {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 20000];
+        while out.len() < n {
+            match c.read(&mut buf) {
+                Ok((RKTLS_OK, m)) => out.extend_from_slice(&buf[..m]),
+                Ok((r, _)) => return Err((r, out)),
+                Err(e) => {
+                    eprintln!("read failed: {}", e.msg);
+                    return Err((e.code, out));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn pattern(n: usize, seed: u8) -> Vec<u8> {
+        (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    #[test]
+    fn every_suite_and_direction_moves_data_both_ways() {
+        for suite in TLS13.into_iter().chain(TLS12) {
+            for dirs in [RKTLS_KTLS_TX | RKTLS_KTLS_RX, RKTLS_KTLS_TX, RKTLS_KTLS_RX] {
+                let up = pattern(100_000, 1);
+                let down = pattern(70_000, 2);
+                let (up2, down2) = (up.clone(), down.clone());
+                let (srv, ()) = run(
+                    &opts(suite),
+                    kernel(false, dirs, 0),
+                    USER,
+                    (None, None),
+                    move |s| {
+                        let dirs_seen = (s.ktls_tx(), s.ktls_rx());
+                        let got = read_n(s, up2.len()).unwrap();
+                        assert!(got == up2, "suite {suite:04x} dirs {dirs}: upload intact");
+                        write_all(s, &down2).unwrap();
+                        assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                        let mut b = [0u8; 10];
+                        let end = s.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                        (dirs_seen, end, kernel_emul::remove().unwrap(), s.raw_fd())
+                    },
+                    |c| {
+                        write_all(c, &up).unwrap();
+                        let got = read_n(c, down.len()).unwrap();
+                        assert!(
+                            got == down,
+                            "suite {suite:04x} dirs {dirs}: download intact"
+                        );
+                        let mut b = [0u8; 10];
+                        assert_eq!(c.read(&mut b).unwrap(), (RKTLS_CLOSED, 0));
+                        assert_eq!(c.shutdown().unwrap(), RKTLS_OK);
+                    },
+                );
+                let (seen, end, emu, fd) = srv;
+                let want = (dirs & RKTLS_KTLS_TX != 0, dirs & RKTLS_KTLS_RX != 0);
+                assert_eq!(seen, want, "suite {suite:04x}");
+                assert_eq!(end, Ok(RKTLS_CLOSED), "close_notify received after ours");
+                // The emulated kernel did the work for exactly those directions.
+                let installs: Vec<i32> = emu
+                    .log
+                    .iter()
+                    .filter(|(f, _, _)| *f == fd)
+                    .map(|(_, d, _)| *d)
+                    .collect();
+                let mut want_installs = vec![];
+                if want.0 {
+                    want_installs.push(libc::TLS_TX);
+                }
+                if want.1 {
+                    want_installs.push(libc::TLS_RX);
+                }
+                assert_eq!(installs, want_installs, "suite {suite:04x} dirs {dirs}");
+                let (sent, recvd) = emu
+                    .records
+                    .values()
+                    .fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1));
+                assert_eq!(sent > 0, want.0, "TX records through the kernel");
+                assert_eq!(recvd > 0, want.1, "RX records through the kernel");
+            }
+        }
+    }
+
+    /// Server reads `before`, the client then updates its keys (rustls asks
+    /// for ours too), and sends `after`.
+    fn peer_key_update(srv: Side, suite: u16) -> (ReadResult, Vec<u8>) {
+        let before = pattern(30_000, 3);
+        let after = pattern(20_000, 4);
+        let (b2, a2) = (before.clone(), after.clone());
+        let ((got_before, rest), ()) = run(
+            &opts(suite),
+            srv,
+            USER,
+            (None, None),
+            move |s| {
+                let got = read_n(s, b2.len()).unwrap();
+                let rest = read_n(s, a2.len());
+                // Keep the socket open until the client has sent all (a
+                // server that ended early would make its writes fail).
+                let mut sink = [0u8; 4096];
+                while unsafe { libc::read(s.raw_fd(), sink.as_mut_ptr().cast(), sink.len()) } > 0 {}
+                (got, rest)
+            },
+            |c| {
+                write_all(c, &before).unwrap();
+                for _ in 0..3 {
+                    // Several in a row.
+                    assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
+                }
+                write_all(c, &after).unwrap();
+                unsafe { libc::shutdown(c.raw_fd(), libc::SHUT_WR) };
+                let mut b = [0u8; 64];
+                let _ = c.read(&mut b);
+            },
+        );
+        assert!(
+            got_before == before,
+            "data before the KeyUpdate is delivered"
+        );
+        (rest, after)
+    }
+
+    #[test]
+    fn peer_key_update_on_a_kernel_that_can_rekey() {
+        for suite in TLS13 {
+            let up = pattern(40_000, 5);
+            let down = pattern(40_000, 6);
+            let (u2, d2) = (up.clone(), down.clone());
+            let (usage, ()) = run(
+                &opts(suite),
+                kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0),
+                USER,
+                (None, None),
+                move |s| {
+                    let got = read_n(s, u2.len()).unwrap();
+                    assert!(got == u2, "data after the peer's KeyUpdates intact");
+                    // Our answer went out with the new TX keys.
+                    write_all(s, &d2).unwrap();
+                    assert_eq!(s.refresh_keys(false).unwrap(), RKTLS_OK);
+                    write_all(s, &d2).unwrap();
+                    let usage = s.key_usage().unwrap();
+                    let emu = kernel_emul::remove().unwrap();
+                    let fd_log: Vec<i32> = emu
+                        .log
+                        .iter()
+                        .filter(|(f, _, _)| *f == s.raw_fd())
+                        .map(|(_, d, _)| *d)
+                        .collect();
+                    (usage, fd_log)
+                },
+                |c| {
+                    write_all(c, &up[..10_000]).unwrap();
+                    assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
+                    assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
+                    write_all(c, &up[10_000..]).unwrap();
+                    let got = read_n(c, 2 * down.len()).unwrap();
+                    assert!(got[..down.len()] == down[..] && got[down.len()..] == down[..]);
+                },
+            );
+            let ((_, _, tx_updates, rx_updates), log) = usage;
+            assert_eq!(
+                rx_updates, 2,
+                "suite {suite:04x}: both peer KeyUpdates installed"
+            );
+            assert!(
+                tx_updates >= 2,
+                "suite {suite:04x}: answered, and our own refresh"
+            );
+            // Initial TX, RX, then a new key per update, each through setsockopt.
+            assert_eq!(log.len() as u64, 2 + tx_updates + rx_updates);
+        }
+    }
+
+    #[test]
+    fn peer_key_update_on_a_kernel_without_rekey_ends_with_its_own_code() {
+        for suite in TLS13 {
+            let (rest, _) = peer_key_update(kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0), suite);
+            let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
+            assert_eq!(code, Err((RKTLS_ERR_KTLS_NO_REKEY, 0)), "suite {suite:04x}");
+        }
+    }
+
+    #[test]
+    fn rx_needs_rekey_keeps_tls13_rx_in_userspace_on_such_kernels() {
+        for suite in TLS13 {
+            let srv = kernel(
+                false,
+                RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
+                0,
+            );
+            let (rest, after) = peer_key_update(srv, suite);
+            let rest = rest.map_err(|(c, p)| (c, p.len()));
+            assert!(
+                rest == Ok(after),
+                "suite {suite:04x}: data after the update"
+            );
+        }
+        // On a kernel that can rekey, RX goes to the kernel as usual.
+        let ((tx, rx), ()) = run(
+            &opts(0x1301),
+            kernel(
+                true,
+                RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
+                0,
+            ),
+            USER,
+            (None, None),
+            |s| {
+                let r = (s.ktls_tx(), s.ktls_rx());
+                assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                r
+            },
+            |c| {
+                let mut b = [0u8; 16];
+                assert_eq!(c.read(&mut b).unwrap(), (RKTLS_CLOSED, 0));
+            },
+        );
+        assert!(tx && rx);
+    }
+
+    #[test]
+    fn tx_keys_refresh_before_the_limit() {
+        let data = pattern(200_000, 7);
+        let d2 = data.clone();
+        let (updates, ()) = run(
+            &opts(0x1302),
+            kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
+            USER,
+            (None, None),
+            move |s| {
+                for c in d2.chunks(4096) {
+                    write_all(s, c).unwrap();
+                    assert!(s.key_usage().unwrap().0 < 16, "never past the limit");
+                }
+                s.key_usage().unwrap().2
+            },
+            |c| {
+                assert!(read_n(c, data.len()).unwrap() == data);
+            },
+        );
+        assert!(updates >= 3, "{updates} TX key updates");
+    }
+
+    #[test]
+    fn key_limit_without_rekey_closes_cleanly_first() {
+        for (suite, rekey) in [(0xc02b, true), (0x1301, false)] {
+            let (r, got) = run(
+                &opts(suite),
+                kernel(rekey, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
+                USER,
+                (None, None),
+                |s| {
+                    let mut sent = 0;
+                    loop {
+                        match write_all(s, &[7u8; 1000]) {
+                            Ok(()) => sent += 1000,
+                            Err(code) => return (code, sent),
+                        }
+                    }
+                },
+                |c| {
+                    let mut got = 0;
+                    let mut b = [0u8; 4096];
+                    loop {
+                        match c.read(&mut b) {
+                            Ok((RKTLS_OK, n)) => got += n,
+                            other => return (other.map(|r| r.0).map_err(|e| e.code), got),
+                        }
+                    }
+                },
+            );
+            assert_eq!(r.0, RKTLS_ERR_KEY_EXHAUSTED, "suite {suite:04x}");
+            assert!(r.1 > 0);
+            assert_eq!(got, (Ok(RKTLS_CLOSED), r.1), "all data, then close_notify");
+        }
+    }
+
+    #[test]
+    fn rx_limit_asks_the_peer_for_new_keys() {
+        let (rx_updates, ()) = run(
+            &opts(0x1303),
+            kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 16),
+            USER,
+            (None, None),
+            |s| {
+                for _ in 0..60 {
+                    let got = read_n(s, 100).unwrap();
+                    write_all(s, &got).unwrap();
+                }
+                s.key_usage().unwrap().3
+            },
+            |c| {
+                for i in 0..60u8 {
+                    write_all(c, &[i; 100]).unwrap();
+                    assert_eq!(read_n(c, 100).unwrap(), vec![i; 100]);
+                }
+            },
+        );
+        assert!(
+            rx_updates >= 3,
+            "{rx_updates} peer updates requested and installed"
+        );
+    }
+
+    type Records = &'static [(u8, &'static [u8])];
+    /// How the server's reads ended, what it read, alerts received and sent.
+    type ServerSaw = (
+        Result<rktls_result, rktls_result>,
+        Vec<u8>,
+        Option<u8>,
+        Option<u8>,
+    );
+
+    /// The server (offloaded, both directions) receives what the client,
+    /// also offloaded, sends as raw control records after `hello`.
+    fn server_gets(suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        run(
+            &opts(suite),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 20000];
+                let end = loop {
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                (end, got, s.alert_received(), s.alert_sent())
+            },
+            move |c| {
+                write_all(c, b"hello").unwrap();
+                for (t, p) in records {
+                    crate::ktls::send_record(c.raw_fd(), *t, p).unwrap();
+                }
+                // What the server answered (alerts), as raw records.
+                let mut out = Vec::new();
+                let mut b = vec![0u8; 20000];
+                loop {
+                    let (t, n) = match crate::ktls::recv_record(c.raw_fd(), &mut b) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            eprintln!("client recv: {e}");
+                            break;
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    if t != 21 {
+                        continue; // session tickets
+                    }
+                    out.push(t);
+                    out.extend_from_slice(&b[..n]);
+                }
+                out
+            },
+        )
+    }
+
+    #[test]
+    fn close_notify_is_answered_with_ours() {
+        let ((end, got, _, _), answer) = server_gets(0x1301, &[(21, &[1, 0])]);
+        assert_eq!((end, &got[..]), (Ok(RKTLS_CLOSED), &b"hello"[..]));
+        assert_eq!(
+            answer,
+            vec![21, 1, 0],
+            "our close_notify through the kernel"
+        );
+    }
+
+    #[test]
+    fn fatal_alert_from_the_peer_ends_with_its_description() {
+        for suite in [0x1302, 0xc02c] {
+            let ((end, got, received, _), answer) = server_gets(suite, &[(21, &[2, 40])]);
+            assert_eq!(end, Err(RKTLS_ERR_ALERT_RECEIVED));
+            assert_eq!((&got[..], received), (&b"hello"[..], Some(40)));
+            assert!(answer.is_empty(), "no alert answers a fatal alert");
+        }
+        // TLS 1.2 warnings are ignored; TLS 1.3 has no warnings but
+        // user_canceled.
+        let ((end, ..), _) = server_gets(0xc02b, &[(21, &[1, 100]), (21, &[1, 0])]);
+        assert_eq!(end, Ok(RKTLS_CLOSED));
+        let ((end, _, received, _), _) = server_gets(0x1301, &[(21, &[1, 42])]);
+        assert_eq!((end, received), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(42)));
+    }
+
+    #[test]
+    fn unexpected_or_malformed_records_get_the_right_alert() {
+        let cases: [(u16, Records, rktls_result, u8); 8] = [
+            // Post-handshake CertificateRequest (never offered).
+            (
+                0x1301,
+                &[(22, &[13, 0, 0, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // NewSessionTicket to a server.
+            (
+                0x1301,
+                &[(22, &[4, 0, 0, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // KeyUpdate of the wrong length, and with a bad value.
+            (0x1301, &[(22, &[24, 0, 0, 2, 0, 0])], RKTLS_ERR_DECODE, 50),
+            (0x1301, &[(22, &[24, 0, 0, 1, 7])], RKTLS_ERR_PROTOCOL, 47),
+            // A truncated alert, an unknown record type.
+            (0x1301, &[(21, &[2])], RKTLS_ERR_DECODE, 50),
+            (
+                0x1301,
+                &[(99, &[1, 2, 3])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            // KeyUpdate in TLS 1.2; a renegotiating ClientHello.
+            (
+                0xc02b,
+                &[(22, &[24, 0, 0, 1, 0])],
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                10,
+            ),
+            (0xc02b, &[(22, &[1, 0, 0, 0])], RKTLS_ERR_RENEGOTIATION, 100),
+        ];
+        for (suite, recs, code, alert) in cases {
+            let ((end, got, _, sent), answer) = server_gets(suite, recs);
+            assert_eq!(end, Err(code), "{recs:?}");
+            assert_eq!(&got[..], b"hello", "data first");
+            assert_eq!(sent, Some(alert), "{recs:?}");
+            assert_eq!(answer, vec![21, 2, alert], "{recs:?}: alert on the wire");
+        }
+        // A handshake message split across records is reassembled: a
+        // KeyUpdate in two pieces reaches the rekey decision.
+        let ((end, ..), _) = server_gets(0x1301, &[(22, &[24, 0]), (22, &[0, 1, 0])]);
+        assert_eq!(end, Err(RKTLS_ERR_KTLS_NO_REKEY));
+    }
+
+    #[test]
+    fn truncated_control_message_is_an_error_with_an_alert() {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (r, ()) = run(
+            &opts(0x1301),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                // recvmsg reports MSG_CTRUNC (sys maps it to EPROTO).
+                crate::sys::fault::inject(crate::sys::fault::Op::RecvMsg, libc::EPROTO);
+                let mut b = [0u8; 100];
+                (s.read(&mut b).map_err(|e| e.code), s.alert_sent())
+            },
+            |c| {
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map_err(|e| e.code);
+                assert_eq!(r, Err(RKTLS_ERR_ALERT_RECEIVED));
+            },
+        );
+        assert_eq!(r, (Err(RKTLS_ERR_PROTOCOL), Some(80)));
+    }
+
+    #[test]
+    fn offloaded_client_keeps_session_tickets_and_resumes() {
+        for suite in TLS13 {
+            let ccfg = client_config(&opts(suite));
+            let scfg = server_config(&opts(suite));
+            let cli = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            // Two connections with one client config: the first reads
+            // (tickets arrive through the kernel), the second resumes.
+            let mut resumed = vec![];
+            for _ in 0..2 {
+                let ((), r) = run(
+                    &opts(suite),
+                    USER,
+                    cli,
+                    (Some(scfg.clone()), Some(ccfg.clone())),
+                    move |s| {
+                        write_all(s, b"data").unwrap();
+                        assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                    },
+                    |c| {
+                        assert!(c.ktls_rx());
+                        assert_eq!(read_n(c, 4).unwrap(), b"data");
+                        let mut b = [0u8; 8];
+                        assert_eq!(c.read(&mut b).unwrap(), (RKTLS_CLOSED, 0));
+                        c.is_resumed()
+                    },
+                );
+                resumed.push(r);
+            }
+            assert_eq!(resumed, vec![false, true], "suite {suite:04x}");
+        }
+    }
+
+    #[test]
+    fn hello_request_is_refused_and_the_servers_answer_names_the_cause() {
+        // The server (emulated kTLS, so it can send any record) sends data,
+        // then HelloRequest, then closes the way IIS does, or with
+        // close_notify, or with a fatal alert.
+        for (fail_fast, end) in [
+            (false, None),
+            (true, None),
+            (false, Some([1u8, 0])),
+            (false, Some([2u8, 40])),
+        ] {
+            let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let (answer, (r, got, msg)) = run(
+                &opts(0xc02b),
+                both,
+                both,
+                (None, None),
+                move |s| {
+                    write_all(s, b"before").unwrap();
+                    crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
+                    let mut b = [0u8; 64];
+                    let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                    if let Some(end) = end {
+                        crate::ktls::send_record(s.raw_fd(), 21, &end).unwrap();
+                    }
+                    (t, b[..n].to_vec())
+                },
+                |c| {
+                    c.renegotiation_fail_fast_for_test(fail_fast);
+                    let mut got = Vec::new();
+                    let mut b = [0u8; 64];
+                    loop {
+                        match c.read(&mut b) {
+                            Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                            Ok((r, _)) => return (Ok(r), got, String::new()),
+                            Err(e) => return (Err(e.code), got, e.msg),
+                        }
+                    }
+                },
+            );
+            assert_eq!(r, Err(RKTLS_ERR_RENEGOTIATION));
+            assert_eq!(got, b"before", "data before the request is delivered");
+            assert!(
+                msg.contains("renegotiation") && msg.contains("TLS 1.3"),
+                "{msg}"
+            );
+            let outcome = match end {
+                None if fail_fast => "fail-fast",
+                None => "closed the connection without close_notify",
+                Some([1, 0]) => "close_notify",
+                Some(_) => "fatal alert handshake_failure",
+            };
+            assert!(msg.contains(outcome), "{msg}");
+            let level = if fail_fast { 2 } else { 1 };
+            assert_eq!(answer, (21, vec![level, 100]), "no_renegotiation");
+        }
+    }
+
+    #[test]
+    fn event_style_reports_each_record() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (events, ()) = run(
+            &opts(0x1301),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                let mut all = Vec::new();
+                for (t, p) in [
+                    (23u8, &b"app"[..]),
+                    (22, &[24, 0, 0, 1, 1][..]),
+                    (21, &[1, 0][..]),
+                ] {
+                    let (r, ev) = s.process_record(t, p);
+                    assert_eq!(r.map_err(|e| e.code), Ok(RKTLS_OK));
+                    all.push(ev);
+                }
+                assert_eq!(s.control_sent().unwrap(), RKTLS_OK);
+                // The event style needs both directions in the kernel, and
+                // a fatal alert ends it with the alert's code.
+                let (r, ev) = s.process_record(21, &[2, 51]);
+                assert_eq!(r.map_err(|e| e.code), Err(RKTLS_ERR_ALERT_RECEIVED));
+                all.push(ev);
+                all
+            },
+            |c| {
+                let mut b = [0u8; 64];
+                while let Ok((RKTLS_OK, _)) = c.read(&mut b) {}
+            },
+        );
+        assert_eq!(events[0], vec![Event::AppData(b"app".to_vec())]);
+        assert_eq!(
+            events[1],
+            vec![
+                Event::RxKeyUpdated,
+                Event::SendControl(22, vec![24, 0, 0, 1, 0]),
+                Event::TxKeyUpdated
+            ]
+        );
+        assert_eq!(
+            events[2],
+            vec![Event::PeerClosed, Event::SendControl(21, vec![1, 0])]
+        );
+        assert_eq!(events[3], vec![Event::Closed]);
+    }
+}

@@ -1,0 +1,371 @@
+//! Driving rustls' unbuffered state machine: one generic step per rustls
+//! state, the pump that runs it over buffered input, and the sticky
+//! failure with the alert rustls queues for it.
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{
+    ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
+};
+
+use super::{Connection, Tls};
+use crate::alert;
+use crate::result::rktls_result::{self, *};
+use crate::result::Error;
+use crate::wire;
+
+/// Lets one generic driver serve both sides.
+pub(super) trait Process {
+    type Data;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data>;
+}
+
+impl Process for UnbufferedServerConnection {
+    type Data = rustls::server::ServerConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+impl Process for UnbufferedClientConnection {
+    type Data = rustls::client::ClientConnectionData;
+    fn process<'c, 'i>(
+        &'c mut self,
+        incoming: &'i mut [u8],
+    ) -> UnbufferedStatus<'c, 'i, Self::Data> {
+        self.process_tls_records(incoming)
+    }
+}
+
+/// What to do when rustls next allows writing.
+pub(super) enum Action<'a> {
+    None,
+    Encrypt(&'a [u8]),
+    CloseNotify,
+    /// TLS 1.3 KeyUpdate (rustls asks the peer to update too).
+    RefreshKeys,
+}
+
+/// The outcome of one rustls state.
+pub(super) enum Step {
+    /// Something was done; call again.
+    Progress,
+    /// Nothing more can happen without new input (or an action).
+    Quiet,
+    PeerClosed,
+    Closed,
+    Failed(rustls::Error),
+    /// rktls ended the connection itself (a refused renegotiation).
+    Ended(Error),
+}
+
+#[derive(Default)]
+pub(super) struct Buffers {
+    pub(super) incoming: Vec<u8>,
+    pub(super) outgoing: Vec<u8>,
+    pub(super) out_pos: usize,
+    pub(super) plain: Vec<u8>,
+    pub(super) plain_pos: usize,
+    /// A ChangeCipherSpec record was queued (TLS 1.2: encrypted from here).
+    pub(super) sent_ccs: bool,
+}
+
+/// Whether a run of whole records contains a ChangeCipherSpec.
+pub(super) fn has_ccs(records: &[u8]) -> bool {
+    wire::records(records).any(|r| r.header.typ == wire::CT_CHANGE_CIPHER_SPEC)
+}
+
+/// Append to `out` through `f`, growing to the size `f` asks for.
+pub(super) fn append_with(
+    out: &mut Vec<u8>,
+    mut guess: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
+) -> Result<(), ()> {
+    let start = out.len();
+    loop {
+        out.resize(start + guess, 0);
+        match f(&mut out[start..]) {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(Some(need)) if need > guess => guess = need,
+            Err(_) => {
+                out.truncate(start);
+                return Err(());
+            }
+        }
+    }
+}
+
+pub(super) fn encrypt<D>(
+    wt: &mut WriteTraffic<'_, D>,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), rustls::Error> {
+    let guess = data.len() + (data.len() / wire::MAX_FRAGMENT + 1) * 64;
+    let mut err = None;
+    let r = append_with(out, guess, |buf| match wt.encrypt(data, buf) {
+        Ok(n) => Ok(n),
+        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+        Err(e) => {
+            err = Some(e);
+            Err(None)
+        }
+    });
+    match (r, err) {
+        (Ok(()), _) => Ok(()),
+        (Err(()), Some(EncryptError::EncryptExhausted)) => Err(rustls::Error::EncryptError),
+        (Err(()), e) => Err(rustls::Error::General(format!("encrypt failed: {e:?}"))),
+    }
+}
+
+/// Handle one rustls state. Discards consumed input afterwards.
+pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'_>) -> Step {
+    let status = conn.process(&mut b.incoming);
+    let discard = status.discard;
+    let out = match status.state {
+        Err(e) => Step::Failed(e),
+        Ok(ConnectionState::ReadTraffic(mut rt)) => {
+            let mut failed = None;
+            while let Some(rec) = rt.next_record() {
+                match rec {
+                    Ok(r) => b.plain.extend_from_slice(r.payload),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            failed.map_or(Step::Progress, Step::Failed)
+        }
+        Ok(ConnectionState::EncodeTlsData(mut enc)) => {
+            let start = b.outgoing.len();
+            let r = append_with(&mut b.outgoing, 1024, |buf| match enc.encode(buf) {
+                Ok(n) => Ok(n),
+                Err(EncodeError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                Err(_) => Err(None),
+            });
+            b.sent_ccs |= has_ccs(&b.outgoing[start..]);
+            match r {
+                Ok(()) => Step::Progress,
+                Err(()) => Step::Failed(rustls::Error::General("encode failed".into())),
+            }
+        }
+        Ok(ConnectionState::TransmitTlsData(t)) => {
+            // The bytes are queued in `outgoing`, which is always sent
+            // before anything encoded later.
+            t.done();
+            Step::Progress
+        }
+        Ok(ConnectionState::BlockedHandshake) => Step::Quiet,
+        Ok(ConnectionState::WriteTraffic(mut wt)) => match std::mem::replace(act, Action::None) {
+            Action::None => Step::Quiet,
+            Action::Encrypt(data) => match encrypt(&mut wt, data, &mut b.outgoing) {
+                Ok(()) => Step::Progress,
+                Err(e) => Step::Failed(e),
+            },
+            Action::RefreshKeys => match wt.refresh_traffic_keys() {
+                Ok(()) => Step::Progress,
+                Err(e) => Step::Failed(e),
+            },
+            Action::CloseNotify => {
+                let r = append_with(&mut b.outgoing, 64, |buf| {
+                    match wt.queue_close_notify(buf) {
+                        Ok(n) => Ok(n),
+                        Err(EncryptError::InsufficientSize(s)) => Err(Some(s.required_size)),
+                        Err(_) => Err(None),
+                    }
+                });
+                match r {
+                    Ok(()) => Step::Progress,
+                    Err(()) => Step::Failed(rustls::Error::EncryptError),
+                }
+            }
+        },
+        Ok(ConnectionState::PeerClosed) => Step::PeerClosed,
+        Ok(ConnectionState::Closed) => Step::Closed,
+        Ok(_) => Step::Failed(rustls::Error::General(
+            "unexpected connection state (early data is not enabled)".into(),
+        )),
+    };
+    b.incoming.drain(..discard);
+    out
+}
+
+impl Connection {
+    pub(super) fn plain_available(&self) -> usize {
+        self.b.plain.len() - self.b.plain_pos
+    }
+
+    /// Move decrypted data already queued into `buf`; how much.
+    pub(super) fn take_plain(&mut self, buf: &mut [u8]) -> usize {
+        let n = self.plain_available().min(buf.len());
+        let p = self.b.plain_pos;
+        buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
+        self.b.plain_pos += n;
+        if self.b.plain_pos == self.b.plain.len() {
+            self.b.plain.clear();
+            self.b.plain_pos = 0;
+        }
+        n
+    }
+
+    pub(super) fn step(&mut self, act: &mut Action<'_>) -> Step {
+        // Renegotiation is caught before rustls sees its record. Records
+        // before it are processed first (their data is read first).
+        let held = match self.renegotiation_record() {
+            Some(0) if !self.rustls_has_output() => match self.renegotiation_started() {
+                Some(end) => return end,
+                None => None,
+            },
+            // (At 0: rustls first hands out what it has queued.)
+            Some(at) => Some(self.b.incoming.split_off(at)),
+            None => None,
+        };
+        let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
+        let s = self.step_rustls(act);
+        if self.reneg_refused && self.b.plain.len() > plain_before {
+            log::info!("the server carried on after the refused renegotiation");
+            self.reneg_refused = false;
+        }
+        match held {
+            Some(rest) => {
+                self.b.incoming.extend_from_slice(&rest);
+                // rustls took records before it: go on to it.
+                match s {
+                    Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    s => s,
+                }
+            }
+            None => s,
+        }
+    }
+
+    pub(super) fn step_rustls(&mut self, act: &mut Action<'_>) -> Step {
+        match &mut self.tls {
+            Tls::Kernel(_) | Tls::Gone => Step::Quiet,
+            Tls::Server(c) => {
+                let s = step(c, &mut self.b, act);
+                // The certificate resolver saw a ClientHello: keep its SNI.
+                if let Some(h) = crate::hello::take_seen() {
+                    self.server_name.clone_from(&h.server_name);
+                    self.seen_hello = Some(Box::new(h));
+                }
+                s
+            }
+            Tls::Client(c) => step(c, &mut self.b, act),
+        }
+    }
+
+    /// Run rustls over the buffered input until nothing more can happen.
+    /// `act` is performed once rustls allows writing.
+    pub(super) fn pump(&mut self, act: &mut Action<'_>) -> Result<(), Error> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        loop {
+            match self.step(act) {
+                Step::Progress => {}
+                Step::Quiet => return Ok(()),
+                Step::PeerClosed => self.peer_closed = true,
+                Step::Closed => {
+                    self.peer_closed = true;
+                    return Ok(());
+                }
+                Step::Failed(e) => return Err(self.fail(e)),
+                Step::Ended(e) => {
+                    self.error = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Record a fatal TLS error and collect the alert rustls queues for it.
+    pub(super) fn fail(&mut self, e: rustls::Error) -> Error {
+        let before = self.b.outgoing.len();
+        // rustls queues the alert and hands it out on the calls after the
+        // error, before it would look at input again. Stop while it still
+        // has output: processing more input could fail (and alert) twice.
+        for _ in 0..16 {
+            if !self.common().is_some_and(|c| c.wants_write()) {
+                break;
+            }
+            match self.step(&mut Action::None) {
+                Step::Progress => {}
+                _ => break,
+            }
+        }
+        if self.b.outgoing.len() == before && self.plaintext_alert_possible() {
+            // rustls closes silently on a few errors (deframing, a TLS 1.2
+            // key that cannot sign). Until records are encrypted a
+            // plaintext alert is still possible, and the peer is owed one.
+            if let Some(wire) = alert::plaintext_for_error(&e) {
+                self.b.outgoing.extend_from_slice(&wire);
+            }
+        }
+        if let rustls::Error::AlertReceived(d) = &e {
+            self.alert_received = Some(u8::from(*d));
+        }
+        let sent = &self.b.outgoing[before..];
+        if !sent.is_empty() {
+            self.alert_sent = Some(match alert::parse_plain_alert(sent) {
+                Some(m) => m.desc,
+                None => u8::from(alert::for_error(&e)),
+            });
+        }
+        let mut err = Error::from(e);
+        if let Some(d) = self.alert_sent {
+            err.msg
+                .push_str(&format!(" (sent alert {})", alert::name(d)));
+        }
+        if let Some(d) = self.alert_received {
+            err.msg
+                .push_str(&format!(" (received alert {})", alert::name(d)));
+        }
+        if let (true, Some(d)) = (self.reneg_refused, self.alert_received) {
+            err = crate::result::renegotiation_requested(&format!(
+                "then sent the fatal alert {}",
+                alert::name(d)
+            ));
+        }
+        log::debug!("connection failed: {}", err.msg);
+        self.error = Some(err.clone());
+        err
+    }
+
+    /// Whether our records still go out in plaintext: before a suite is
+    /// chosen, or in TLS 1.2 before our ChangeCipherSpec.
+    pub(super) fn plaintext_alert_possible(&self) -> bool {
+        let Some(c) = self.common() else {
+            return false;
+        };
+        c.negotiated_cipher_suite().is_none()
+            || (c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_2) && !self.b.sent_ccs)
+    }
+
+    /// A fatal error is returned only once its alert has left.
+    pub(super) fn deliver_error(&mut self) -> Result<rktls_result, Error> {
+        let err = self.error.clone().expect("deliver_error without error");
+        if self.in_kernel() {
+            return Err(err);
+        }
+        match self.flush_out() {
+            Ok(false) => Ok(RKTLS_WANT_WRITE),
+            // Sent, or the peer is gone: either way, report the cause.
+            Ok(true) | Err(_) => Err(err),
+        }
+    }
+
+    /// Process buffered input (buffer mode), for the acceptor's probe.
+    pub(crate) fn process(&mut self) -> Result<(), Error> {
+        self.pump(&mut Action::None)
+    }
+}

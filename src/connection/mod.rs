@@ -1,0 +1,777 @@
+//! A TLS connection, server or client, with the record layer in userspace.
+//!
+//! Driven by rustls' unbuffered API, the only one that can later become a
+//! kernel connection. Two I/O styles share one state machine:
+//! - fd mode (`rktls_connection_set_fd`): rktls reads and writes the
+//!   caller's socket, blocking or not; EAGAIN becomes want-read/want-write;
+//! - buffer mode (the default): the caller feeds received TLS bytes and
+//!   takes TLS bytes to send.
+//!
+//! In fd mode every read during the handshake stops at a TLS record
+//! boundary, so when the handshake completes nothing past its last record
+//! has been taken from the socket and the kernel can take over there.
+//!
+//! A fatal error is sticky. Its alert always leaves before the error is
+//! returned: until the alert is written (fd mode) or taken (buffer mode),
+//! calls return want-write.
+
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use rustls::client::UnbufferedClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::server::UnbufferedServerConnection;
+use rustls::{CommonState, HandshakeKind};
+
+use crate::ffi::{Boxed, Handle};
+use crate::ktls::rktls_ktls_mode;
+use crate::offload;
+use crate::result::rktls_result::*;
+use crate::result::Error;
+use crate::wire;
+
+mod control;
+mod engine;
+pub mod events;
+pub mod ffi;
+mod kernel;
+mod ops;
+mod reneg;
+mod to_kernel;
+mod transport;
+
+pub(crate) use control::{Event, Offload};
+use engine::{Action, Buffers};
+pub use ffi::*;
+
+/// Received TLS bytes held at most.
+const IN_CAP: usize = 2 * wire::MAX_RECORD;
+
+/// Encrypted bytes queued before writes report want-write.
+const OUT_HIGH_WATER: usize = 64 * 1024;
+
+/// Plaintext accepted by one write call.
+const MAX_WRITE: usize = 64 * 1024;
+
+enum Tls {
+    Server(UnbufferedServerConnection),
+    Client(UnbufferedClientConnection),
+    /// The record layer is in the kernel; rustls keeps only what key
+    /// updates and session tickets need.
+    Kernel(Offload),
+    /// A conversion to the kernel failed half-way: nothing is left.
+    Gone,
+}
+
+/// What the handshake negotiated, kept when rustls' state is released.
+struct Negotiated {
+    version: u16,
+    suite: u16,
+    alpn: Option<Vec<u8>>,
+    resumed: bool,
+    peer_certs: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+}
+
+pub(crate) struct Connection {
+    tls: Tls,
+    b: Buffers,
+    fd: RawFd,
+    /// Transport end of file seen.
+    eof: bool,
+    /// The peer's close_notify was received.
+    peer_closed: bool,
+    sent_close_notify: bool,
+    /// Sticky fatal error.
+    error: Option<Error>,
+    alert_received: Option<u8>,
+    alert_sent: Option<u8>,
+    errno: i32,
+    server_name: Option<String>,
+    /// What the certificate resolver was last shown of a ClientHello.
+    seen_hello: Option<Box<crate::hello::Hello>>,
+    /// Keep record-exact reads after the handshake (kTLS may take over).
+    exact_reads_always: bool,
+    ktls_mode: rktls_ktls_mode,
+    offload_opts: offload::Options,
+    /// Control records (and TX key changes) still to send after the offload.
+    ctl_out: VecDeque<Event>,
+    /// The kernel conversion was attempted (it is tried once).
+    ktls_tried: bool,
+    /// Set once the record layer is in the kernel.
+    negotiated: Option<Negotiated>,
+    /// Whether any I/O happened yet (an fd may be set only before).
+    started: bool,
+    /// Client: the server's HelloRequest was refused with a warning and
+    /// it has sent no application data since (see `renegotiation_ended`).
+    reneg_refused: bool,
+    /// Client: answer a HelloRequest with a fatal alert instead.
+    reneg_fail_fast: bool,
+}
+
+/// A TLS connection. Box handle: used by one thread at a time, but may move
+/// between threads; freed with `rktls_connection_free()`.
+///
+/// Call sequence:
+/// 1. Make it: `rktls_server_connection_new()`,
+///    `rktls_client_connection_new()`, or from an acceptor with
+///    `rktls_accepted_into_connection()`.
+/// 2. Choose the I/O style before any I/O: `rktls_connection_set_fd()` (fd
+///    mode: rktls reads and writes the socket) or nothing (buffer mode:
+///    after each call, `rktls_connection_feed_tls()` what arrived and send
+///    what `rktls_connection_take_tls()` gives while
+///    `rktls_connection_pending_tls()` is not 0).
+/// 3. `rktls_connection_handshake()` until `RKTLS_OK` (optional: read and
+///    write complete it too). With a config's kTLS mode the record layer
+///    then moves into the kernel; `rktls_connection_ktls_tx()`/`_rx()` say
+///    whether it did.
+/// 4. Exchange data: `rktls_connection_read()`, `rktls_connection_write()`
+///    (loop until all is accepted), `rktls_connection_flush()`,
+///    `rktls_connection_sendfile()`, `rktls_connection_refresh_keys()`. On
+///    `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` wait for the fd and call again.
+///    Getters (`_protocol_version()`, `_alpn()`, `_peer_cert()`, ...) work
+///    at any time after the handshake.
+/// 5. Close: `rktls_connection_shutdown()` until `RKTLS_OK`, optionally
+///    read until `RKTLS_CLOSED`; then `rktls_connection_free()` and close
+///    the socket (rktls never closes it).
+///
+/// On an error the connection is finished: its alert has been sent (or
+/// left to take), `rktls_connection_error_message()`,
+/// `rktls_connection_alert_sent()`/`_alert_received()` and
+/// `rktls_connection_errno()` explain it; free it and close the socket.
+/// Hosts that read the offloaded socket themselves use the event style
+/// instead of step 4's reads (see `rktls_events`).
+pub struct rktls_connection {
+    _private: [u8; 0],
+}
+
+impl Handle for rktls_connection {
+    type Rust = Connection;
+    type Ownership = Boxed;
+}
+
+impl Connection {
+    fn new(tls: Tls) -> Self {
+        Connection {
+            tls,
+            b: Buffers::default(),
+            fd: -1,
+            eof: false,
+            peer_closed: false,
+            sent_close_notify: false,
+            error: None,
+            alert_received: None,
+            alert_sent: None,
+            errno: 0,
+            server_name: None,
+            seen_hello: None,
+            exact_reads_always: false,
+            ktls_mode: rktls_ktls_mode::RKTLS_KTLS_OFF,
+            offload_opts: offload::Options::default(),
+            ctl_out: VecDeque::new(),
+            ktls_tried: false,
+            negotiated: None,
+            started: false,
+            reneg_refused: false,
+            reneg_fail_fast: false,
+        }
+    }
+
+    pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, Error> {
+        Ok(Self::new(Tls::Server(UnbufferedServerConnection::new(
+            config,
+        )?)))
+    }
+
+    /// A server connection that continues from a ClientHello an acceptor
+    /// already read: `hello` (every byte received so far) is processed now,
+    /// with `config`, exactly as the direct path would have processed it.
+    /// On failure the error is returned with the connection, whose queued
+    /// output is the alert for the peer.
+    pub(crate) fn from_hello(
+        config: Arc<rustls::ServerConfig>,
+        hello: Vec<u8>,
+        fd: RawFd,
+        server_name: Option<String>,
+    ) -> Result<Self, (Error, Option<Box<Self>>)> {
+        // Only a config rustls refuses fails here: no alert is owed.
+        let mut c = Self::server(config).map_err(|e| (e, None))?;
+        c.server_name = server_name;
+        c.b.incoming = hello;
+        c.fd = fd;
+        c.started = true;
+        match c.pump(&mut Action::None) {
+            Ok(()) => Ok(c),
+            Err(e) => Err((e, Some(Box::new(c)))),
+        }
+    }
+
+    /// The ClientHello the certificate resolver was shown, if any yet.
+    pub(crate) fn take_seen_hello(&mut self) -> Option<crate::hello::Hello> {
+        self.seen_hello.take().map(|b| *b)
+    }
+
+    /// Take every queued TLS byte not yet sent (the alert, after a failure).
+    pub(crate) fn take_all_out(&mut self) -> Vec<u8> {
+        let v = self.b.outgoing.split_off(self.b.out_pos);
+        self.b.outgoing.clear();
+        self.b.out_pos = 0;
+        v
+    }
+
+    pub(crate) fn alert_sent(&self) -> Option<u8> {
+        self.alert_sent
+    }
+
+    pub(crate) fn alert_received(&self) -> Option<u8> {
+        self.alert_received
+    }
+
+    pub(crate) fn client(config: Arc<rustls::ClientConfig>, name: &str) -> Result<Self, Error> {
+        let sn = ServerName::try_from(name.to_string()).map_err(|e| {
+            Error::new(
+                RKTLS_ERR_CONFIG_SERVER_NAME,
+                format!("invalid server name {name:?}: {e}"),
+            )
+        })?;
+        let mut c = Self::new(Tls::Client(UnbufferedClientConnection::new(config, sn)?));
+        c.server_name = Some(name.to_string());
+        Ok(c)
+    }
+
+    /// rustls' state, while the record layer is in userspace.
+    fn common(&self) -> Option<&CommonState> {
+        match &self.tls {
+            Tls::Server(c) => Some(c),
+            Tls::Client(c) => Some(c),
+            Tls::Kernel(_) | Tls::Gone => None,
+        }
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.common().is_some_and(|c| c.is_handshaking())
+    }
+
+    fn in_kernel(&self) -> bool {
+        matches!(self.tls, Tls::Kernel(_))
+    }
+
+    pub(crate) fn protocol_version(&self) -> u16 {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.version,
+            (None, Some(c)) => c.protocol_version().map_or(0, u16::from),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn cipher_suite(&self) -> u16 {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.suite,
+            (None, Some(c)) => c
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn alpn(&self) -> Option<&[u8]> {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.alpn.as_deref(),
+            (None, Some(c)) => c.alpn_protocol(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_resumed(&self) -> bool {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.resumed,
+            (None, Some(c)) => c.handshake_kind() == Some(HandshakeKind::Resumed),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn peer_certs(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
+        match (&self.negotiated, self.common()) {
+            (Some(n), _) => n.peer_certs.as_deref(),
+            (None, Some(c)) => c.peer_certificates(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn pending_out(&self) -> usize {
+        self.b.outgoing.len() - self.b.out_pos
+    }
+
+    pub(crate) fn set_ktls_mode(&mut self, mode: rktls_ktls_mode, opts: offload::Options) {
+        self.ktls_mode = mode;
+        self.offload_opts = opts;
+        // The kernel must start exactly at a record boundary.
+        self.exact_reads_always = mode != rktls_ktls_mode::RKTLS_KTLS_OFF;
+    }
+
+    fn io_error(&mut self, e: &std::io::Error) -> Error {
+        self.errno = e.raw_os_error().unwrap_or(0);
+        Error::io(e)
+    }
+
+    /// Make `err` the connection's sticky error, unless one is already
+    /// there; returns the one that stays.
+    fn sticky(&mut self, err: Error) -> Error {
+        self.error.get_or_insert(err).clone()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn renegotiation_fail_fast_for_test(&mut self, on: bool) {
+        self.reneg_fail_fast = on;
+        if let Tls::Kernel(o) = &mut self.tls {
+            o.set_fail_fast(on);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// Records sent and received with the current keys, and key updates
+    /// each way (for tests and diagnostics).
+    #[cfg(test)]
+    pub(crate) fn key_usage(&self) -> Option<(u64, u64, u64, u64)> {
+        match &self.tls {
+            Tls::Kernel(o) => Some(o.key_usage()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::rktls_result;
+    use crate::sys::fault;
+    use crate::testutil::{client_config, server_config, shuttle, Opts};
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    fn pair(o: &Opts) -> (Connection, Connection) {
+        let s = Connection::server(server_config(o)).unwrap();
+        let c = Connection::client(client_config(o), "localhost").unwrap();
+        (s, c)
+    }
+
+    /// Run both handshakes in buffer mode until done or failed.
+    fn handshake_buffers(s: &mut Connection, c: &mut Connection) -> (rktls_result, rktls_result) {
+        let (mut rs, mut rc) = (RKTLS_WANT_READ, RKTLS_WANT_READ);
+        for _ in 0..20 {
+            rc = c.handshake().unwrap_or_else(|e| e.code);
+            shuttle(c, s);
+            rs = s.handshake().unwrap_or_else(|e| e.code);
+            shuttle(s, c);
+            let done = |r: rktls_result| !matches!(r, RKTLS_WANT_READ | RKTLS_WANT_WRITE);
+            if done(rs) && done(rc) {
+                break;
+            }
+        }
+        (rs, rc)
+    }
+
+    fn read_all(c: &mut Connection, want: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1000];
+        while got.len() < want {
+            match c.read(&mut buf).unwrap() {
+                (RKTLS_OK, n) => got.extend_from_slice(&buf[..n]),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn buffer_mode_every_version_and_suite() {
+        for (v, suite) in crate::testutil::versions_and_suites() {
+            let o = Opts {
+                versions: Some(vec![v]),
+                suites: Some(vec![suite]),
+                alpn: Some(b"\x02h2\x08http/1.1".to_vec()),
+            };
+            let (mut s, mut c) = pair(&o);
+            assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+            for conn in [&s, &c] {
+                assert_eq!(conn.protocol_version(), v);
+                assert_eq!(conn.cipher_suite(), suite);
+                assert_eq!(conn.alpn(), Some(&b"h2"[..]));
+            }
+            assert_eq!(s.server_name.as_deref(), Some("localhost"));
+            let msg: Vec<u8> = (0..20000u32).map(|i| (i % 251) as u8).collect();
+            let mut off = 0;
+            while off < msg.len() {
+                let (r, n) = c.write(&msg[off..]).unwrap();
+                assert_eq!(r, RKTLS_OK);
+                off += n;
+            }
+            shuttle(&mut c, &mut s);
+            assert_eq!(read_all(&mut s, msg.len()), msg);
+            // Echo back, then close cleanly.
+            assert_eq!(s.write(b"pong").unwrap(), (RKTLS_OK, 4));
+            assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+            shuttle(&mut s, &mut c);
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            assert_eq!(read_all(&mut c, 4), b"pong");
+            let mut buf = [0u8; 16];
+            assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+        }
+    }
+
+    #[test]
+    fn version_mismatch_sends_protocol_version_alert_before_error() {
+        let s_opts = Opts {
+            versions: Some(vec![0x0304]),
+            ..Opts::default()
+        };
+        let c_opts = Opts {
+            versions: Some(vec![0x0303]),
+            ..Opts::default()
+        };
+        let mut s = Connection::server(server_config(&s_opts)).unwrap();
+        let mut c = Connection::client(client_config(&c_opts), "localhost").unwrap();
+        assert_eq!(c.handshake().unwrap(), RKTLS_WANT_WRITE);
+        shuttle(&mut c, &mut s);
+        // The alert must be taken before the error is reported.
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_WRITE);
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_WRITE);
+        let mut alert = [0u8; 64];
+        let n = s.take(&mut alert).unwrap();
+        assert_eq!(&alert[..n], &[21, 3, 3, 0, 2, 2, 70]);
+        let e = s.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_PEER_INCOMPATIBLE);
+        assert_eq!(s.alert_sent, Some(70));
+        assert!(e.msg.contains("protocol_version"), "{}", e.msg);
+        c.feed(&alert[..n]).unwrap();
+        let e = c.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_received, Some(70));
+        // Sticky.
+        assert_eq!(
+            c.read(&mut [0u8; 4]).unwrap_err().code,
+            RKTLS_ERR_ALERT_RECEIVED
+        );
+    }
+
+    #[test]
+    fn no_common_alpn_is_refused() {
+        let mut s = Connection::server(server_config(&Opts {
+            alpn: Some(b"\x02h2".to_vec()),
+            ..Opts::default()
+        }))
+        .unwrap();
+        let mut c = Connection::client(
+            client_config(&Opts {
+                alpn: Some(b"\x08http/1.1".to_vec()),
+                ..Opts::default()
+            }),
+            "localhost",
+        )
+        .unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rs, RKTLS_ERR_NO_APPLICATION_PROTOCOL);
+        assert_eq!(rc, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(s.alert_sent, Some(120));
+        assert_eq!(c.alert_received, Some(120));
+    }
+
+    #[test]
+    fn untrusted_server_is_rejected_with_alert() {
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        // The server's certificate does not cover this name.
+        let mut c = Connection::client(client_config(&Opts::default()), "wrong.test").unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rc, RKTLS_ERR_BAD_CERTIFICATE);
+        assert_eq!(rs, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_sent, s.alert_received);
+        assert!(c.alert_sent.is_some());
+    }
+
+    #[test]
+    fn client_certificates_required_and_exposed() {
+        let (scfg, with, without) = crate::testutil::client_auth_configs();
+        let mut s = Connection::server(scfg.clone()).unwrap();
+        let mut c = Connection::client(with, "localhost").unwrap();
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        assert_eq!(s.peer_certs().map(<[_]>::len), Some(1));
+        assert!(c.peer_certs().is_some_and(|p| !p.is_empty()));
+        let mut s = Connection::server(scfg).unwrap();
+        let mut c = Connection::client(without, "localhost").unwrap();
+        let (rs, rc) = handshake_buffers(&mut s, &mut c);
+        assert_eq!(rs, RKTLS_ERR_NO_CERTIFICATE);
+        assert_eq!(rc, RKTLS_ERR_ALERT_RECEIVED);
+        assert_eq!(c.alert_received, Some(116), "certificate_required");
+    }
+
+    #[test]
+    fn sni_selects_certificate() {
+        let (mut s, _) = pair(&Opts::default());
+        let mut c = Connection::client(client_config(&Opts::default()), "other.test").unwrap();
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        assert_eq!(s.server_name.as_deref(), Some("other.test"));
+    }
+
+    #[test]
+    fn resumption_with_shared_client_config() {
+        for v in [0x0303u16, 0x0304] {
+            let o = Opts {
+                versions: Some(vec![v]),
+                ..Opts::default()
+            };
+            let scfg = server_config(&o);
+            let ccfg = client_config(&o);
+            let mut resumed = Vec::new();
+            for _ in 0..2 {
+                let mut s = Connection::server(scfg.clone()).unwrap();
+                let mut c = Connection::client(ccfg.clone(), "localhost").unwrap();
+                assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+                // TLS 1.3 tickets arrive after the handshake.
+                s.write(b"x").unwrap();
+                shuttle(&mut s, &mut c);
+                assert_eq!(read_all(&mut c, 1), b"x");
+                resumed.push(c.is_resumed());
+            }
+            assert_eq!(resumed, vec![false, true], "version {v:04x}");
+        }
+    }
+
+    #[test]
+    fn truncation_and_clean_close_are_distinct() {
+        let (mut s, mut c) = pair(&Opts::default());
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        c.write(b"data").unwrap();
+        shuttle(&mut c, &mut s);
+        s.feed_eof().unwrap();
+        assert_eq!(read_all(&mut s, 4), b"data");
+        let e = s.read(&mut [0u8; 8]).unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_TRUNCATED);
+    }
+
+    #[test]
+    fn data_before_a_bad_record_is_delivered_first() {
+        let (mut s, mut c) = pair(&Opts::default());
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        c.write(b"hello").unwrap();
+        let mut wire = vec![0u8; 4096];
+        let n = c.take(&mut wire).unwrap();
+        wire.truncate(n);
+        // A second, corrupted copy of the record after the good one.
+        let mut bad = wire.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        s.feed(&wire).unwrap();
+        s.feed(&bad).unwrap();
+        assert_eq!(read_all(&mut s, 5), b"hello");
+        // Then the alert (bad_record_mac) leaves before the error.
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_WRITE, 0));
+        let mut out = [0u8; 256];
+        assert!(s.take(&mut out).unwrap() > 0);
+        assert_eq!(s.read(&mut buf).unwrap_err().code, RKTLS_ERR_DECRYPT);
+        assert_eq!(s.alert_sent, Some(20));
+    }
+
+    #[test]
+    fn fd_mode_blocking_echo_and_record_exact_handshake_reads() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let o = Opts::default();
+        let scfg = server_config(&o);
+        let server = std::thread::spawn(move || {
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+            // The client's first application data is still in the socket:
+            // the handshake did not read past its last record.
+            let mut peek = [0u8; 5];
+            let n =
+                unsafe { libc::recv(a.as_raw_fd(), peek.as_mut_ptr().cast(), 5, libc::MSG_PEEK) };
+            assert_eq!(n, 5);
+            assert_eq!(peek[0], 23, "application data record next");
+            let mut buf = [0u8; 100];
+            let (r, n) = s.read(&mut buf).unwrap();
+            assert_eq!(r, RKTLS_OK);
+            assert_eq!(s.write(&buf[..n]).unwrap(), (RKTLS_OK, n));
+            assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            drop(a);
+        });
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        c.set_fd(b.as_raw_fd()).unwrap();
+        // Queue the request with the handshake's last flight: write drives
+        // the handshake, and the Finished and the data leave together.
+        assert_eq!(c.write(b"ping").unwrap(), (RKTLS_OK, 4));
+        let mut buf = [0u8; 100];
+        let (r, n) = c.read(&mut buf).unwrap();
+        assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"ping"[..]));
+        assert_eq!(c.shutdown().unwrap(), RKTLS_OK);
+        assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+        server.join().unwrap();
+        drop(b);
+    }
+
+    #[test]
+    fn fd_mode_nonblocking_reports_want_read_and_retries_eintr() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        fault::inject(fault::Op::Read, libc::EINTR);
+        assert_eq!(s.handshake().unwrap(), RKTLS_WANT_READ);
+        // Garbage (an HTTP request) on the TLS port: an alert, then the error.
+        b.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let e = s.handshake().unwrap_err();
+        assert!(s.alert_sent.is_some());
+        assert_eq!(e.code, code_for(&s));
+        let mut got = [0u8; 7];
+        b.read_exact(&mut got).unwrap();
+        assert_eq!(got[0], 21, "alert record reached the peer");
+        assert_eq!(got[6], s.alert_sent.unwrap());
+        fn code_for(s: &Connection) -> rktls_result {
+            s.error.as_ref().unwrap().code
+        }
+    }
+
+    #[test]
+    fn fd_mode_io_errors_carry_errno() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+        c.set_fd(a.as_raw_fd()).unwrap();
+        fault::inject(fault::Op::Send, libc::ECONNRESET);
+        let e = c.handshake().unwrap_err();
+        assert_eq!(e.code, RKTLS_ERR_IO);
+        assert_eq!(c.errno, libc::ECONNRESET);
+        assert_eq!(
+            c.set_fd(a.as_raw_fd()).unwrap_err().code,
+            RKTLS_ERR_WRONG_STATE
+        );
+    }
+
+    #[test]
+    fn fd_mode_eof_during_handshake_is_truncation() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut s = Connection::server(server_config(&Opts::default())).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        assert_eq!(s.handshake().unwrap_err().code, RKTLS_ERR_TRUNCATED);
+    }
+
+    /// On a kernel without kTLS (this machine's): prefer falls back to
+    /// userspace, require fails the handshake and closes cleanly. On a
+    /// kernel with kTLS both offload; the VM tests cover that in depth.
+    #[test]
+    fn kernel_lacks_ktls_prefer_falls_back_require_fails() {
+        let has_ktls = crate::ktls::supported(crate::crypto::provider().cipher_suites[0]).is_ok();
+        for mode in [
+            rktls_ktls_mode::RKTLS_KTLS_PREFER,
+            rktls_ktls_mode::RKTLS_KTLS_REQUIRE,
+        ] {
+            let (a, b) = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| {
+                    let c = std::net::TcpStream::connect(l.local_addr()?)?;
+                    Ok((l.accept()?.0, c))
+                })
+                .unwrap();
+            let scfg = server_config(&Opts::default());
+            let server = std::thread::spawn(move || {
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                s.set_ktls_mode(mode, Default::default());
+                let r = s.handshake();
+                (r.map_err(|e| e.code), s.ktls_tx(), a)
+            });
+            let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            let (r, active, _a) = server.join().unwrap();
+            if has_ktls {
+                assert_eq!((r, active), (Ok(RKTLS_OK), true), "{mode:?}");
+            } else if mode == rktls_ktls_mode::RKTLS_KTLS_PREFER {
+                assert_eq!((r, active), (Ok(RKTLS_OK), false));
+            } else {
+                assert_eq!(r, Err(RKTLS_ERR_KTLS_UNAVAILABLE));
+                // The client is told with a close_notify, not a reset.
+                let mut buf = [0u8; 16];
+                assert_eq!(c.read(&mut buf).unwrap(), (RKTLS_CLOSED, 0));
+            }
+        }
+    }
+
+    /// Each side answers a flight with one write: a reply sent in pieces
+    /// (TLS 1.3's compatibility ChangeCipherSpec first, Finished later)
+    /// has its second piece held back by Nagle's algorithm until the peer's
+    /// delayed ACK, and a busy event loop then waits for nothing.
+    #[test]
+    fn nonblocking_handshake_flights_leave_whole() {
+        for v in [0x0304u16, 0x0303] {
+            let o = Opts {
+                versions: Some(vec![v]),
+                ..Opts::default()
+            };
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let b = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+            let a = l.accept().unwrap().0;
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            let mut s = Connection::server(server_config(&o)).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_PREFER, Default::default());
+            let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            let (mut rc, mut rs) = (RKTLS_WANT_READ, RKTLS_WANT_READ);
+            for _ in 0..20 {
+                if rc != RKTLS_OK {
+                    rc = c.handshake().unwrap();
+                }
+                if rs != RKTLS_OK {
+                    rs = s.handshake().unwrap();
+                }
+            }
+            assert_eq!((rc, rs), (RKTLS_OK, RKTLS_OK), "version {v:04x}");
+        }
+    }
+
+    #[test]
+    fn c_api_checks_pointers_and_states() {
+        let mut n = 0usize;
+        assert_eq!(
+            rktls_connection_read(std::ptr::null_mut(), std::ptr::null_mut(), 0, &mut n),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            rktls_server_connection_new(std::ptr::null(), std::ptr::null_mut()),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        let mut conn: *mut rktls_connection = std::ptr::null_mut();
+        assert_eq!(
+            rktls_server_connection_new(std::ptr::null(), &mut conn),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert!(conn.is_null());
+        assert_eq!(
+            rktls_connection_handshake(std::ptr::null_mut()),
+            RKTLS_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(rktls_connection_protocol_version(std::ptr::null()), 0);
+        assert!(!rktls_connection_is_resumed(std::ptr::null()));
+        rktls_connection_free(std::ptr::null_mut());
+        // A buffer-mode connection refuses an fd after I/O started.
+        let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+        c.feed(b"").unwrap();
+        assert_eq!(c.set_fd(3).unwrap_err().code, RKTLS_ERR_WRONG_STATE);
+        assert_eq!(
+            Connection::client(client_config(&Opts::default()), "bad name!")
+                .err()
+                .unwrap()
+                .code,
+            RKTLS_ERR_CONFIG_SERVER_NAME
+        );
+        // Shutdown before the handshake is a usage error.
+        assert_eq!(c.shutdown().unwrap_err().code, RKTLS_ERR_WRONG_STATE);
+    }
+}

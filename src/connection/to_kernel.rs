@@ -1,0 +1,283 @@
+//! The switch to the kernel: once, after the handshake, when the mode asks
+//! for it. Written as four steps (`maybe_offload`):
+//! 1. validate (`kernel_plan`): the suite, the kernel and the config decide
+//!    which directions move; any problem still falls back to userspace
+//!    (`ktls_fallback`: carry on, or end cleanly when kTLS is required);
+//! 2. the point of no return (`take_secrets`): rustls hands over its
+//!    traffic secrets and its record layer is gone;
+//! 3. build and install (`Switch`): the kernel crypto info of each
+//!    offloaded direction, the userspace record layer of the others, the
+//!    keys given to the kernel; a failure here is a sticky error;
+//! 4. commit (`commit_kernel`), which cannot fail.
+
+use std::os::fd::RawFd;
+
+use rustls::SupportedCipherSuite;
+
+use super::control::{self, Offload};
+use super::engine::Action;
+use super::transport::Fill;
+use super::{Connection, Negotiated, Tls};
+use crate::ktls::{self, rktls_ktls_mode};
+use crate::offload;
+use crate::record::{Opener, Sealer};
+use crate::result::rktls_result::{self, *};
+use crate::result::Error;
+
+/// What validation decided, before anything irreversible happened.
+pub(super) struct Plan {
+    suite: SupportedCipherSuite,
+    tx_kernel: bool,
+    rx_kernel: bool,
+    /// The kernel can install new keys on an offloaded socket.
+    rekey: bool,
+}
+
+/// One direction, ready to switch: the kernel's crypto-info bytes, or the
+/// userspace record layer for a direction the kernel does not carry.
+enum Ready<U> {
+    Kernel(Vec<u8>),
+    User(U),
+}
+
+/// Everything the switch needs, built from rustls' secrets (step 3).
+struct Switch {
+    kc: control::Kc,
+    tx: Ready<Sealer>,
+    rx: Ready<Opener>,
+}
+
+impl Switch {
+    fn build(
+        plan: &Plan,
+        secrets: rustls::ExtractedSecrets,
+        kc: control::Kc,
+    ) -> Result<Self, Error> {
+        let suite = plan.suite;
+        let tx = if plan.tx_kernel {
+            Ready::Kernel(ktls::crypto_info(suite, secrets.tx)?)
+        } else {
+            Ready::User(Sealer::new(suite, secrets.tx))
+        };
+        let rx = if plan.rx_kernel {
+            Ready::Kernel(ktls::crypto_info(suite, secrets.rx)?)
+        } else {
+            Ready::User(Opener::new(suite, secrets.rx))
+        };
+        Ok(Switch { kc, tx, rx })
+    }
+
+    /// Give the kernel its keys (TX first); the offload state follows.
+    fn install(
+        self,
+        fd: RawFd,
+        plan: &Plan,
+        key_limit: u64,
+        fail_fast: bool,
+    ) -> Result<Offload, Error> {
+        let tx = match self.tx {
+            Ready::Kernel(info) => {
+                ktls::install(fd, libc::TLS_TX, &info)?;
+                control::Tx::Kernel
+            }
+            Ready::User(s) => control::Tx::User(s),
+        };
+        let rx = match self.rx {
+            Ready::Kernel(info) => {
+                ktls::install(fd, libc::TLS_RX, &info)?;
+                control::Rx::Kernel
+            }
+            Ready::User(o) => control::Rx::User(o),
+        };
+        Ok(Offload::new(
+            self.kc, plan.suite, tx, rx, plan.rekey, key_limit, fail_fast,
+        ))
+    }
+}
+
+impl Connection {
+    /// The kernel conversion is still to be attempted.
+    pub(super) fn offload_pending(&self) -> bool {
+        self.ktls_mode != rktls_ktls_mode::RKTLS_KTLS_OFF
+            && !self.ktls_tried
+            && self.fd >= 0
+            && self.error.is_none()
+    }
+
+    /// Move the record layer into the kernel, once, after the handshake,
+    /// if the mode asks for it. Nothing is lost: records already received
+    /// are processed first (their plaintext stays queued for `read`), a
+    /// partial record is completed, and queued output is sent.
+    pub(super) fn maybe_offload(&mut self) -> Result<rktls_result, Error> {
+        if !self.offload_pending() {
+            return Ok(RKTLS_OK);
+        }
+        loop {
+            if self.pump(&mut Action::None).is_err() {
+                return self.deliver_error();
+            }
+            if self.b.incoming.is_empty() {
+                break;
+            }
+            if self.eof {
+                self.error = Some(Error::new(
+                    RKTLS_ERR_TRUNCATED,
+                    "connection closed in the middle of a record",
+                ));
+                return self.deliver_error();
+            }
+            match self.fill_in()? {
+                Fill::Got | Fill::Eof => {}
+                Fill::WouldBlock => return Ok(RKTLS_WANT_READ),
+            }
+        }
+        if !self.flush_out()? {
+            return Ok(RKTLS_WANT_WRITE);
+        }
+        self.ktls_tried = true;
+        // 1. Validate: nothing irreversible has happened yet, so any
+        //    problem still falls back to userspace (or ends cleanly).
+        let plan = match self.kernel_plan() {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        // 2. The point of no return: rustls hands over its secrets and its
+        //    record layer is gone.
+        let Some(taken) = self.take_secrets() else {
+            return Ok(RKTLS_OK);
+        };
+        // 3. Build what each direction needs and give the kernel its keys.
+        let fd = self.fd;
+        let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
+        let built = taken
+            .map_err(|e| {
+                Error::new(
+                    RKTLS_ERR_KTLS_UNAVAILABLE,
+                    format!("rustls could not hand the connection to the kernel: {e}"),
+                )
+            })
+            .and_then(|(secrets, kc)| Switch::build(&plan, secrets, kc))
+            .and_then(|sw| sw.install(fd, &plan, key_limit, fail_fast));
+        match built {
+            // 4. Commit: cannot fail.
+            Ok(o) => {
+                self.commit_kernel(o, &plan);
+                Ok(RKTLS_OK)
+            }
+            Err(e) => {
+                log::error!(
+                    "kTLS conversion failed past the point of no return: {}",
+                    e.msg
+                );
+                self.error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Step 1 of the switch: the suite, the kernel's support and the
+    /// config decide which directions go to the kernel. `Err` holds what
+    /// `maybe_offload` returns instead (after a fallback, or an error).
+    pub(super) fn kernel_plan(&mut self) -> Result<Plan, Result<rktls_result, Error>> {
+        let Some(c) = self.common() else {
+            return Err(Ok(RKTLS_OK));
+        };
+        let Some(suite) = c.negotiated_cipher_suite() else {
+            return Err(Err(Error::new(
+                RKTLS_ERR_INTERNAL,
+                "no suite after the handshake",
+            )));
+        };
+        if let Err(u) = ktls::supported(suite) {
+            return Err(self.ktls_fallback(u.message()));
+        }
+        if let Err(e) = ktls::attach_ulp(self.fd) {
+            return Err(self.ktls_fallback(&format!("setsockopt TCP_ULP \"tls\" failed: {e}")));
+        }
+        // Which directions go to the kernel; TLS 1.3 RX only where new
+        // keys can follow a KeyUpdate, if the config asks for that.
+        let dirs = self.offload_opts.dirs;
+        let tls13 = suite.tls13().is_some();
+        let rekey = ktls::can_rekey();
+        let tx_kernel = dirs & offload::RKTLS_KTLS_TX != 0;
+        let rx_kernel = dirs & offload::RKTLS_KTLS_RX != 0
+            && !(tls13 && dirs & offload::RKTLS_KTLS_RX_NEEDS_REKEY != 0 && !rekey);
+        if !tx_kernel && !rx_kernel {
+            return Err(self.ktls_fallback(
+                "TLS 1.3 RX needs a kernel that can rekey, and TX is not to be offloaded",
+            ));
+        }
+        Ok(Plan {
+            suite,
+            tx_kernel,
+            rx_kernel,
+            rekey,
+        })
+    }
+
+    /// Step 4 of the switch: the record layer is in the kernel from now on.
+    pub(super) fn commit_kernel(&mut self, o: Offload, plan: &Plan) {
+        log::debug!(
+            "record layer moved into the kernel ({})",
+            match (plan.tx_kernel, plan.rx_kernel) {
+                (true, true) => "TX and RX",
+                (true, false) => "TX; RX stays in userspace",
+                _ => "RX; TX stays in userspace",
+            }
+        );
+        self.tls = Tls::Kernel(o);
+        // rustls' handshake state went with the conversion; release the
+        // record buffers too (undelivered plaintext stays).
+        self.b.incoming = Vec::new();
+        self.b.outgoing = Vec::new();
+        self.b.out_pos = 0;
+    }
+
+    /// Take rustls' traffic secrets (with sequence numbers) and what is left
+    /// of it for key updates and tickets; rustls' record layer is gone
+    /// afterwards, and what the handshake negotiated is kept for the
+    /// getters. `None` when the record layer is not in userspace.
+    pub(super) fn take_secrets(
+        &mut self,
+    ) -> Option<Result<(rustls::ExtractedSecrets, control::Kc), rustls::Error>> {
+        let negotiated = Negotiated {
+            version: self.protocol_version(),
+            suite: self.cipher_suite(),
+            alpn: self.alpn().map(<[u8]>::to_vec),
+            resumed: self.is_resumed(),
+            peer_certs: self.peer_certs().map(<[_]>::to_vec),
+        };
+        let taken = match std::mem::replace(&mut self.tls, Tls::Gone) {
+            Tls::Server(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, control::Kc::Server(k))),
+            Tls::Client(c) => c
+                .dangerous_into_kernel_connection()
+                .map(|(s, k)| (s, control::Kc::Client(k))),
+            other => {
+                self.tls = other;
+                return None;
+            }
+        };
+        self.negotiated = Some(negotiated);
+        Some(taken)
+    }
+
+    /// The kernel cannot take the connection: stay in userspace (prefer),
+    /// or end it with a close_notify (require).
+    pub(super) fn ktls_fallback(&mut self, why: &str) -> Result<rktls_result, Error> {
+        if self.ktls_mode == rktls_ktls_mode::RKTLS_KTLS_PREFER {
+            log::debug!("kTLS not used for this connection: {why}");
+            return Ok(RKTLS_OK);
+        }
+        let _ = self.pump(&mut Action::CloseNotify);
+        self.sent_close_notify = true;
+        let _ = self.flush_out();
+        let e = Error::new(
+            RKTLS_ERR_KTLS_UNAVAILABLE,
+            format!("kernel TLS required but unavailable: {why}"),
+        );
+        self.error = Some(e.clone());
+        Err(e)
+    }
+}
