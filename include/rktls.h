@@ -23,13 +23,13 @@
 /* Major version of the rktls this header belongs to (Cargo.toml). */
 #define RKTLS_VERSION_MAJOR 0
 /* Minor version. */
-#define RKTLS_VERSION_MINOR 1
+#define RKTLS_VERSION_MINOR 2
 /* Patch version. */
 #define RKTLS_VERSION_PATCH 0
 /* The whole version, as rktls_version() returns it. */
-#define RKTLS_VERSION_STRING "0.1.0"
+#define RKTLS_VERSION_STRING "0.2.0"
 /* ABI version: the N of the shared library's SONAME librktls.so.N. */
-#define RKTLS_ABI_VERSION 0
+#define RKTLS_ABI_VERSION 1
 
 
 /*
