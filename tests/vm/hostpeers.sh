@@ -119,7 +119,7 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
       count_is "$P.out" "$KU_RECV" 1 && [ "$(ku_bytes "$P.out" 1)" = "18 00 00 01 01" ] &&
         say x2 && seen "$P.out" '^x2$' && count_is "$P.out" "$KU_SENT" 1 && ok=1
     else
-      seen "$P.out" "$INTERNAL_ERROR" && ok=1
+      say x2 && seen "$P.out" '^x2$' && [ "$(grep -ac "$KU_RECV" "$P.out")" = 0 ] && ok=1
     fi
   fi
   peer_end
@@ -130,9 +130,9 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
       ok "refresh_keys(request_peer) with s_client: update_requested sent, OpenSSL's KeyUpdate back, data after, TX +1 RX +1" ||
       { bad "refresh_keys with s_client"; detail a2 "$line"; }
   else
-    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_NO_REKEY ] &&
+    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_CLOSED ] && stats_are "$line" 0 0 0 &&
       grep -aq "^\[4433\] refresh_keys(true): $R_NO_REKEY$" "$VMLOG" &&
-      ok "refresh_keys on 6.12 with s_client: RKTLS_ERR_KTLS_NO_REKEY, s_client got internal_error" ||
+      ok "refresh_keys on 6.12 with s_client: RKTLS_ERR_KTLS_NO_REKEY, nothing sent, the connection carries on" ||
       { bad "refresh_keys on 6.12 with s_client"; detail a2 "$line"; }
   fi
 
@@ -146,7 +146,7 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
       # sends its own with its next record (g3).
       say g2 && seen "$P.out" '^g2$' && say g3 && seen "$P.out" '^g3$' && ok=1
     else
-      ok=1
+      say g2 && seen "$P.out" '^g2$' && ok=1
     fi
   fi
   peer_end
@@ -156,8 +156,9 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
       ok "refresh_keys(request_peer) with gnutls-cli: data after it both ways, TX +1 RX +1 (GnuTLS answered)" ||
       { bad "refresh_keys with gnutls-cli"; detail a3 "$line"; }
   else
-    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_NO_REKEY ] && grep -aq 'internal error' "$P.err" &&
-      ok "refresh_keys on 6.12 with gnutls-cli: RKTLS_ERR_KTLS_NO_REKEY, gnutls-cli got internal_error" ||
+    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_CLOSED ] && stats_are "$line" 0 0 0 &&
+      [ "$(grep -ac "^\[4433\] refresh_keys(true): $R_NO_REKEY$" "$VMLOG")" = 2 ] &&
+      ok "refresh_keys on 6.12 with gnutls-cli: RKTLS_ERR_KTLS_NO_REKEY, the connection carries on" ||
       { bad "refresh_keys on 6.12 with gnutls-cli"; detail a3 "$line"; }
   fi
 

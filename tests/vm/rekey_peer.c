@@ -133,6 +133,7 @@ static const rktls_client_config *client_config(int offloaded, uint32_t dirs)
 
 /* ---- I/O helpers ---- */
 
+/* 0, or the rktls_result of the write that failed. */
 static int write_all(rktls_connection *c, const char *d, size_t n)
 {
     while (n > 0) {
@@ -140,7 +141,7 @@ static int write_all(rktls_connection *c, const char *d, size_t n)
         rktls_result r = rktls_connection_write(c, (const uint8_t *)d, n, &w);
         if (r != RKTLS_OK) {
             printf("  write: %s\n", rktls_result_str(r));
-            return -1;
+            return (int)r;
         }
         d += w;
         n -= w;
@@ -223,7 +224,8 @@ static rktls_result commands(rktls_connection *c, char *line, size_t *ll, const 
             rktls_result r = rktls_connection_refresh_keys(c, line[0] == 'U');
             printf("refresh_keys(%s): %d\n", line[0] == 'U' ? "true" : "false", (int)r);
             fflush(stdout);
-            if (r != RKTLS_OK)
+            /* A refusal (no rekey in this kernel) leaves the connection as it was. */
+            if (r != RKTLS_OK && r != RKTLS_ERR_KTLS_NO_REKEY)
                 return r;
         } else if (!strcmp(line, "BYE")) {
             rktls_result r = rktls_connection_shutdown(c);
@@ -233,8 +235,9 @@ static rktls_result commands(rktls_connection *c, char *line, size_t *ll, const 
             for (int k = 0; k < count; k++) {
                 char out[64];
                 int len = snprintf(out, sizeof out, "bulk line %03d\n", k);
-                if (write_all(c, out, (size_t)len) != 0)
-                    return RKTLS_ERR_IO;
+                int w = write_all(c, out, (size_t)len);
+                if (w != 0)
+                    return (rktls_result)w;
                 rktls_result r;
                 while ((r = rktls_connection_flush(c)) == RKTLS_WANT_WRITE)
                     ;
@@ -263,8 +266,9 @@ static rktls_result echo(rktls_connection *c, size_t *bytes)
             return RKTLS_ERR_INTERNAL;
         }
         *bytes += n;
-        if (write_all(c, buf, n) != 0)
-            return RKTLS_ERR_IO;
+        int w = write_all(c, buf, n);
+        if (w != 0)
+            return (rktls_result)w;
         r = commands(c, line, &ll, buf, n);
         if (r != RKTLS_OK)
             return r;
