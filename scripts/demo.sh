@@ -7,8 +7,10 @@
 #
 #   scripts/demo.sh        on this machine (kTLS if its kernel has it)
 #   scripts/demo.sh --vm   the same demo inside the kTLS test VM (tests/vm/run.sh:
-#                          Debian's Linux 6.12 with tls.ko, under qemu; a few
-#                          minutes): both ends must report ktls=tx+rx
+#                          a Debian kernel with tls.ko, under qemu; a few
+#                          minutes): both ends must report ktls=tx+rx.
+#                          VM_KERNEL=lts (default: Debian 12's 6.12) or
+#                          VM_KERNEL=rekey (newest trixie-backports kernel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 vm=no
@@ -24,7 +26,7 @@ certs=build/certs; scripts/gen-certs.sh "$certs"
 if [ $vm = no ]; then
   exec sh scripts/demo_run.sh
 fi
-echo "--- booting the test VM (Linux 6.12 with kTLS) to run the demo there"
+echo "--- booting the test VM (VM_KERNEL=${VM_KERNEL:-lts}: $([ "${VM_KERNEL:-lts}" = rekey ] && echo "newest trixie-backports kernel" || echo "Debian 12's Linux 6.12"), with kTLS) to run the demo there"
 guest=$(mktemp); trap 'rm -f "$guest"' EXIT
 printf '#!/bin/sh\nDEMO_REQUIRE_KTLS=1 sh scripts/demo_run.sh\n' > "$guest"
 tests/vm/run.sh "$guest" "$PWD/build/examples" "$PWD/$certs" "$PWD/scripts/demo_run.sh" "$PWD/Cargo.toml"

@@ -1,6 +1,7 @@
 #!/bin/sh
-# Runs inside the test VM (Debian's Linux 6.12, tls.ko loaded), from
-# tests/vm/ktls.sh. The rktls example server and client move their record
+# Runs inside the test VM (VM_KERNEL=lts: Debian's Linux 6.12; rekey: the
+# newest trixie-backports kernel; tls.ko loaded), from tests/vm/ktls.sh.
+# The rktls example server and client move their record
 # layer into the kernel (--ktls require) for every version x cipher, move a
 # few MB each way, and /proc/net/tls_stat must show the kernel did the work.
 # Ends with "N passed, M failed".
@@ -250,6 +251,18 @@ else
   bad "kTLS client fail-fast"; cat $W/iis.log $W/rn.out $W/rn.err
 fi
 
+# TLS 1.3 KeyUpdate on this kernel (rekey: Linux >= 6.14; lts: 6.12 without
+# it): the probe, several updates in a row, one in the same segment as data,
+# TX-only and RX-only offload, the event style (tests/vm/rekey_peer.c).
+expect=norekey
+[ "$VM_KERNEL" = rekey ] && expect=rekey
+if $ROOT/build/vm/rekey_peer cases $C $expect > $W/rk.log 2>&1; then
+  ok "KeyUpdate ($expect kernel): $(tail -1 $W/rk.log)"
+else
+  bad "KeyUpdate ($expect kernel)"
+fi
+cat $W/rk.log
+
 # Userspace memory an established server connection still holds.
 if [ -x $ROOT/build/vm/mem_probe ] && $ROOT/build/vm/mem_probe $C > $W/mem.log 2>&1; then
   ok "offloaded connections hold less userspace memory: $(tr '\n' ' ' < $W/mem.log)"
@@ -268,4 +281,6 @@ else
   bad "too few offloaded sockets in /proc/net/tls_stat"
 fi
 echo "$pass passed, $fail failed"
+# Servers and a client for peers on the host (tests/vm/hostpeers.sh).
+[ -d /sys/class/net/eth0 ] && . $ROOT/tests/vm/peers_guest.sh
 [ $fail -eq 0 ]

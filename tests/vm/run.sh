@@ -3,36 +3,64 @@
 #
 # Usage: tests/vm/run.sh GUEST_SCRIPT [FILE_OR_DIR ...]
 #
-# Boots Debian's current linux-image-6.12-amd64 kernel under qemu software
-# emulation (TCG; this host has no kTLS and nested KVM does not work) with an
-# initramfs holding busybox, tls.ko, the given files and directories at the same
-# absolute paths as on the host, and the shared libraries their ELF files need
-# (per ldd). The guest runs GUEST_SCRIPT as /test.sh from the repo root and
-# this script exits with its exit code, or 125 if the VM did not report one
-# (timeout, panic, qemu failure). See /work/shared/KTLS-NOTES.md.
+# Boots a Debian kernel under qemu software emulation (TCG; this host has no
+# kTLS and nested KVM does not work) with an initramfs holding busybox, tls.ko,
+# the given files and directories at the same absolute paths as on the host,
+# and the shared libraries their ELF files need (per ldd). The guest runs
+# GUEST_SCRIPT as /test.sh from the repo root and this script exits with its
+# exit code, or 125 if the VM did not report one (timeout, panic, qemu
+# failure, a kernel that cannot be fetched). See /work/shared/KTLS-NOTES.md.
 #
-# Environment: VM_TIMEOUT (seconds for the whole boot + test, default 600);
-#   VM_KERNEL_META (kernel meta package, default linux-image-6.12-amd64).
+# Kernel (VM_KERNEL):
+#   lts    (default) Debian 12's linux-image-6.12-amd64 from bookworm-security:
+#          kTLS without TLS 1.3 rekey.
+#   rekey  the newest linux-image-amd64 of trixie-backports (Linux >= 6.14:
+#          kTLS with rekey).
+#   Or name a meta package and suite: VM_KERNEL_META=linux-image-amd64
+#   VM_KERNEL_SUITE=trixie-backports (the archive is the one the machine's own
+#   sources use for that suite family).
+# Packages are fetched with an apt configuration of this script's own under
+# target/vm/apt/<suite>/ (sources list, lists, cache); the machine's apt
+# configuration is only read, never changed. The package lists are refreshed
+# when older than a day (VM_APT_REFRESH=1: always). Offline, the kernel last
+# used for the same choice is taken from the cache.
+#
+# Networking (optional): VM_HOSTFWD="HOSTPORT:GUESTPORT ..." forwards
+#   127.0.0.1:HOSTPORT on the host to the guest's GUESTPORT; VM_GUESTFWD=
+#   "GUESTPORT:HOSTPORT ..." lets the guest reach 127.0.0.1:HOSTPORT on the
+#   host as 10.0.2.100:GUESTPORT. Either one gives the guest eth0 =
+#   10.0.2.15/24 on qemu's user network with restrict=on (no other addresses
+#   are reachable). tests/vm/serve.sh builds on this.
+#
+# Environment: VM_TIMEOUT (seconds for the whole boot + test, default 600).
 # Cache: target/vm/cache/<kernel package>/ holds the .deb, vmlinuz and
-#   rootfs/lib/modules/ (tls.ko, and <kver>/ with the crypto modules).
+#   rootfs/lib/modules/ (tls.ko, and <kver>/ with the crypto and virtio-net
+#   modules); target/vm/cache/<choice>.current names the last one used.
 # Logs:  target/vm/logs/<date>-<pid>.log holds each run's serial output (last 100 kept).
 set -Eeuo pipefail
 # Any failure of this script itself is 125 too, never a guest's exit code.
 trap 'echo "vm: error: command failed at line $LINENO" >&2; exit 125' ERR
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+NET=${VM_HOSTFWD:-}${VM_GUESTFWD:-}
 CACHE=$ROOT/target/vm/cache
 LOGS=$ROOT/target/vm/logs
-META_PKG=${VM_KERNEL_META:-linux-image-6.12-amd64}
 VM_TIMEOUT=${VM_TIMEOUT:-600}
 
 die() { echo "vm: error: $*" >&2; exit 125; }
 note() { echo "vm: $*" >&2; }
 
+case ${VM_KERNEL:-lts} in
+  lts)   META_PKG=${VM_KERNEL_META:-linux-image-6.12-amd64}; SUITE=${VM_KERNEL_SUITE:-bookworm-security} ;;
+  rekey) META_PKG=${VM_KERNEL_META:-linux-image-amd64}; SUITE=${VM_KERNEL_SUITE:-trixie-backports} ;;
+  *)     die "VM_KERNEL must be lts or rekey (got '${VM_KERNEL}')" ;;
+esac
+CHOICE=$META_PKG@$SUITE
+
 # Install the host tools this script needs, only if some are missing.
 ensure_packages() {
     local missing=() pkg
-    for pkg in qemu-system-x86 busybox-static cpio xz-utils; do
+    for pkg in qemu-system-x86 busybox-static cpio xz-utils zstd; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
     done
     ((${#missing[@]} == 0)) && return
@@ -42,78 +70,161 @@ ensure_packages() {
         "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
 }
 
-# Print the versioned kernel package the meta package currently depends on.
-resolve_kernel_pkg() {
-    local pkg
-    pkg=$(apt-cache depends "$META_PKG" 2>/dev/null \
-        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1 || true)
-    # A fresh machine may have no package lists yet: fetch them once.
-    if [[ -z $pkg ]] && ! compgen -G "$CACHE/linux-image-*/vmlinuz" >/dev/null; then
-        timeout 300 apt-get update -qq >/dev/null 2>&1 || true
-        pkg=$(apt-cache depends "$META_PKG" 2>/dev/null \
-            | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1 || true)
-    fi
-    echo "$pkg"
+# The archive URI the machine's own sources use for Debian's main archive
+# (or its security archive for a *-security suite), read from
+# /etc/apt/sources.list.d/ and /etc/apt/sources.list; deb.debian.org if none.
+archive_uri() {
+    local want=debian uri
+    [[ $SUITE == *-security ]] && want=debian-security
+    uri=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null \
+            | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n' | grep -E "/$want/?\$" | head -1 || true)
+    [[ -n $uri ]] || uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; break } }' \
+            | grep -E "/$want/?\$" | head -1 || true)
+    echo "${uri:-http://deb.debian.org/$want}"
 }
 
-# Crypto modules the guest may need: tls.ko asks for gcm(aes), ccm(aes),
-# rfc7539(chacha20,poly1305)... and the kernel loads them via /sbin/modprobe.
+# apt-get/apt-cache with this script's own configuration for $SUITE.
+APTDIR=$ROOT/target/vm/apt/$SUITE
+own_apt() { # SECONDS apt-get|apt-cache ARGS...
+    local t=$1 tool=$2; shift 2
+    timeout "$t" "$tool" -q -o Dir::Etc::SourceList="$APTDIR/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o Dir::State::Lists="$APTDIR/lists" -o Dir::Cache="$APTDIR/cache" \
+        -o Dir::Etc::Preferences=/dev/null -o Dir::Etc::PreferencesParts=/dev/null \
+        -o APT::Architectures=amd64 -o Acquire::Languages=none -o APT::Sandbox::User=root \
+        -o Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false \
+        -o Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false \
+        -o Acquire::IndexTargets::deb::DEP-11-icons-small::DefaultEnabled=false \
+        -o Acquire::IndexTargets::deb::CNF::DefaultEnabled=false "$@"
+}
+
+own_apt_setup() {
+    mkdir -p "$APTDIR/lists/partial" "$APTDIR/cache/archives/partial"
+    echo "deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $(archive_uri) $SUITE main" \
+        > "$APTDIR/sources.list.new"
+    cmp -s "$APTDIR/sources.list.new" "$APTDIR/sources.list" 2>/dev/null \
+        && rm "$APTDIR/sources.list.new" || mv "$APTDIR/sources.list.new" "$APTDIR/sources.list"
+}
+
+own_apt_update() {
+    note "apt-get update for $SUITE ($(archive_uri)) into $APTDIR"
+    own_apt 300 apt-get update -qq >"$APTDIR/update.log" 2>&1 && touch "$APTDIR/updated"
+}
+
+# Print the versioned kernel package the meta package depends on (own lists).
+resolve_kernel_pkg() {
+    own_apt 60 apt-cache depends "$META_PKG" 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)\( .*\)\?$/\1/p' | head -1 || true
+}
+
+# Crypto and virtio-net modules the guest may need: tls.ko asks for
+# gcm(aes), ccm(aes), rfc7539(chacha20,poly1305)... and the kernel loads them
+# via /sbin/modprobe; the network device needs virtio_net and its failover.
 MOD_DIRS="kernel/crypto kernel/arch/x86/crypto kernel/lib/crypto"
+MOD_FILES="kernel/drivers/net/virtio_net kernel/drivers/net/net_failover kernel/net/core/failover"
+
+# Copy module $1 (path without .ko*) from $2 to $3, uncompressed; fails if absent.
+copy_module() {
+    local m=$1 from=$2 to=$3
+    mkdir -p "$(dirname "$to/$m")"
+    if [[ -f $from/$m.ko.xz ]]; then xz -dc "$from/$m.ko.xz" > "$to/$m.ko"
+    elif [[ -f $from/$m.ko.zst ]]; then zstd -qdc "$from/$m.ko.zst" > "$to/$m.ko"
+    elif [[ -f $from/$m.ko ]]; then cp "$from/$m.ko" "$to/$m.ko"
+    else echo "vm: module $m not in the package" >&2; return 1; fi
+}
 
 # From a package unpacked in $1, make $1/vmlinuz and $1/rootfs/lib/modules/
-# holding tls.ko and <kver>/ (the crypto modules, uncompressed, with modules.dep).
+# holding tls.ko and <kver>/ (the modules, uncompressed, with modules.dep).
+# Debian 12 packages keep modules in lib/modules, Debian 13 ones (merged
+# /usr) in usr/lib/modules.
 unpack_kernel() {
-    local x=$1 kver d mods
-    kver=$(basename "$(compgen -G "$x/lib/modules/*")") || return 1
+    local x=$1 kver d m mods src
+    src=$(compgen -G "$x/lib/modules/*" || compgen -G "$x/usr/lib/modules/*") \
+        || { echo "vm: no lib/modules or usr/lib/modules in the package" >&2; return 1; }
+    src=$(head -1 <<<"$src"); kver=$(basename "$src")
     mods=$x/rootfs/lib/modules/$kver
-    cp "$x"/boot/vmlinuz-* "$x/vmlinuz" || return 1
+    # The image: boot/vmlinuz-<kver>, or <modules dir>/vmlinuz (split packages).
+    { cp "$x/boot/vmlinuz-$kver" "$x/vmlinuz" 2>/dev/null || cp "$src/vmlinuz" "$x/vmlinuz" 2>/dev/null; } \
+        || { echo "vm: no boot/vmlinuz-$kver or $kver/vmlinuz in the package" >&2; return 1; }
     mkdir -p "$mods" || return 1
-    xz -dc "$x/lib/modules/$kver/kernel/net/tls/tls.ko.xz" > "$x/rootfs/lib/modules/tls.ko" || return 1
+    copy_module kernel/net/tls/tls "$src" "$x/tmp-tls" && mv "$x/tmp-tls/kernel/net/tls/tls.ko" "$x/rootfs/lib/modules/tls.ko" || return 1
     for d in $MOD_DIRS; do
-        mkdir -p "$mods/$d" && cp -r "$x/lib/modules/$kver/$d/." "$mods/$d/" || return 1
+        mkdir -p "$mods/$d" && cp -r "$src/$d/." "$mods/$d/" || return 1
     done
-    cp "$x/lib/modules/$kver"/modules.{builtin,builtin.modinfo,order} "$mods/" || return 1
-    find "$mods" -name '*.ko.xz' -exec xz -d {} + && busybox depmod -b "$x/rootfs" "$kver"
+    for m in $MOD_FILES; do copy_module "$m" "$src" "$mods" || return 1; done
+    cp "$src"/modules.{builtin,builtin.modinfo,order} "$mods/" || return 1
+    find "$mods" -name '*.ko.xz' -exec xz -d {} + || return 1
+    find "$mods" -name '*.ko.zst' -exec zstd -q -d --rm {} + || return 1
+    busybox depmod -b "$x/rootfs" "$kver"
+}
+
+# The packages making up kernel package $1: itself, plus the parts newer
+# Debian kernels split it into (linux-binary-<kver>: the kernel image,
+# linux-modules-<kver>: the modules, linux-base-<kver>: modules.builtin...),
+# named in its Depends.
+kernel_parts() {
+    echo "$1"
+    own_apt 60 apt-cache depends "$1" 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-\(binary\|modules\|base\)-[0-9][^ ]*\)$/\1/p' || true
 }
 
 # Download and unpack kernel package $1 into $CACHE/$1 unless already there.
 fetch_kernel() {
-    local pkg=$1 dir=$CACHE/$1 deb tmp
+    local pkg=$1 dir=$CACHE/$1 deb tmp parts
     [[ -f $dir/vmlinuz && -f $dir/rootfs/lib/modules/tls.ko ]] && return 0
     mkdir -p "$dir"
-    if ! compgen -G "$dir/*.deb" >/dev/null; then
-        note "downloading $pkg (about 100 MB)"
-        (cd "$dir" && timeout 900 apt-get download -q -o APT::Sandbox::User=root "$pkg") \
-            || { rm -f "$dir"/*.deb; return 1; }
+    if ! [[ -f $dir/debs.complete ]]; then
+        parts=$(kernel_parts "$pkg" | tr '\n' ' ')
+        note "downloading $parts from $SUITE (about 100 MB)"
+        rm -f "$dir"/*.deb
+        # shellcheck disable=SC2086
+        (cd "$dir" && own_apt 900 apt-get download $parts) \
+            || { rm -f "$dir"/*.deb; note "cannot download $parts from $SUITE ($(archive_uri))"; return 1; }
+        touch "$dir/debs.complete"
     fi
-    deb=$(compgen -G "$dir/*.deb" | head -1)
     tmp=$(mktemp -d "$dir/unpack.XXXXXX")
-    dpkg -x "$deb" "$tmp" && unpack_kernel "$tmp" || { rm -rf "$tmp"; die "cannot unpack $deb"; }
+    for deb in "$dir"/*.deb; do
+        dpkg -x "$deb" "$tmp" || { rm -rf "$tmp" "$dir"/*.deb "$dir/debs.complete"; die "cannot unpack $deb (removed; the next run downloads it again)"; }
+    done
+    if ! unpack_kernel "$tmp"; then
+        rm -rf "$tmp"
+        die "cannot find the kernel image, tls.ko and the modules it needs in $pkg's packages ($dir/*.deb)"
+    fi
     rm -rf "$dir/rootfs" "$dir/vmlinuz"
     mv "$tmp/rootfs" "$dir/rootfs"
     mv "$tmp/vmlinuz" "$dir/vmlinuz"     # last: its presence marks a complete cache entry
     rm -rf "$tmp"
 }
 
-# Set KDIR to the cache directory (vmlinuz, rootfs/) of the current kernel.
-# Offline (apt-cache cannot resolve), fall back to the newest cached kernel.
+# Set KDIR to the cache directory (vmlinuz, rootfs/) of the chosen kernel.
 find_kernel() {
-    local pkg cached
+    local pkg="" cached="" marker=$CACHE/${CHOICE//\//_}.current
     mkdir -p "$CACHE"; exec 9>"$CACHE/.lock"           # one cache writer at a time
     flock -w 1800 9 || die "cannot lock $CACHE/.lock"
-    cached=$(compgen -G "$CACHE/linux-image-*/vmlinuz" | sort -V | tail -1 || true)
-    pkg=$(resolve_kernel_pkg)
-    if [[ -n $pkg ]] && fetch_kernel "$pkg"; then
-        KDIR=$CACHE/$pkg
-    elif [[ -z $pkg && -n $cached ]]; then
-        KDIR=$(dirname "$cached"); note "cannot resolve $META_PKG; using cached $(basename "$KDIR")"
-    else                                              # no or stale package lists: update, retry
-        note "running apt-get update"
-        timeout 300 apt-get update -qq || die "apt-get update failed"
-        pkg=$(resolve_kernel_pkg)
-        [[ -n $pkg ]] && fetch_kernel "$pkg" || die "cannot get the kernel package ${pkg:-of $META_PKG}"
-        KDIR=$CACHE/$pkg
+    own_apt_setup
+    [[ -f $marker && -f $CACHE/$(cat "$marker")/vmlinuz ]] && cached=$(cat "$marker")
+    # Fresh lists (under a day old) are used as they are; otherwise refresh.
+    if [[ ${VM_APT_REFRESH:-0} = 1 || ! -f $APTDIR/updated ]] \
+        || [[ -n $(find "$APTDIR/updated" -mmin +1440) ]]; then
+        own_apt_update || note "apt-get update for $SUITE failed (see $APTDIR/update.log)"
     fi
+    pkg=$(resolve_kernel_pkg)
+    if [[ -n $pkg ]] && ! fetch_kernel "$pkg"; then
+        # The lists may name a version the archive no longer has: refresh once.
+        own_apt_update || true
+        pkg=$(resolve_kernel_pkg)
+        [[ -n $pkg ]] && fetch_kernel "$pkg" || pkg=""
+    fi
+    if [[ -n $pkg ]]; then
+        KDIR=$CACHE/$pkg; echo "$pkg" > "$marker"
+    elif [[ -n $cached ]]; then
+        KDIR=$CACHE/$cached; note "cannot resolve or fetch $META_PKG from $SUITE; using cached $cached"
+    else
+        die "no kernel: cannot fetch $META_PKG from $SUITE ($(archive_uri)) and nothing cached in" \
+            "$CACHE for it. Fetch it with network access (tests/vm/run.sh downloads it), or put an" \
+            "unpacked cache entry there (${META_PKG}'s versioned package, see $APTDIR/update.log)"
+    fi
+    KPKG=$(basename "$KDIR")
     exec 9>&-
 }
 
@@ -144,6 +255,7 @@ write_init() {
     cat > "$GROOT/init" <<EOF
 #!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+export VM_KERNEL_PKG='$KPKG' VM_KERNEL='${VM_KERNEL:-lts}'
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
@@ -152,6 +264,11 @@ exec </dev/console >/dev/console 2>&1
 mv /tmp /tmp.initrd && mkdir /tmp && mount -t tmpfs tmpfs /tmp && cp -a /tmp.initrd/. /tmp/ && rm -rf /tmp.initrd
 insmod /lib/modules/tls.ko || echo "vm: insmod tls.ko failed"
 ip link set lo up
+if [ -n "$NET" ]; then
+  modprobe virtio_net || echo "vm: modprobe virtio_net failed"
+  ip addr add 10.0.2.15/24 dev eth0 && ip link set eth0 up && ip route add default via 10.0.2.2 \
+    || echo "vm: eth0 setup failed"
+fi
 [ -d '$ROOT' ] && cd '$ROOT'
 echo; echo "vm: running /test.sh on \$(uname -r)"
 /bin/sh /test.sh
@@ -188,12 +305,29 @@ build_initrd() {
     (cd "$GROOT" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) | gzip -1 > "$out"
 }
 
+# qemu's network options: none, or user networking with the forwards asked for.
+net_args() {
+    local f h g opt="user,id=n0,restrict=on"
+    if [[ -z $NET ]]; then echo "-nic none"; return; fi
+    for f in ${VM_HOSTFWD:-}; do
+        h=${f%%:*}; g=${f#*:}
+        [[ $h =~ ^[0-9]+$ && $g =~ ^[0-9]+$ ]] || die "bad VM_HOSTFWD entry '$f' (HOSTPORT:GUESTPORT)"
+        opt+=",hostfwd=tcp:127.0.0.1:$h-10.0.2.15:$g"
+    done
+    for f in ${VM_GUESTFWD:-}; do
+        g=${f%%:*}; h=${f#*:}
+        [[ $h =~ ^[0-9]+$ && $g =~ ^[0-9]+$ ]] || die "bad VM_GUESTFWD entry '$f' (GUESTPORT:HOSTPORT)"
+        opt+=",guestfwd=tcp:10.0.2.100:$g-tcp:127.0.0.1:$h"
+    done
+    echo "-netdev $opt -device virtio-net-pci,netdev=n0"
+}
+
 # Boot the VM; serial console to stdout and to log $1. Returns qemu's status.
 # The filter drops CRs and the firmware's terminal escapes (reset, no-autowrap).
 boot() {
     local log=$1 rc=0
     timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 \
-        -nographic -no-reboot -nic none -kernel "$KDIR/vmlinuz" -initrd "$WORK/initrd.gz" \
+        -nographic -no-reboot $(net_args) -kernel "$KDIR/vmlinuz" -initrd "$WORK/initrd.gz" \
         -append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 \
         | sed -u -e 's/\r$//' -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' | tee "$log" || rc=$?
     return "$rc"
@@ -213,7 +347,7 @@ main() {
 
     mkdir -p "$LOGS"; log=$LOGS/$(date +%Y%m%d-%H%M%S)-$$.log
     { ls -1t "$LOGS"/*.log 2>/dev/null || true; } | tail -n +100 | xargs -r rm -f   # keep 100
-    note "booting $(basename "$KDIR") (timeout ${VM_TIMEOUT}s, log $log)"
+    note "booting $KPKG (VM_KERNEL=${VM_KERNEL:-lts}; timeout ${VM_TIMEOUT}s, log $log)"
     boot "$log" || rc=$?
 
     result=$(sed -n 's/^VM-RESULT exit=\([0-9]\{1,3\}\)$/\1/p' "$log" | tail -1)
