@@ -143,6 +143,8 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
         E::NoApplicationProtocol => AlertDescription::NoApplicationProtocol,
         E::PeerMisbehaved(
             rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage
+            // RFC 8446 §5.4: no content type in the inner plaintext.
+            | rustls::PeerMisbehaved::IllegalTlsInnerPlaintext
             | rustls::PeerMisbehaved::TooManyEmptyFragments
             | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
         ) => AlertDescription::UnexpectedMessage,
@@ -154,14 +156,9 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
     }
 }
 
-/// A plaintext fatal alert record for an error after which rustls queued
-/// no alert itself (it closes silently on a few deframing errors). `None`
-/// when no alert is owed: the peer itself sent a fatal alert.
-pub(crate) fn plaintext_for_error(e: &rustls::Error) -> Option<Vec<u8>> {
-    if matches!(e, rustls::Error::AlertReceived(_)) {
-        return None;
-    }
-    Some(vec![21, 3, 3, 0, 2, 2, u8::from(for_error(e))])
+/// A plaintext alert record (TLS 1.2 record version, as rustls uses).
+pub(crate) fn plaintext(level: u8, desc: u8) -> [u8; 7] {
+    [21, 3, 3, 0, 2, level, desc]
 }
 
 #[cfg(test)]

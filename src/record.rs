@@ -145,3 +145,22 @@ pub(crate) fn whole_record(buf: &[u8]) -> Option<usize> {
     let n = HEADER + u16::from_be_bytes([buf[3], buf[4]]) as usize;
     (buf.len() >= n).then_some(n)
 }
+
+/// A record header: (content type, body length), if `buf` holds one.
+pub(crate) fn header(buf: &[u8]) -> Option<(u8, usize)> {
+    (buf.len() >= HEADER).then(|| (buf[0], u16::from_be_bytes([buf[3], buf[4]]) as usize))
+}
+
+/// The whole record of `buf` that ends exactly at `end`, walking the
+/// headers from the start; `None` if no record boundary falls there.
+pub(crate) fn record_ending_at(buf: &[u8], end: usize) -> Option<&[u8]> {
+    let mut pos = 0;
+    while let Some((_, len)) = header(buf.get(pos..end)?) {
+        let next = pos + HEADER + len;
+        if next == end {
+            return Some(&buf[pos..end]);
+        }
+        pos = next;
+    }
+    None
+}

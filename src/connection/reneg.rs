@@ -13,24 +13,25 @@
 //!   sends more data, the error is `RKTLS_ERR_RENEGOTIATION` with the cause
 //!   and the server-side fix. A server that carries on is followed.
 //! - A client configured to fail fast, and every server, end the connection
-//!   at once with a fatal no_renegotiation alert and
-//!   `RKTLS_ERR_RENEGOTIATION`. rustls can only send that alert as a
-//!   warning, so rktls seals it with the connection's keys (taken from
-//!   rustls, which is then gone). A server does no handshake work for a
-//!   renegotiating client, however many ClientHellos it sends.
+//!   at once with `RKTLS_ERR_RENEGOTIATION`: a no_renegotiation alert as a
+//!   warning (RFC 5246 §7.2.2: it "is always a warning"), then close_notify.
+//!   rktls seals both with the connection's keys (taken from rustls, which
+//!   is then gone). A server does no handshake work for a renegotiating
+//!   client, however many ClientHellos it sends.
 
-use rustls::{ContentType, ProtocolVersion, SupportedCipherSuite};
+use rustls::ProtocolVersion;
 
 use super::engine::Step;
 use super::{Connection, Tls};
 use crate::alert;
-use crate::record::Sealer;
 use crate::result::rktls_result::*;
 use crate::result::{
     renegotiation_requested, Error, RENEGOTIATION_ATTEMPTED, RENEGOTIATION_FAIL_FAST,
 };
 
-const NO_RENEGOTIATION: u8 = 100;
+const NO_RENEGOTIATION: u8 = alert::rktls_alert_description::RKTLS_ALERT_NO_RENEGOTIATION as u8;
+/// The refusal: no_renegotiation as a warning, then close_notify.
+const REFUSAL: [[u8; 2]; 2] = [[1, NO_RENEGOTIATION], [1, 0]];
 
 impl Connection {
     /// Where the first handshake record starts in the incoming buffer, on
@@ -76,17 +77,15 @@ impl Connection {
             }
             return None;
         }
-        let sent = match self.seal_fatal_alert(NO_RENEGOTIATION) {
-            Ok(record) => {
-                self.b.outgoing.extend_from_slice(&record);
+        let sent = match self.seal_alerts(&REFUSAL) {
+            Ok(records) => {
+                self.b.outgoing.extend_from_slice(&records);
                 self.alert_sent = Some(NO_RENEGOTIATION);
-                format!(
-                    " (sent alert {})",
-                    alert::name(NO_RENEGOTIATION).trim_end_matches('\0')
-                )
+                self.sent_close_notify = true;
+                " (sent alert no_renegotiation as a warning, then close_notify)".to_string()
             }
             Err(why) => {
-                log::warn!("could not send the fatal no_renegotiation alert: {why}");
+                log::warn!("could not send the no_renegotiation warning: {why}");
                 String::new()
             }
         };
@@ -116,29 +115,6 @@ impl Connection {
         self.error = Some(e.clone());
         Some(e)
     }
-
-    /// Encrypt a fatal alert as the next record we send, with the keys
-    /// rustls hands over. rustls is gone afterwards, whatever happens.
-    /// Only valid at a record boundary with nothing left inside rustls to
-    /// send: the sequence number rustls reports is then the alert's.
-    fn seal_fatal_alert(&mut self, desc: u8) -> Result<Vec<u8>, String> {
-        let suite = match self.common().and_then(|c| c.negotiated_cipher_suite()) {
-            Some(s @ SupportedCipherSuite::Tls12(_)) => s,
-            _ => return Err("not a TLS 1.2 connection".into()),
-        };
-        let secrets = self
-            .take_secrets()
-            .ok_or("the record layer is not in userspace")?;
-        let tx = secrets
-            .map_err(|e| format!("rustls kept its keys: {e}"))?
-            .0
-            .tx;
-        let mut record = Vec::new();
-        Sealer::new(suite, tx)
-            .seal(ContentType::Alert.into(), &[2, desc], &mut record)
-            .map_err(|e| e.msg)?;
-        Ok(record)
-    }
 }
 
 #[cfg(test)]
@@ -147,6 +123,7 @@ mod tests {
     use crate::kernel_emul::{self, Key};
     use crate::result::rktls_result;
     use crate::testutil::{client_config, server_config, shuttle, Opts};
+    use rustls::ContentType;
 
     /// The TLS 1.2 suites (the test certificate is ECDSA).
     const SUITES: [u16; 3] = [0xc02b, 0xc02c, 0xcca9];
@@ -322,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn client_fail_fast_sends_a_fatal_alert_after_earlier_data() {
+    fn client_fail_fast_sends_the_warning_and_close_notify_after_earlier_data() {
         for suite in SUITES {
             let (s, mut c) = pair(suite);
             c.reneg_fail_fast = true;
@@ -339,11 +316,20 @@ mod tests {
             let got = server.open(&take_all(&mut c));
             assert_eq!(
                 got,
-                vec![(23, b"request".to_vec()), (21, vec![2, NO_RENEGOTIATION])]
+                vec![
+                    (23, b"request".to_vec()),
+                    (21, vec![1, NO_RENEGOTIATION]),
+                    (21, vec![1, 0])
+                ]
             );
             let e = read(&mut c).unwrap_err();
             assert_explained(&e, "at once (fail-fast)");
-            assert!(e.msg.contains("(sent alert no_renegotiation)"), "{}", e.msg);
+            assert!(
+                e.msg
+                    .contains("(sent alert no_renegotiation as a warning, then close_notify)"),
+                "{}",
+                e.msg
+            );
             assert_eq!(c.alert_sent, Some(NO_RENEGOTIATION));
             assert_eq!(c.write(b"x").unwrap_err().code, RKTLS_ERR_RENEGOTIATION);
             // What was negotiated is still reported.
@@ -368,7 +354,9 @@ mod tests {
             assert_eq!(read(&mut s).unwrap(), (RKTLS_OK, b"GET /".to_vec()));
             assert_eq!(read(&mut s).unwrap(), (RKTLS_WANT_WRITE, vec![]));
             let got = client.open(&take_all(&mut s));
-            assert_eq!(got, vec![(21, vec![2, NO_RENEGOTIATION])]);
+            // RFC 5246 §7.2.2: no_renegotiation is always a warning; the
+            // connection then ends with close_notify.
+            assert_eq!(got, vec![(21, vec![1, NO_RENEGOTIATION]), (21, vec![1, 0])]);
             let e = read(&mut s).unwrap_err();
             assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION);
             assert!(
