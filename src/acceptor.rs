@@ -596,7 +596,7 @@ pub extern "C" fn rktls_accepted_ca_name(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::fuzzing::last_record;
     use crate::testutil::{client_config, server_config, Opts};
@@ -607,19 +607,19 @@ mod tests {
 
     /// A hand-built ClientHello, so tests can bend every field.
     #[derive(Clone)]
-    struct Ch {
-        legacy_version: u16,
-        session_id_len: u8,
-        suites: Vec<u16>,
-        versions: Option<Vec<u16>>,
-        alpn: Option<Vec<&'static [u8]>>,
-        sni: Option<&'static str>,
-        tls13_key_share: bool,
-        extensions_override: Option<Vec<u8>>,
+    pub(crate) struct Ch {
+        pub(crate) legacy_version: u16,
+        pub(crate) session_id_len: u8,
+        pub(crate) suites: Vec<u16>,
+        pub(crate) versions: Option<Vec<u16>>,
+        pub(crate) alpn: Option<Vec<&'static [u8]>>,
+        pub(crate) sni: Option<&'static str>,
+        pub(crate) tls13_key_share: bool,
+        pub(crate) extensions_override: Option<Vec<u8>>,
     }
 
     impl Ch {
-        fn tls13() -> Self {
+        pub(crate) fn tls13() -> Self {
             Ch {
                 legacy_version: 0x0303,
                 session_id_len: 32,
@@ -632,7 +632,7 @@ mod tests {
             }
         }
 
-        fn tls12() -> Self {
+        pub(crate) fn tls12() -> Self {
             Ch {
                 suites: vec![0xc02b, 0xc02c, 0xcca9],
                 versions: None,
@@ -641,7 +641,7 @@ mod tests {
             }
         }
 
-        fn ext(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
+        pub(crate) fn ext(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
             out.extend_from_slice(&typ.to_be_bytes());
             out.extend_from_slice(&(body.len() as u16).to_be_bytes());
             out.extend_from_slice(body);
@@ -655,7 +655,7 @@ mod tests {
             v
         }
 
-        fn extensions(&self) -> Vec<u8> {
+        pub(crate) fn extensions(&self) -> Vec<u8> {
             if let Some(e) = &self.extensions_override {
                 return e.clone();
             }
@@ -700,7 +700,7 @@ mod tests {
             e
         }
 
-        fn message(&self) -> Vec<u8> {
+        pub(crate) fn message(&self) -> Vec<u8> {
             let mut b = self.legacy_version.to_be_bytes().to_vec();
             b.extend_from_slice(&[7u8; 32]);
             b.push(self.session_id_len);
@@ -716,12 +716,12 @@ mod tests {
             m
         }
 
-        fn record(&self) -> Vec<u8> {
+        pub(crate) fn record(&self) -> Vec<u8> {
             record(22, &self.message())
         }
     }
 
-    fn record(typ: u8, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn record(typ: u8, body: &[u8]) -> Vec<u8> {
         let mut r = vec![typ, 3, 1];
         r.extend_from_slice(&(body.len() as u16).to_be_bytes());
         r.extend_from_slice(body);

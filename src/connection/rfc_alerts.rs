@@ -328,3 +328,5 @@ fn holds_finished(record: &[u8], tls13: bool) -> bool {
     false
 }
 
+#[cfg(test)]
+mod tests;
