@@ -83,7 +83,7 @@ impl Acceptor {
         }
     }
 
-    fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
+    pub(crate) fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
         if fd < 0 {
             return Err(Error::invalid("fd must be >= 0"));
         }

@@ -668,3 +668,105 @@ fn bad_tls13_finished_reports_decrypt_error_and_bad_mac_bad_record_mac() {
         assert_eq!(reported, Some(desc), "acceptor={acc}");
     }
 }
+
+/// fd mode, over a socket, on both paths: the sealed alert for an inner
+/// plaintext without content type is on the wire before the error returns.
+#[test]
+fn fd_mode_sealed_alert_arrives_on_the_socket() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    for acceptor in [false, true] {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let o = Opts {
+            versions: Some(vec![TLS13]),
+            ..Opts::default()
+        };
+        let scfg = server_config(&o);
+        let server = std::thread::spawn(move || {
+            let mut s = if acceptor {
+                let mut acc = Acceptor::new();
+                acc.set_fd(a.as_raw_fd()).unwrap();
+                let Ok(Outcome::Accepted(mut h)) = acc.accept() else {
+                    panic!("not accepted")
+                };
+                h.make_connection(scfg).unwrap()
+            } else {
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                s
+            };
+            assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+            let mut buf = [0u8; 64];
+            let e = s.read(&mut buf).unwrap_err();
+            (e, s.alert_sent(), a)
+        });
+        let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+        c.set_fd(b.as_raw_fd()).unwrap();
+        assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+        let mut peer = Peer::take_over(c);
+        b.write_all(&peer.tx.seal(0, &[0, 0])).unwrap();
+        let (e, reported, a) = server.join().unwrap();
+        drop(a);
+        let mut wire = Vec::new();
+        b.read_to_end(&mut wire).unwrap();
+        // The server's session tickets come first; the alert is last.
+        let got = peer.open(&wire);
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(
+            got.last(),
+            Some(&(CT_ALERT, vec![LEVEL_FATAL, desc])),
+            "acceptor={acceptor}"
+        );
+        assert!(got[..got.len() - 1].iter().all(|(t, _)| *t == CT_HANDSHAKE));
+        assert_eq!(reported, Some(desc));
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    }
+}
+
+#[test]
+fn finished_is_found_where_rustls_decrypts_it() {
+    let rec = |payload: &[u8]| {
+        let mut r = vec![CT_APPLICATION_DATA, 3, 3, 0, payload.len() as u8];
+        r.extend_from_slice(payload);
+        r
+    };
+    let mut fin12 = vec![HS_FINISHED, 0, 0, 12];
+    fin12.extend_from_slice(&[9; 12 + 16]);
+    assert!(
+        holds_finished(&rec(&fin12), false),
+        "ChaCha20: at the start"
+    );
+    let mut gcm = vec![1; 8];
+    gcm.extend_from_slice(&fin12);
+    assert!(
+        holds_finished(&rec(&gcm), false),
+        "GCM: after the explicit nonce"
+    );
+    assert!(!holds_finished(&rec(&[1; 40]), false));
+    // TLS 1.3: messages, then the handshake content type.
+    let mut flight = vec![
+        11,
+        0,
+        0,
+        2,
+        0,
+        0,
+        HS_FINISHED,
+        0,
+        0,
+        3,
+        5,
+        5,
+        5,
+        CT_HANDSHAKE,
+    ];
+    assert!(holds_finished(&rec(&flight), true));
+    flight[13] = CT_APPLICATION_DATA;
+    assert!(!holds_finished(&rec(&flight), true));
+    assert!(!holds_finished(
+        &rec(&[HS_FINISHED, 0xff, 0xff, 0xff]),
+        true
+    ));
+    assert!(!holds_finished(&[CT_APPLICATION_DATA, 3], true));
+}
