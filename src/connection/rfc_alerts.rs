@@ -12,7 +12,9 @@
 //!   RFC 5246 §6.2.3). rustls 0.23 takes plaintext up to 2^14 + 2048 and
 //!   answers longer ciphertext with bad_record_mac or decode_error. An
 //!   alert record with an empty body gets unexpected_message (RFC 8446
-//!   §5.1, §6); rustls 0.23 sends decode_error.
+//!   §5.1, §6), and so does a record of an unknown content type (checked
+//!   before the length; RFC 8446 §5, RFC 5246 §6); rustls 0.23 sends
+//!   decode_error for both.
 //! - The ClientHello (`hello_facts`): a TLS 1.3 ClientHello with
 //!   supported_groups but no key_share gets missing_extension (RFC 8446
 //!   §9.2), not rustls' handshake_failure; a non-empty renegotiation_info
@@ -120,6 +122,13 @@ impl Connection {
                     why,
                 })
             };
+            if !(CT_CHANGE_CIPHER_SPEC..=CT_APPLICATION_DATA).contains(&typ) {
+                return refuse(
+                    RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+                    RKTLS_ERR_UNEXPECTED_MESSAGE,
+                    "the peer sent a record of an unknown content type",
+                );
+            }
             if len > limit {
                 return refuse(
                     RKTLS_ALERT_RECORD_OVERFLOW as u8,

@@ -118,6 +118,28 @@ fn empty_alert_record_gets_unexpected_message() {
 }
 
 #[test]
+fn unknown_content_type_gets_unexpected_message() {
+    // Checked before the length: "T " would be a 21,536-byte record.
+    // rustls 0.23 alone: decode_error.
+    for input in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"POST / HTTP/1.1\r\n\r\n"] {
+        plaintext_case(
+            "HTTP request",
+            cfg(&[TLS13, TLS12], None),
+            input,
+            RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+            RKTLS_ERR_UNEXPECTED_MESSAGE,
+        );
+    }
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        let (_, got) = answer(&mut s, &mut peer, &[99, 3, 3, 0, 3, 1, 2, 3]);
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(got, fatal(desc), "{v:x} {suite:x} acceptor={acc}");
+        assert_eq!(s.alert_sent(), Some(desc));
+    }
+}
+
+#[test]
 fn tls13_hello_without_key_share_gets_missing_extension() {
     // supported_groups, no key_share. rustls 0.23 alone: handshake_failure.
     let ch = Ch {
