@@ -145,6 +145,8 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
             rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage
             // RFC 8446 §5.4: no content type in the inner plaintext.
             | rustls::PeerMisbehaved::IllegalTlsInnerPlaintext
+            // rustls answers it with unexpected_message where it answers.
+            | rustls::PeerMisbehaved::IllegalMiddleboxChangeCipherSpec
             | rustls::PeerMisbehaved::TooManyEmptyFragments
             | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
         ) => AlertDescription::UnexpectedMessage,

@@ -31,15 +31,22 @@
 //!   level (illegal_parameter) and a TLS 1.3 warning (decode_error); the
 //!   record rustls consumed last tells them apart (`alert_rustls_sent`).
 //!
-//! Documented exception: during a TLS 1.3 handshake, once our records are
-//! encrypted, rustls cannot hand its keys over (only after the handshake).
-//! There a record rktls would answer itself goes to rustls unchanged, and
-//! rustls' own alert is sent (and reported); where rustls sends none, none
-//! is sent (and none reported).
+//! During a TLS 1.3 handshake, once our records are encrypted, rustls
+//! cannot hand its keys over (only after the handshake). There rktls makes
+//! rustls send unexpected_message itself: an invalid ChangeCipherSpec in
+//! place of the offending record (when rustls holds nothing before it) is
+//! answered with exactly that alert through rustls' current keys
+//! (`unexpected_message_via_rustls`).
+//!
+//! Documented exceptions, all during a TLS 1.3 handshake once encrypted:
+//! an over-long ciphertext goes to rustls unchanged (its bad_record_mac, or
+//! decode_error beyond 2^14 + 2048); data between handshake fragments and
+//! an oversized handshake message end without an alert (rustls' silence).
+//! What is reported is always what was sent (nothing, when nothing was).
 
-use rustls::{ContentType, PeerIncompatible, ProtocolVersion};
+use rustls::{ContentType, PeerIncompatible, PeerMisbehaved, ProtocolVersion};
 
-use super::engine::Step;
+use super::engine::{Action, Step};
 use super::{Connection, Tls};
 use crate::alert::{self, rktls_alert_description::*};
 use crate::hello::{self, HelloFacts};
@@ -54,6 +61,10 @@ const CT_APPLICATION_DATA: u8 = 23;
 /// The handshake message type of Finished.
 const HS_FINISHED: u8 = 20;
 const LEVEL_WARNING: u8 = 1;
+/// AEAD tag length (every suite rktls offers).
+const TAG: usize = 16;
+/// A ChangeCipherSpec whose value is not 1.
+const INVALID_CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 2];
 const LEVEL_FATAL: u8 = 2;
 
 /// What the screening of incoming records has learnt.
@@ -158,11 +169,19 @@ impl Connection {
     /// to rustls instead: `None`.
     pub(super) fn refuse(&mut self, r: Refusal) -> Option<Step> {
         if let Err(why) = self.send_own_alert(r.alert) {
-            log::debug!("{}; rustls answers it ({why})", r.why);
-            self.screen.screened = r.at + r.len;
-            return None;
+            let unexpected = r.alert == RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+            if !(unexpected && r.at == 0 && self.rustls_can_answer_invalid_ccs()) {
+                log::debug!("{}; rustls answers it ({why})", r.why);
+                self.screen.screened = r.at + r.len;
+                return None;
+            }
+            self.unexpected_message_via_rustls(r.len);
         }
-        let e = Error::new(r.code, format!("{} (sent alert {})", r.why, name(r.alert)));
+        let sent = match self.alert_sent {
+            Some(d) => format!(" (sent alert {})", name(d)),
+            None => String::new(),
+        };
+        let e = Error::new(r.code, format!("{}{sent}", r.why));
         log::debug!("connection failed: {}", e.msg);
         Some(Step::Ended(e))
     }
@@ -223,7 +242,64 @@ impl Connection {
         }
         let desc = u8::from(alert::for_error(e));
         if let Err(why) = self.send_own_alert(desc) {
-            log::debug!("no alert for \"{e}\": {why}");
+            // The record rustls could not open is still at the front, and
+            // decrypted in place: all zeros (then rustls holds nothing
+            // before it).
+            let zeros = matches!(
+                e,
+                rustls::Error::PeerMisbehaved(PeerMisbehaved::IllegalTlsInnerPlaintext)
+            ) && record::whole_record(&self.b.incoming).is_some_and(|n| {
+                n > HEADER + TAG && self.b.incoming[HEADER..n - TAG].iter().all(|&b| b == 0)
+            });
+            if zeros && self.rustls_can_answer_invalid_ccs() {
+                let n = record::whole_record(&self.b.incoming).unwrap_or(0);
+                self.unexpected_message_via_rustls(n);
+            } else {
+                log::debug!("no alert for \"{e}\": {why}");
+            }
+        }
+    }
+
+    /// During a TLS 1.3 handshake (where rustls gives no keys) rustls
+    /// answers an invalid ChangeCipherSpec with unexpected_message through
+    /// its own current keys (RFC 8446 §5).
+    fn rustls_can_answer_invalid_ccs(&self) -> bool {
+        self.common().is_some_and(|c| {
+            c.is_handshaking()
+                && c.protocol_version() == Some(ProtocolVersion::TLSv1_3)
+                && !c.wants_write()
+        })
+    }
+
+    /// Put an invalid ChangeCipherSpec in place of the `len`-byte record at
+    /// the front of the incoming buffer (rustls holds nothing before it)
+    /// and collect rustls' unexpected_message. rustls 0.23 workaround: it
+    /// closes silently, or names another alert, for what is replaced.
+    fn unexpected_message_via_rustls(&mut self, len: usize) {
+        let n = len.min(self.b.incoming.len());
+        self.b.incoming.splice(..n, INVALID_CCS);
+        let before = self.b.outgoing.len();
+        let mut failed = None;
+        for _ in 0..16 {
+            match self.step_rustls(&mut Action::None) {
+                Step::Progress => {}
+                Step::Failed(e) => failed = Some(e),
+                _ => break,
+            }
+            if failed.is_some() && !self.rustls_has_output() {
+                break;
+            }
+        }
+        let expected = matches!(
+            failed,
+            Some(rustls::Error::PeerMisbehaved(
+                PeerMisbehaved::IllegalMiddleboxChangeCipherSpec
+            ))
+        );
+        if expected && self.b.outgoing.len() > before {
+            self.alert_sent = Some(RKTLS_ALERT_UNEXPECTED_MESSAGE as u8);
+        } else {
+            log::debug!("rustls did not answer the invalid ChangeCipherSpec: {failed:?}");
         }
     }
 

@@ -792,3 +792,44 @@ fn finished_is_found_where_rustls_decrypts_it() {
     ));
     assert!(!holds_finished(&[CT_APPLICATION_DATA, 3], true));
 }
+
+#[test]
+fn during_the_tls13_handshake_rustls_is_made_to_send_unexpected_message() {
+    // The client's Finished record replaced by: an inner plaintext without
+    // content type (rustls 0.23 alone: no alert), an empty alert record
+    // (decode_error), a record of an unknown type (decode_error). rustls
+    // has no keys to give during the handshake; an invalid
+    // ChangeCipherSpec in its place makes rustls send unexpected_message.
+    type Tamper = fn(&mut Tls13Key, &[u8]) -> Vec<u8>;
+    let cases: [(&str, Tamper, rktls_result); 3] = [
+        (
+            "zero inner plaintext",
+            |k, _| k.seal(0, &[0, 0]),
+            RKTLS_ERR_PEER_MISBEHAVED,
+        ),
+        (
+            "empty alert",
+            |_, _| vec![CT_ALERT, 3, 3, 0, 0],
+            RKTLS_ERR_UNEXPECTED_MESSAGE,
+        ),
+        (
+            "unknown type",
+            |_, _| vec![99, 3, 3, 0, 1, 0],
+            RKTLS_ERR_UNEXPECTED_MESSAGE,
+        ),
+    ];
+    for acc in [false, true] {
+        for (name, tamper, code) in cases {
+            let (e, reported, got) = tampered_finished(acc, tamper);
+            let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+            assert_eq!(got, fatal(desc), "{name}, acceptor={acc}");
+            assert_eq!(reported, Some(desc), "{name}, acceptor={acc}");
+            assert_eq!(e.code, code, "{name}: {}", e.msg);
+            assert!(
+                e.msg.ends_with("(sent alert unexpected_message)"),
+                "{}",
+                e.msg
+            );
+        }
+    }
+}
