@@ -158,9 +158,13 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
     }
 }
 
+/// Alert levels.
+pub(crate) const LEVEL_WARNING: u8 = 1;
+pub(crate) const LEVEL_FATAL: u8 = 2;
+
 /// A plaintext alert record (TLS 1.2 record version, as rustls uses).
 pub(crate) fn plaintext(level: u8, desc: u8) -> [u8; 7] {
-    [21, 3, 3, 0, 2, level, desc]
+    [crate::ktls::CT_ALERT, 3, 3, 0, 2, level, desc]
 }
 
 #[cfg(test)]

@@ -31,7 +31,11 @@ use crate::result::{
 
 const NO_RENEGOTIATION: u8 = alert::rktls_alert_description::RKTLS_ALERT_NO_RENEGOTIATION as u8;
 /// The refusal: no_renegotiation as a warning, then close_notify.
-const REFUSAL: [[u8; 2]; 2] = [[1, NO_RENEGOTIATION], [1, 0]];
+const CLOSE_NOTIFY: u8 = alert::rktls_alert_description::RKTLS_ALERT_CLOSE_NOTIFY as u8;
+const REFUSAL: [[u8; 2]; 2] = [
+    [alert::LEVEL_WARNING, NO_RENEGOTIATION],
+    [alert::LEVEL_WARNING, CLOSE_NOTIFY],
+];
 
 impl Connection {
     /// Where the first handshake record starts in the incoming buffer, on

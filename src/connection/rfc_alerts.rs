@@ -48,24 +48,20 @@ use rustls::{ContentType, PeerIncompatible, PeerMisbehaved, ProtocolVersion};
 
 use super::engine::{Action, Step};
 use super::{Connection, Tls};
-use crate::alert::{self, rktls_alert_description::*};
+use crate::alert::{self, rktls_alert_description::*, LEVEL_FATAL, LEVEL_WARNING};
 use crate::hello::{self, HelloFacts};
+use crate::ktls::{CT_ALERT, CT_APPLICATION_DATA, CT_HANDSHAKE};
 use crate::record::{self, Sealer, HEADER, MAX_FRAGMENT};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 
 const CT_CHANGE_CIPHER_SPEC: u8 = 20;
-const CT_ALERT: u8 = 21;
-const CT_HANDSHAKE: u8 = 22;
-const CT_APPLICATION_DATA: u8 = 23;
 /// The handshake message type of Finished.
 const HS_FINISHED: u8 = 20;
-const LEVEL_WARNING: u8 = 1;
 /// AEAD tag length (every suite rktls offers).
 const TAG: usize = 16;
 /// A ChangeCipherSpec whose value is not 1.
 const INVALID_CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 2];
-const LEVEL_FATAL: u8 = 2;
 
 /// What the screening of incoming records has learnt.
 #[derive(Default)]
