@@ -104,6 +104,10 @@ impl Connection {
     /// Look at the records rustls has not been given yet; the first one
     /// rktls must answer itself, if any.
     pub(super) fn screen(&mut self) -> Option<Refusal> {
+        // After close_notify rustls reads nothing more, and neither do we.
+        if self.peer_closed {
+            return None;
+        }
         let version = self.common()?.protocol_version();
         let tls13 = version == Some(ProtocolVersion::TLSv1_3);
         let server = matches!(self.tls, Tls::Server(_));

@@ -833,3 +833,21 @@ fn during_the_tls13_handshake_rustls_is_made_to_send_unexpected_message() {
         }
     }
 }
+
+#[test]
+fn records_after_close_notify_are_not_answered() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        let mut wire = peer.tx.seal(CT_ALERT, &[LEVEL_WARNING, 0]);
+        wire.extend_from_slice(&[CT_ALERT, 3, 3, 0, 0]);
+        s.feed(&wire).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            s.read(&mut buf).unwrap(),
+            (RKTLS_CLOSED, 0),
+            "{v:x} {suite:x}"
+        );
+        assert_eq!(s.alert_sent(), None);
+        assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing sent");
+    }
+}
