@@ -467,6 +467,18 @@ fn alert_with_invalid_level_reports_what_rustls_sent() {
 }
 
 #[test]
+fn plaintext_alert_with_invalid_level_reports_illegal_parameter() {
+    // Before the ClientHello: rustls' answer is plaintext, read back.
+    plaintext_case(
+        "alert level 3",
+        cfg(&[TLS13, TLS12], None),
+        &[CT_ALERT, 3, 3, 0, 2, 3, 10],
+        RKTLS_ALERT_ILLEGAL_PARAMETER as u8,
+        RKTLS_ERR_ALERT_RECEIVED,
+    );
+}
+
+#[test]
 fn refused_renegotiation_is_a_warning_then_close_notify_on_both_paths() {
     // RFC 5246 §7.2.2; rktls used to send a fatal no_renegotiation.
     let hello: &[u8] = &[1, 0, 0, 6, 3, 3, 0, 0, 0, 0];
