@@ -237,7 +237,12 @@ impl Connection {
 
     /// rustls failed with `e` and queued nothing: send the alert it owes.
     pub(super) fn send_owed_alert(&mut self, e: &rustls::Error) {
-        if matches!(e, rustls::Error::AlertReceived(_)) {
+        // None is owed for the peer's own fatal alert; our keys running out
+        // is no failure of the peer's (and leaves no key to seal with).
+        if matches!(
+            e,
+            rustls::Error::AlertReceived(_) | rustls::Error::EncryptError
+        ) {
             return;
         }
         let desc = u8::from(alert::for_error(e));
