@@ -133,6 +133,8 @@ impl Connection {
                     why,
                 })
             };
+            // rustls 0.23: decode_error for these three, or accepts the
+            // plaintext over 2^14.
             if !(CT_CHANGE_CIPHER_SPEC..=CT_APPLICATION_DATA).contains(&typ) {
                 return refuse(
                     RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
@@ -236,6 +238,7 @@ impl Connection {
     }
 
     /// rustls failed with `e` and queued nothing: send the alert it owes.
+    /// rustls 0.23: silent on deframing errors after encryption starts.
     pub(super) fn send_owed_alert(&mut self, e: &rustls::Error) {
         // None is owed for the peer's own fatal alert; our keys running out
         // is no failure of the peer's (and leaves no key to seal with).
@@ -336,7 +339,8 @@ impl Connection {
             return desc;
         }
         // Encrypted: which of rustls' alerts for this error it was, from the
-        // record rustls consumed last (decrypted in place).
+        // record rustls consumed last (decrypted in place). rustls 0.23:
+        // one error for two alerts.
         let last = self.b.last_consumed.as_deref().unwrap_or_default();
         let tls13 = self.protocol_version() == u16::from(ProtocolVersion::TLSv1_3);
         match e {
