@@ -1651,8 +1651,11 @@ rktls_result rktls_connection_peer_cert(const struct rktls_connection *conn,
 bool rktls_connection_alert_received(const struct rktls_connection *conn, uint8_t *description);
 
 /*
- If rktls sent the peer a fatal alert (after a handshake or protocol
- error), store its description in `*description` and return true.
+ If rktls ended the connection with an alert, store its description in
+ `*description` and return true: the fatal alert it sent after a
+ handshake or protocol error, exactly as it went on the wire, or
+ no_renegotiation for a refused renegotiation (sent as a warning, then
+ close_notify). `description` may be NULL. false for NULL `conn`.
  */
 bool rktls_connection_alert_sent(const struct rktls_connection *conn, uint8_t *description);
 

@@ -157,9 +157,12 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The versions a ClientHello offers: its supported_versions extension, or
-/// else its legacy version. `None` if the records hold no valid ClientHello.
-pub(crate) fn offered_versions(records: &[u8]) -> Option<Vec<u16>> {
+/// Extensions as (type, body), in order.
+type Extensions = Vec<(u16, Vec<u8>)>;
+
+/// A ClientHello's legacy version and extensions.
+/// `None` if the records hold no complete, valid ClientHello.
+fn hello_extensions(records: &[u8]) -> Option<(u16, Extensions)> {
     let msg = first_handshake_message(records)?;
     let mut r = Reader(&msg);
     if r.u8()? != 1 {
@@ -174,27 +177,63 @@ pub(crate) fn offered_versions(records: &[u8]) -> Option<Vec<u16>> {
     r.take(n)?;
     let n = r.u8()?;
     r.take(n)?;
+    let mut out = Vec::new();
     if r.0.is_empty() {
-        return Some(vec![legacy]);
+        return Some((legacy, out));
     }
     let n = r.u16()?;
     let mut exts = Reader(r.take(n)?);
     while !exts.0.is_empty() {
-        let typ = exts.u16()?;
+        let typ = exts.u16()? as u16;
         let len = exts.u16()?;
-        let body = exts.take(len)?;
-        if typ == 43 {
-            let mut b = Reader(body);
-            let n = b.u8()?;
-            let list = b.take(n)?;
-            return Some(
-                list.chunks_exact(2)
-                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                    .collect(),
-            );
-        }
+        out.push((typ, exts.take(len)?.to_vec()));
     }
-    Some(vec![legacy])
+    Some((legacy, out))
+}
+
+const SUPPORTED_GROUPS: u16 = 10;
+const SUPPORTED_VERSIONS: u16 = 43;
+const KEY_SHARE: u16 = 51;
+const RENEGOTIATION_INFO: u16 = 0xff01;
+
+/// The versions a ClientHello offers: its supported_versions extension, or
+/// else its legacy version. `None` if the records hold no valid ClientHello.
+pub(crate) fn offered_versions(records: &[u8]) -> Option<Vec<u16>> {
+    let (legacy, exts) = hello_extensions(records)?;
+    let Some((_, body)) = exts.iter().find(|(t, _)| *t == SUPPORTED_VERSIONS) else {
+        return Some(vec![legacy]);
+    };
+    let mut b = Reader(body);
+    let n = b.u8()?;
+    let list = b.take(n)?;
+    Some(
+        list.chunks_exact(2)
+            .map(|c| u16::from_be_bytes([c[0], c[1]]))
+            .collect(),
+    )
+}
+
+/// What rktls checks in a ClientHello beyond rustls (see
+/// `connection/rfc_alerts.rs`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HelloFacts {
+    /// supported_groups without key_share (RFC 8446 §9.2: missing_extension).
+    pub(crate) groups_without_key_share: bool,
+    /// A renegotiation_info extension with a non-empty body (RFC 5746 §3.6:
+    /// an initial TLS 1.2 handshake must be aborted).
+    pub(crate) renegotiation_info_not_empty: bool,
+}
+
+/// The facts of the first ClientHello in `records`, once it is complete.
+pub(crate) fn hello_facts(records: &[u8]) -> Option<HelloFacts> {
+    let (_, exts) = hello_extensions(records)?;
+    let has = |typ| exts.iter().any(|(t, _)| *t == typ);
+    Some(HelloFacts {
+        groups_without_key_share: has(SUPPORTED_GROUPS) && !has(KEY_SHARE),
+        renegotiation_info_not_empty: exts
+            .iter()
+            .any(|(t, b)| *t == RENEGOTIATION_INFO && b.as_slice() != [0]),
+    })
 }
 
 #[cfg(test)]

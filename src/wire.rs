@@ -100,6 +100,14 @@ pub(crate) fn whole_record(buf: &[u8]) -> Option<usize> {
     (buf.len() >= n).then_some(n)
 }
 
+/// The whole record of `buf` that ends exactly at `end`, walking the
+/// headers from the start; `None` if no record boundary falls there.
+pub(crate) fn record_ending_at(buf: &[u8], end: usize) -> Option<&[u8]> {
+    records(buf.get(..end)?)
+        .find(|r| r.at + r.header.record_len() == end)
+        .map(|r| r.bytes)
+}
+
 /// Bytes still needed to complete the last (partial) TLS record in `buf`
 /// (a whole header's worth when it ends on a record boundary).
 pub(crate) fn record_bytes_missing(buf: &[u8]) -> usize {

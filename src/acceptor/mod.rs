@@ -81,7 +81,7 @@ impl Acceptor {
         }
     }
 
-    fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
+    pub(crate) fn set_fd(&mut self, fd: RawFd) -> Result<(), Error> {
         if fd < 0 {
             return Err(Error::invalid("fd must be >= 0"));
         }
@@ -238,7 +238,7 @@ impl Accepted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::alert::rktls_alert;
     use crate::config::rktls_server_config;
@@ -252,19 +252,19 @@ mod tests {
 
     /// A hand-built ClientHello, so tests can bend every field.
     #[derive(Clone)]
-    struct Ch {
-        legacy_version: u16,
-        session_id_len: u8,
-        suites: Vec<u16>,
-        versions: Option<Vec<u16>>,
-        alpn: Option<Vec<&'static [u8]>>,
-        sni: Option<&'static str>,
-        tls13_key_share: bool,
-        extensions_override: Option<Vec<u8>>,
+    pub(crate) struct Ch {
+        pub(crate) legacy_version: u16,
+        pub(crate) session_id_len: u8,
+        pub(crate) suites: Vec<u16>,
+        pub(crate) versions: Option<Vec<u16>>,
+        pub(crate) alpn: Option<Vec<&'static [u8]>>,
+        pub(crate) sni: Option<&'static str>,
+        pub(crate) tls13_key_share: bool,
+        pub(crate) extensions_override: Option<Vec<u8>>,
     }
 
     impl Ch {
-        fn tls13() -> Self {
+        pub(crate) fn tls13() -> Self {
             Ch {
                 legacy_version: 0x0303,
                 session_id_len: 32,
@@ -277,7 +277,7 @@ mod tests {
             }
         }
 
-        fn tls12() -> Self {
+        pub(crate) fn tls12() -> Self {
             Ch {
                 suites: TLS12_SUITES.to_vec(),
                 versions: None,
@@ -286,7 +286,7 @@ mod tests {
             }
         }
 
-        fn ext(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
+        pub(crate) fn ext(out: &mut Vec<u8>, typ: u16, body: &[u8]) {
             out.extend_from_slice(&typ.to_be_bytes());
             out.extend_from_slice(&(body.len() as u16).to_be_bytes());
             out.extend_from_slice(body);
@@ -300,7 +300,7 @@ mod tests {
             v
         }
 
-        fn extensions(&self) -> Vec<u8> {
+        pub(crate) fn extensions(&self) -> Vec<u8> {
             if let Some(e) = &self.extensions_override {
                 return e.clone();
             }
@@ -345,7 +345,7 @@ mod tests {
             e
         }
 
-        fn message(&self) -> Vec<u8> {
+        pub(crate) fn message(&self) -> Vec<u8> {
             let mut b = self.legacy_version.to_be_bytes().to_vec();
             b.extend_from_slice(&[7u8; 32]);
             b.push(self.session_id_len);
@@ -361,12 +361,12 @@ mod tests {
             m
         }
 
-        fn record(&self) -> Vec<u8> {
+        pub(crate) fn record(&self) -> Vec<u8> {
             record(22, &self.message())
         }
     }
 
-    fn record(typ: u8, body: &[u8]) -> Vec<u8> {
+    pub(crate) fn record(typ: u8, body: &[u8]) -> Vec<u8> {
         let mut r = vec![typ, 3, 1];
         r.extend_from_slice(&(body.len() as u16).to_be_bytes());
         r.extend_from_slice(body);

@@ -209,6 +209,10 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
         E::NoApplicationProtocol => AlertDescription::NoApplicationProtocol,
         E::PeerMisbehaved(
             rustls::PeerMisbehaved::MessageInterleavedWithHandshakeMessage
+            // RFC 8446 §5.4: no content type in the inner plaintext.
+            | rustls::PeerMisbehaved::IllegalTlsInnerPlaintext
+            // rustls answers it with unexpected_message where it answers.
+            | rustls::PeerMisbehaved::IllegalMiddleboxChangeCipherSpec
             | rustls::PeerMisbehaved::TooManyEmptyFragments
             | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
         ) => AlertDescription::UnexpectedMessage,
@@ -218,22 +222,6 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
         E::General(m) if m == "incompatible signing key" => AlertDescription::HandshakeFailure,
         _ => AlertDescription::InternalError,
     }
-}
-
-/// A plaintext fatal alert record for an error after which rustls queued
-/// no alert itself (it closes silently on a few deframing errors). `None`
-/// when no alert is owed: the peer itself sent a fatal alert.
-pub(crate) fn plaintext_for_error(e: &rustls::Error) -> Option<Vec<u8>> {
-    if matches!(e, rustls::Error::AlertReceived(_)) {
-        return None;
-    }
-    Some(
-        Message {
-            level: FATAL,
-            desc: u8::from(for_error(e)),
-        }
-        .plain_record(),
-    )
 }
 
 #[cfg(test)]

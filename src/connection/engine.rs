@@ -74,6 +74,9 @@ pub(super) struct Buffers {
     pub(super) plain_pos: usize,
     /// A ChangeCipherSpec record was queued (TLS 1.2: encrypted from here).
     pub(super) sent_ccs: bool,
+    /// After a rustls error: the last record it consumed, as it left it
+    /// (decrypted in place), to tell which alert it sent.
+    pub(super) last_consumed: Option<Vec<u8>>,
 }
 
 /// Whether a run of whole records contains a ChangeCipherSpec.
@@ -195,6 +198,9 @@ pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'
             "unexpected connection state (early data is not enabled)".into(),
         )),
     };
+    if let Step::Failed(_) = out {
+        b.last_consumed = wire::record_ending_at(&b.incoming, discard).map(<[u8]>::to_vec);
+    }
     b.incoming.drain(..discard);
     out
 }
@@ -218,32 +224,49 @@ impl Connection {
     }
 
     pub(super) fn step(&mut self, act: &mut Action<'_>) -> Step {
-        // Renegotiation is caught before rustls sees its record. Records
+        // A record rktls answers itself (see rfc_alerts.rs), or a
+        // renegotiation, is caught before rustls sees its record. Records
         // before it are processed first (their data is read first).
-        let held = match self.renegotiation_record() {
-            Some(0) if !self.rustls_has_output() => match self.renegotiation_started() {
+        let refusal = self.screen();
+        let reneg = self.renegotiation_record();
+        let refusing = refusal
+            .as_ref()
+            .is_some_and(|r| reneg.is_none_or(|at| r.at() <= at));
+        let held = match (&refusal, reneg) {
+            (Some(r), _) if refusing => Some(self.b.incoming.split_off(r.at())),
+            (_, Some(0)) if !self.rustls_has_output() => match self.renegotiation_started() {
                 Some(end) => return end,
                 None => None,
             },
             // (At 0: rustls first hands out what it has queued.)
-            Some(at) => Some(self.b.incoming.split_off(at)),
-            None => None,
+            (_, Some(at)) => Some(self.b.incoming.split_off(at)),
+            (_, None) => None,
         };
         let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
+        let out_before = self.b.outgoing.len();
         let s = self.step_rustls(act);
+        self.screen_discarded(in_before - self.b.incoming.len());
         if self.reneg_refused && self.b.plain.len() > plain_before {
             log::info!("the server carried on after the refused renegotiation");
             self.reneg_refused = false;
         }
-        match held {
+        let s = match held {
             Some(rest) => {
                 self.b.incoming.extend_from_slice(&rest);
                 // rustls took records before it: go on to it.
                 match s {
                     Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    // rustls took all it could: answer the record.
+                    Step::Quiet if refusing => refusal
+                        .and_then(|r| self.refuse(r))
+                        .unwrap_or(Step::Progress),
                     s => s,
                 }
             }
+            None => s,
+        };
+        match self.check_renegotiation_info(out_before) {
+            Some(end) => end,
             None => s,
         }
     }
@@ -303,23 +326,15 @@ impl Connection {
                 _ => break,
             }
         }
-        if self.b.outgoing.len() == before && self.plaintext_alert_possible() {
+        if self.b.outgoing.len() == before {
             // rustls closes silently on a few errors (deframing, a TLS 1.2
-            // key that cannot sign). Until records are encrypted a
-            // plaintext alert is still possible, and the peer is owed one.
-            if let Some(wire) = alert::plaintext_for_error(&e) {
-                self.b.outgoing.extend_from_slice(&wire);
-            }
+            // key that cannot sign): the peer is still owed its alert.
+            self.send_owed_alert(&e);
+        } else {
+            self.alert_sent = Some(self.alert_rustls_sent(&e, before));
         }
         if let rustls::Error::AlertReceived(d) = &e {
             self.alert_received = Some(u8::from(*d));
-        }
-        let sent = &self.b.outgoing[before..];
-        if !sent.is_empty() {
-            self.alert_sent = Some(match alert::parse_plain_alert(sent) {
-                Some(m) => m.desc,
-                None => u8::from(alert::for_error(&e)),
-            });
         }
         let mut err = Error::from(e);
         if let Some(d) = self.alert_sent {

@@ -389,8 +389,11 @@ pub extern "C" fn rktls_connection_alert_received(
     })
 }
 
-/// If rktls sent the peer a fatal alert (after a handshake or protocol
-/// error), store its description in `*description` and return true.
+/// If rktls ended the connection with an alert, store its description in
+/// `*description` and return true: the fatal alert it sent after a
+/// handshake or protocol error, exactly as it went on the wire, or
+/// no_renegotiation for a refused renegotiation (sent as a warning, then
+/// close_notify). `description` may be NULL. false for NULL `conn`.
 #[no_mangle]
 pub extern "C" fn rktls_connection_alert_sent(
     conn: *const rktls_connection,

@@ -38,6 +38,7 @@ pub mod ffi;
 mod kernel;
 mod ops;
 mod reneg;
+mod rfc_alerts;
 mod to_kernel;
 mod transport;
 
@@ -105,8 +106,10 @@ pub(crate) struct Connection {
     /// Client: the server's HelloRequest was refused with a warning and
     /// it has sent no application data since (see `renegotiation_ended`).
     reneg_refused: bool,
-    /// Client: answer a HelloRequest with a fatal alert instead.
+    /// Client: end the connection at once on a HelloRequest.
     reneg_fail_fast: bool,
+    /// Records screened before rustls sees them (`rfc_alerts.rs`).
+    screen: rfc_alerts::Screen,
 }
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
@@ -174,6 +177,7 @@ impl Connection {
             started: false,
             reneg_refused: false,
             reneg_fail_fast: false,
+            screen: rfc_alerts::Screen::default(),
         }
     }
 

@@ -13,26 +13,29 @@
 //!   sends more data, the error is `RKTLS_ERR_RENEGOTIATION` with the cause
 //!   and the server-side fix. A server that carries on is followed.
 //! - A client configured to fail fast, and every server, end the connection
-//!   at once with a fatal no_renegotiation alert and
-//!   `RKTLS_ERR_RENEGOTIATION`. rustls can only send that alert as a
-//!   warning, so rktls seals it with the connection's keys (taken from
-//!   rustls, which is then gone). A server does no handshake work for a
-//!   renegotiating client, however many ClientHellos it sends.
+//!   at once with `RKTLS_ERR_RENEGOTIATION`: a no_renegotiation alert as a
+//!   warning (RFC 5246 §7.2.2: it "is always a warning"), then close_notify.
+//!   rktls seals both with the connection's keys (taken from rustls, which
+//!   is then gone). A server does no handshake work for a renegotiating
+//!   client, however many ClientHellos it sends.
 
-use rustls::{ProtocolVersion, SupportedCipherSuite};
+use rustls::ProtocolVersion;
 
 use super::engine::Step;
 use super::{Connection, Tls};
-use crate::alert::{
-    self,
-    rktls_alert_description::{self, *},
-};
-use crate::record::Sealer;
+use crate::alert::{self, rktls_alert_description::*};
 use crate::result::rktls_result::*;
 use crate::result::{
     renegotiation_requested, Error, RENEGOTIATION_ATTEMPTED, RENEGOTIATION_FAIL_FAST,
 };
 use crate::wire;
+
+const NO_RENEGOTIATION: u8 = RKTLS_ALERT_NO_RENEGOTIATION.code();
+/// The refusal: no_renegotiation as a warning, then close_notify.
+const REFUSAL: [[u8; 2]; 2] = [
+    [alert::WARNING, NO_RENEGOTIATION],
+    [alert::WARNING, RKTLS_ALERT_CLOSE_NOTIFY.code()],
+];
 
 impl Connection {
     /// Where the first handshake record starts in the incoming buffer, on
@@ -72,15 +75,15 @@ impl Connection {
             }
             return None;
         }
-        let sent = match self.seal_fatal_alert(RKTLS_ALERT_NO_RENEGOTIATION) {
-            Ok(record) => {
-                let desc = RKTLS_ALERT_NO_RENEGOTIATION.code();
-                self.b.outgoing.extend_from_slice(&record);
-                self.alert_sent = Some(desc);
-                format!(" (sent alert {})", alert::name(desc))
+        let sent = match self.seal_alerts(&REFUSAL) {
+            Ok(records) => {
+                self.b.outgoing.extend_from_slice(&records);
+                self.alert_sent = Some(NO_RENEGOTIATION);
+                self.sent_close_notify = true;
+                " (sent alert no_renegotiation as a warning, then close_notify)".to_string()
             }
             Err(why) => {
-                log::warn!("could not send the fatal no_renegotiation alert: {why}");
+                log::warn!("could not send the no_renegotiation warning: {why}");
                 String::new()
             }
         };
@@ -110,44 +113,15 @@ impl Connection {
         self.error = Some(e.clone());
         Some(e)
     }
-
-    /// Encrypt a fatal alert as the next record we send, with the keys
-    /// rustls hands over. rustls is gone afterwards, whatever happens.
-    /// Only valid at a record boundary with nothing left inside rustls to
-    /// send: the sequence number rustls reports is then the alert's.
-    fn seal_fatal_alert(&mut self, desc: rktls_alert_description) -> Result<Vec<u8>, String> {
-        let suite = match self.common().and_then(|c| c.negotiated_cipher_suite()) {
-            Some(s @ SupportedCipherSuite::Tls12(_)) => s,
-            _ => return Err("not a TLS 1.2 connection".into()),
-        };
-        let secrets = self
-            .take_secrets()
-            .ok_or("the record layer is not in userspace")?;
-        let tx = secrets
-            .map_err(|e| format!("rustls kept its keys: {e}"))?
-            .0
-            .tx;
-        let mut record = Vec::new();
-        Sealer::new(suite, tx)
-            .seal(
-                wire::CT_ALERT,
-                &alert::Message::fatal(desc).payload(),
-                &mut record,
-            )
-            .map_err(|e| e.msg)?;
-        Ok(record)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::ContentType;
-
-    const NO_RENEGOTIATION: u8 = RKTLS_ALERT_NO_RENEGOTIATION.code();
     use crate::kernel_emul::{self, Key};
     use crate::result::rktls_result;
     use crate::testutil::{client_config, server_config, shuttle, Opts};
+    use rustls::ContentType;
 
     /// The TLS 1.2 suites (the test certificate is ECDSA).
     const SUITES: [u16; 3] = crate::testutil::TLS12_SUITES;
@@ -321,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn client_fail_fast_sends_a_fatal_alert_after_earlier_data() {
+    fn client_fail_fast_sends_the_warning_and_close_notify_after_earlier_data() {
         for suite in SUITES {
             let (s, mut c) = pair(suite);
             c.reneg_fail_fast = true;
@@ -338,11 +312,20 @@ mod tests {
             let got = server.open(&take_all(&mut c));
             assert_eq!(
                 got,
-                vec![(23, b"request".to_vec()), (21, vec![2, NO_RENEGOTIATION])]
+                vec![
+                    (23, b"request".to_vec()),
+                    (21, vec![1, NO_RENEGOTIATION]),
+                    (21, vec![1, 0])
+                ]
             );
             let e = read(&mut c).unwrap_err();
             assert_explained(&e, "at once (fail-fast)");
-            assert!(e.msg.contains("(sent alert no_renegotiation)"), "{}", e.msg);
+            assert!(
+                e.msg
+                    .contains("(sent alert no_renegotiation as a warning, then close_notify)"),
+                "{}",
+                e.msg
+            );
             assert_eq!(c.alert_sent, Some(NO_RENEGOTIATION));
             assert_eq!(c.write(b"x").unwrap_err().code, RKTLS_ERR_RENEGOTIATION);
             // What was negotiated is still reported.
@@ -367,7 +350,9 @@ mod tests {
             assert_eq!(read(&mut s).unwrap(), (RKTLS_OK, b"GET /".to_vec()));
             assert_eq!(read(&mut s).unwrap(), (RKTLS_WANT_WRITE, vec![]));
             let got = client.open(&take_all(&mut s));
-            assert_eq!(got, vec![(21, vec![2, NO_RENEGOTIATION])]);
+            // RFC 5246 §7.2.2: no_renegotiation is always a warning; the
+            // connection then ends with close_notify.
+            assert_eq!(got, vec![(21, vec![1, NO_RENEGOTIATION]), (21, vec![1, 0])]);
             let e = read(&mut s).unwrap_err();
             assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION);
             assert!(

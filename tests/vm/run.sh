@@ -171,7 +171,9 @@ kernel_parts() {
 # Download and unpack kernel package $1 into $CACHE/$1 unless already there.
 fetch_kernel() {
     local pkg=$1 dir=$CACHE/$1 deb tmp parts
-    [[ -f $dir/vmlinuz && -f $dir/rootfs/lib/modules/tls.ko ]] && return 0
+    # A cache entry unpacked by an older run.sh (without the network
+    # modules) is unpacked again from its .debs.
+    [[ -f $dir/vmlinuz && -f $dir/rootfs/lib/modules/tls.ko && -f $dir/unpacked.v2 ]] && return 0
     mkdir -p "$dir"
     if ! [[ -f $dir/debs.complete ]]; then
         parts=$(kernel_parts "$pkg" | tr '\n' ' ')
@@ -192,7 +194,8 @@ fetch_kernel() {
     fi
     rm -rf "$dir/rootfs" "$dir/vmlinuz"
     mv "$tmp/rootfs" "$dir/rootfs"
-    mv "$tmp/vmlinuz" "$dir/vmlinuz"     # last: its presence marks a complete cache entry
+    mv "$tmp/vmlinuz" "$dir/vmlinuz"
+    touch "$dir/unpacked.v2"             # last: marks a complete cache entry of this layout
     rm -rf "$tmp"
 }
 
@@ -202,7 +205,7 @@ find_kernel() {
     mkdir -p "$CACHE"; exec 9>"$CACHE/.lock"           # one cache writer at a time
     flock -w 1800 9 || die "cannot lock $CACHE/.lock"
     own_apt_setup
-    [[ -f $marker && -f $CACHE/$(cat "$marker")/vmlinuz ]] && cached=$(cat "$marker")
+    [[ -f $marker && -f $CACHE/$(cat "$marker")/unpacked.v2 ]] && cached=$(cat "$marker")
     # Fresh lists (under a day old) are used as they are; otherwise refresh.
     if [[ ${VM_APT_REFRESH:-0} = 1 || ! -f $APTDIR/updated ]] \
         || [[ -n $(find "$APTDIR/updated" -mmin +1440) ]]; then
