@@ -41,6 +41,9 @@ struct Sock {
     raw: Vec<u8>,
     /// Decrypted bytes of a record the caller's buffer could not hold.
     pending: Option<(u8, Vec<u8>)>,
+    /// The socket error a failed read leaves (`sk_err`): like the real
+    /// kernel, every send fails with it until `SO_ERROR` takes it.
+    sk_err: i32,
 }
 
 pub(crate) struct Emu {
@@ -303,6 +306,21 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> Opti
     .flatten()
 }
 
+/// The pending socket error, if any (sends fail with it).
+pub(crate) fn socket_error(fd: RawFd) -> Option<io::Error> {
+    with(|e| e.socks.get(&fd).map(|s| s.sk_err).filter(|&x| x != 0))
+        .flatten()
+        .map(err)
+}
+
+/// `getsockopt(SO_ERROR)` on an emulated socket: takes the error.
+pub(crate) fn take_socket_error(fd: RawFd) -> Option<i32> {
+    with(|e| e.socks.get_mut(&fd).map(|s| std::mem::take(&mut s.sk_err))).flatten()
+}
+
+/// Largest record the kernel reads (TLS_MAX_PAYLOAD_SIZE plus overhead).
+const MAX_CIPHERTEXT: usize = 16384 + 256;
+
 pub(crate) fn tx_offloaded(fd: RawFd) -> bool {
     with(|e| {
         e.socks
@@ -339,6 +357,9 @@ fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 
 /// Send `data` as records of `typ` on a TX-offloaded fd (blocking).
 pub(crate) fn send(fd: RawFd, typ: u8, data: &[u8]) -> io::Result<usize> {
+    if let Some(e) = socket_error(fd) {
+        return Err(e);
+    }
     let wire = with(|e| {
         let s = e.socks.get_mut(&fd).unwrap();
         let k = s.tx.as_mut().unwrap();
@@ -379,6 +400,12 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             }
             if s.raw.len() >= 5 {
                 let len = 5 + u16::from_be_bytes([s.raw[3], s.raw[4]]) as usize;
+                // Like the kernel's parser: an oversized record fails as
+                // soon as its header is seen, and the error stays.
+                if len - 5 > MAX_CIPHERTEXT {
+                    s.sk_err = libc::EMSGSIZE;
+                    return Some(Err(err(libc::EMSGSIZE)));
+                }
                 if s.raw.len() >= len {
                     let rec: Vec<u8> = s.raw.drain(..len).collect();
                     let rekey = e.rekey;
@@ -386,7 +413,10 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
                     let tls13 = k.tls13();
                     let (t, p) = match k.open(&rec) {
                         Ok(v) => v,
-                        Err(x) => return Some(Err(x)),
+                        Err(x) => {
+                            s.sk_err = x.raw_os_error().unwrap_or(libc::EBADMSG);
+                            return Some(Err(x));
+                        }
                     };
                     if rekey && tls13 && t == 22 && p.first() == Some(&24) {
                         s.rx_expired = true;

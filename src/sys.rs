@@ -69,6 +69,10 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             return Err(e);
         }
         #[cfg(test)]
+        if let Some(e) = crate::kernel_emul::socket_error(fd) {
+            return Err(e);
+        }
+        #[cfg(test)]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, crate::ktls::CT_APPLICATION_DATA, buf);
         }
@@ -128,6 +132,30 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
         )
     };
     check(r as isize).map(|_| ())
+}
+
+/// Take (and clear) the socket's pending error, `getsockopt(SO_ERROR)`.
+/// After the kernel's TLS layer fails to read a record (EBADMSG, EMSGSIZE)
+/// it leaves that error on the socket, and every send fails with it until
+/// it is taken: taking it lets the alert that the failure deserves go out.
+pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
+    #[cfg(test)]
+    if let Some(e) = crate::kernel_emul::take_socket_error(fd) {
+        return Ok(e);
+    }
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writes of their sizes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    check(r as isize).map(|_| v)
 }
 
 /// A control-message buffer aligned for `cmsghdr`, room for one small cmsg.

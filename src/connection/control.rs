@@ -23,7 +23,7 @@ use rustls::kernel::KernelConnection;
 use rustls::server::ServerConnectionData;
 use rustls::{ConnectionTrafficSecrets, SupportedCipherSuite};
 
-use crate::alert;
+use crate::alert::{self, rktls_alert_description as A};
 use crate::ktls;
 use crate::record::{Opener, Sealer};
 use crate::result::rktls_result::{self, *};
@@ -130,6 +130,13 @@ pub(crate) struct Offload {
     fail_fast: bool,
     rx_key_updates: u64,
     tx_key_updates: u64,
+    /// Warning alerts the peer may still send (rustls allows 4).
+    warnings_left: u8,
+    /// KeyUpdates the peer may still send before application data
+    /// (rustls allows 32 without data between them).
+    key_updates_left: u8,
+    /// A HelloRequest was refused with a warning already.
+    reneg_refused_once: bool,
 }
 
 pub(crate) fn fatal(
@@ -152,6 +159,10 @@ pub(crate) fn fatal(
         received: None,
     }
 }
+
+/// The peer limits rustls applies in userspace (its `TemperCounters`).
+const MAX_WARNING_ALERTS: u8 = 4;
+const MAX_KEY_UPDATES_WITHOUT_DATA: u8 = 32;
 
 impl Offload {
     pub(crate) fn new(
@@ -188,6 +199,9 @@ impl Offload {
             fail_fast,
             rx_key_updates: 0,
             tx_key_updates: 0,
+            warnings_left: MAX_WARNING_ALERTS,
+            key_updates_left: MAX_KEY_UPDATES_WITHOUT_DATA,
+            reneg_refused_once: false,
         }
     }
 
@@ -251,6 +265,12 @@ impl Offload {
     #[cfg(test)]
     pub(crate) fn set_fail_fast(&mut self, on: bool) {
         self.fail_fast = on;
+    }
+
+    /// A handshake message is partly received: only its next fragment may
+    /// come (application data may not).
+    pub(crate) fn hs_pending(&self) -> bool {
+        !self.hs.is_empty()
     }
 
     /// Records per key: where refreshing starts, and the hard limit.
@@ -362,6 +382,7 @@ impl Offload {
     /// `Err`: the limit cannot be kept (close with KEY_EXHAUSTED).
     pub(crate) fn count_rx(&mut self, ev: &mut Vec<Event>) -> Result<(), Error> {
         self.rx_records += 1;
+        self.key_updates_left = MAX_KEY_UPDATES_WITHOUT_DATA;
         if self.rx_records >= self.limit {
             return Err(Error::new(
                 RKTLS_ERR_KEY_EXHAUSTED,
@@ -457,6 +478,19 @@ impl Offload {
         // user_canceled is a warning in both versions; in TLS 1.3 every
         // other alert is fatal whatever its level says.
         if desc == 90 || (level == 1 && !self.tls13) {
+            // As in userspace: a bounded number, then the connection ends.
+            if self.warnings_left == 0 {
+                return Err(fatal(
+                    ev,
+                    RKTLS_ERR_PEER_MISBEHAVED,
+                    A::RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+                    format!(
+                        "the peer sent more than {MAX_WARNING_ALERTS} warning alerts \
+                         (the last: {name})"
+                    ),
+                ));
+            }
+            self.warnings_left -= 1;
             log::warn!("peer sent warning alert {name}; ignored");
             return Ok(());
         }
@@ -535,6 +569,20 @@ impl Offload {
                 Ok(())
             }
             HS_KEY_UPDATE if self.tls13 => {
+                // As in userspace: every KeyUpdate costs a key derivation
+                // and a setsockopt; a bounded number between data records.
+                if self.key_updates_left == 0 {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_PEER_MISBEHAVED,
+                        A::RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+                        format!(
+                            "the peer sent more than {MAX_KEY_UPDATES_WITHOUT_DATA} KeyUpdates \
+                             without application data between them"
+                        ),
+                    ));
+                }
+                self.key_updates_left -= 1;
                 let req = match body {
                     [0] => false,
                     [1] => true,
@@ -597,7 +645,9 @@ impl Offload {
                 if !body.is_empty() {
                     return Err(fatal(ev, RKTLS_ERR_DECODE, 50, "HelloRequest with a body"));
                 }
-                if self.fail_fast {
+                // rustls refuses one request with a warning; a second ends
+                // the connection.
+                if self.fail_fast || self.reneg_refused_once {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_RENEGOTIATION,
@@ -613,6 +663,7 @@ impl Offload {
                 );
                 ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 100]));
                 ev.push(Event::RenegotiationRequested);
+                self.reneg_refused_once = true;
                 Ok(())
             }
             HS_CLIENT_HELLO if !client && !self.tls13 => {
@@ -1073,10 +1124,20 @@ mod tests {
     /// The server (offloaded, both directions) receives what the client,
     /// also offloaded, sends as raw control records after `hello`.
     fn server_gets(suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
+        server_on(
+            kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0),
+            suite,
+            records,
+        )
+    }
+
+    /// As `server_gets`, with the server set up as `srv` (`USER`: rustls'
+    /// own record layer, the reference for limits and alerts).
+    fn server_on(srv: Side, suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
         let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
         run(
             &opts(suite),
-            both,
+            srv,
             both,
             (None, None),
             |s| {
@@ -1093,7 +1154,10 @@ mod tests {
             move |c| {
                 write_all(c, b"hello").unwrap();
                 for (t, p) in records {
-                    crate::ktls::send_record(c.raw_fd(), *t, p).unwrap();
+                    // The server may end the connection before the last.
+                    if crate::ktls::send_record(c.raw_fd(), *t, p).is_err() {
+                        break;
+                    }
                 }
                 // What the server answered (alerts), as raw records.
                 let mut out = Vec::new();
@@ -1357,5 +1421,281 @@ mod tests {
             vec![Event::PeerClosed, Event::SendControl(21, vec![1, 0])]
         );
         assert_eq!(events[3], vec![Event::Closed]);
+    }
+
+    #[test]
+    fn warning_alerts_are_limited_as_in_userspace() {
+        // rustls (userspace) ends the connection at the fifth warning
+        // alert: TLS 1.2 warnings and TLS 1.3 user_canceled alike.
+        // Five warnings then close_notify, and four then close_notify.
+        const W: (u8, &[u8]) = (21, &[1, 100]);
+        const U: (u8, &[u8]) = (21, &[1, 90]);
+        const CN: (u8, &[u8]) = (21, &[1, 0]);
+        static W12: Records = &[W, W, W, W, W, CN];
+        static W13: Records = &[U, U, U, U, U, CN];
+        static OK12: Records = &[W, W, W, W, CN];
+        static OK13: Records = &[U, U, U, U, CN];
+        for (suite, recs, ok) in [(0xc02b, W12, OK12), (0x1301, W13, OK13)] {
+            let ((end, got, _, sent), answer) = server_gets(suite, recs);
+            assert_eq!(end, Err(RKTLS_ERR_PEER_MISBEHAVED), "suite {suite:04x}");
+            assert_eq!(&got[..], b"hello");
+            assert_eq!(sent, Some(10));
+            assert_eq!(answer, vec![21, 2, 10], "unexpected_message on the wire");
+            // Same code in userspace.
+            let ((end, ..), _) = server_on(USER, suite, recs);
+            assert_eq!(end, Err(RKTLS_ERR_PEER_MISBEHAVED), "userspace {suite:04x}");
+            // Four are accepted.
+            let ((end, ..), answer) = server_gets(suite, ok);
+            assert_eq!(end, Ok(RKTLS_CLOSED), "suite {suite:04x}");
+            assert_eq!(answer, vec![21, 1, 0], "only our close_notify");
+        }
+    }
+
+    #[test]
+    fn warning_alerts_are_limited_in_the_event_style() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (results, ()) = run(
+            &opts(0xc02c),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                (0..5)
+                    .map(|_| {
+                        let (r, ev) = s.process_record(21, &[1, 100]);
+                        (r.map_err(|e| e.code), ev)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |_| {},
+        );
+        for r in &results[..4] {
+            assert_eq!(r, &(Ok(RKTLS_OK), vec![]));
+        }
+        assert_eq!(
+            results[4],
+            (
+                Err(RKTLS_ERR_PEER_MISBEHAVED),
+                vec![Event::SendControl(21, vec![2, 10]), Event::Closed]
+            )
+        );
+    }
+
+    /// The client (offloaded, rekey kernel) sends `n` KeyUpdates, with
+    /// `data` between each; returns how the server's reads ended, the
+    /// server's setsockopt count, and what the client read.
+    fn key_updates(
+        n: usize,
+        data: bool,
+        event_style: bool,
+    ) -> (
+        (Result<rktls_result, rktls_result>, usize, usize),
+        (Result<rktls_result, rktls_result>, Option<u8>),
+    ) {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        run(
+            &opts(0x1301),
+            both,
+            both,
+            (None, None),
+            move |s| {
+                let mut got = 0;
+                let mut b = [0u8; 20000];
+                let end = loop {
+                    if event_style {
+                        let (t, n) = match crate::ktls::recv_record(s.raw_fd(), &mut b) {
+                            Ok(v) => v,
+                            Err(e) => panic!("{e}"),
+                        };
+                        let (r, ev) = s.process_record(t, &b[..n]);
+                        let mut closed = false;
+                        for e in ev {
+                            match e {
+                                Event::AppData(d) => got += d.len(),
+                                Event::PeerClosed => closed = true,
+                                Event::SendControl(t, p) => {
+                                    crate::ktls::send_record(s.raw_fd(), t, &p).unwrap();
+                                }
+                                _ => {}
+                            }
+                        }
+                        match r {
+                            Ok(_) => s.control_sent().unwrap(),
+                            Err(e) => break Err(e.code),
+                        };
+                        if closed {
+                            break Ok(RKTLS_CLOSED);
+                        }
+                        continue;
+                    }
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got += n,
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                let emu = kernel_emul::remove().unwrap();
+                let fd = s.raw_fd();
+                let sets = emu.log.iter().filter(|(f, ..)| *f == fd).count();
+                (end, got, sets)
+            },
+            move |c| {
+                for _ in 0..n {
+                    if data {
+                        write_all(c, b"x").unwrap();
+                    }
+                    assert_eq!(c.refresh_keys(false).unwrap(), RKTLS_OK);
+                }
+                write_all(c, b"end").unwrap();
+                let _ = c.shutdown();
+                let mut b = [0u8; 64];
+                let r = loop {
+                    match c.read(&mut b) {
+                        Ok((RKTLS_OK, _)) => {}
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                (r, c.alert_received())
+            },
+        )
+    }
+
+    #[test]
+    fn key_updates_without_data_are_limited_as_in_userspace() {
+        for event_style in [false, true] {
+            // 32 in a row are fine, the 33rd ends the connection: one
+            // setsockopt each (plus the two of the offload), no more.
+            let ((end, got, sets), (cli, alert)) = key_updates(33, false, event_style);
+            assert_eq!(
+                end,
+                Err(RKTLS_ERR_PEER_MISBEHAVED),
+                "event style {event_style}"
+            );
+            assert_eq!(got, 0);
+            assert_eq!(sets, 2 + 32, "setsockopt calls");
+            assert_eq!((cli, alert), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(10)));
+            // Data between them resets the count.
+            let ((end, got, sets), _) = key_updates(40, true, event_style);
+            assert_eq!(got, 40 + 3, "event style {event_style}");
+            assert_eq!(end, Ok(RKTLS_CLOSED), "event style {event_style}");
+            assert_eq!(sets, 2 + 40);
+        }
+    }
+
+    #[test]
+    fn a_second_hello_request_ends_the_connection() {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (answers, r) = run(
+            &opts(0xc02b),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let mut answers = Vec::new();
+                let mut b = [0u8; 64];
+                for _ in 0..3 {
+                    write_all(s, b"data").unwrap();
+                    crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
+                }
+                // SAFETY: the fd is open; no more bytes from this side.
+                unsafe { libc::shutdown(s.raw_fd(), libc::SHUT_WR) };
+                while let Ok((t, n)) = crate::ktls::recv_record(s.raw_fd(), &mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    answers.push((t, b[..n].to_vec()));
+                }
+                answers
+            },
+            |c| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 64];
+                loop {
+                    match c.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        other => return (other.map(|r| r.0).map_err(|e| e.code), got),
+                    }
+                }
+            },
+        );
+        assert_eq!(r, (Err(RKTLS_ERR_RENEGOTIATION), b"datadata".to_vec()));
+        assert_eq!(
+            answers,
+            vec![(21, vec![1, 100]), (21, vec![2, 100])],
+            "a warning, then a fatal no_renegotiation"
+        );
+    }
+
+    /// The server (offloaded as `dirs`) reads "hello" and then the raw
+    /// bytes `wire` a userspace client writes on its socket; returns the
+    /// server's end and the client's (its read result and alert received).
+    fn server_reads_raw(
+        suite: u16,
+        dirs: u32,
+        wire: Vec<u8>,
+    ) -> (
+        Result<rktls_result, rktls_result>,
+        (Result<rktls_result, rktls_result>, Option<u8>),
+    ) {
+        run(
+            &opts(suite),
+            kernel(false, dirs, 0),
+            USER,
+            (None, None),
+            |s| {
+                assert_eq!(read_n(s, 5).unwrap(), b"hello");
+                let mut b = [0u8; 100];
+                s.read(&mut b).map(|r| r.0).map_err(|e| e.code)
+            },
+            move |c| {
+                write_all(c, b"hello").unwrap();
+                // SAFETY: writing bytes to the connection's own socket.
+                let n = unsafe { libc::write(c.raw_fd(), wire.as_ptr().cast(), wire.len()) };
+                assert_eq!(n, wire.len() as isize);
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
+            },
+        )
+    }
+
+    #[test]
+    fn kernel_read_failures_send_their_alert() {
+        // A record that fails to decrypt: bad_record_mac, although the
+        // kernel refuses to send after the failure until SO_ERROR is taken.
+        let mut junk = vec![23, 3, 3, 0, 40];
+        junk.extend_from_slice(&[0x5a; 40]);
+        // A record over 2^14 + 256 bytes: record_overflow.
+        let mut big = vec![23, 3, 3, 0x48, 0x01];
+        big.resize(5 + 0x4801, 0);
+        for suite in [0x1301, 0xc02b] {
+            for dirs in [RKTLS_KTLS_TX | RKTLS_KTLS_RX, RKTLS_KTLS_RX] {
+                let (end, cli) = server_reads_raw(suite, dirs, junk.clone());
+                assert_eq!(end, Err(RKTLS_ERR_DECRYPT), "{suite:04x} dirs {dirs}");
+                assert_eq!(
+                    cli,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(20)),
+                    "{suite:04x} dirs {dirs}"
+                );
+                let (end, cli) = server_reads_raw(suite, dirs, big.clone());
+                assert_eq!(end, Err(RKTLS_ERR_PROTOCOL), "{suite:04x} dirs {dirs}");
+                assert_eq!(
+                    cli,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(22)),
+                    "{suite:04x} dirs {dirs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn data_inside_a_fragmented_handshake_message_is_refused() {
+        static SPLIT: Records = &[(22, &[24, 0]), (23, b"inside"), (22, &[0, 1, 0])];
+        for dirs in [RKTLS_KTLS_TX | RKTLS_KTLS_RX, RKTLS_KTLS_TX] {
+            let ((end, got, _, sent), answer) = server_on(kernel(false, dirs, 0), 0x1301, SPLIT);
+            assert_eq!(end, Err(RKTLS_ERR_UNEXPECTED_MESSAGE), "dirs {dirs}");
+            assert_eq!(&got[..], b"hello", "nothing from inside the message");
+            assert_eq!(sent, Some(10));
+            assert_eq!(answer, vec![21, 2, 10], "unexpected_message on the wire");
+        }
     }
 }

@@ -5,7 +5,7 @@
 use super::control::{self, Event, Offload};
 use super::transport::Fill;
 use super::{Connection, Tls, MAX_RECORD, MAX_WRITE};
-use crate::alert;
+use crate::alert::{self, rktls_alert_description as A};
 use crate::ktls;
 use crate::record;
 use crate::result::rktls_result::{self, *};
@@ -26,6 +26,14 @@ pub(super) enum Rec {
     /// the alert it deserves, and why.
     Bad(rktls_result, Option<u8>, &'static str),
 }
+
+/// Application data between fragments of a handshake message (RFC 8446
+/// section 5.1 forbids it): none of it is delivered.
+const INTERLEAVED: Rec = Rec::Bad(
+    RKTLS_ERR_UNEXPECTED_MESSAGE,
+    Some(A::RKTLS_ALERT_UNEXPECTED_MESSAGE as u8),
+    "application data inside a fragmented handshake message",
+);
 
 /// The error for offload state used outside the kernel mode (a bug).
 fn not_offloaded() -> Error {
@@ -207,6 +215,18 @@ impl Connection {
         }
     }
 
+    /// After a failed read the kernel's TLS layer leaves its error on the
+    /// socket and refuses every send until it is taken (Linux 6.12 and
+    /// 6.18 alike): take it, so the alert the failure deserves can leave.
+    fn take_kernel_read_error(&mut self) {
+        match sys::take_socket_error(self.fd) {
+            Ok(e) => {
+                log::debug!("kernel TLS read failed; socket error {e} taken to send the alert")
+            }
+            Err(e) => log::debug!("getsockopt(SO_ERROR) after a failed kernel TLS read: {e}"),
+        }
+    }
+
     /// The next record on an offloaded connection: application data lands
     /// in `buf` (when it can take a whole record) or in the plaintext queue.
     pub(super) fn next_record(&mut self, buf: &mut [u8]) -> Result<Rec, Error> {
@@ -225,11 +245,20 @@ impl Connection {
                 Ok(v) => v,
                 Err(e) if sys::would_block(&e) => return Ok(Rec::WouldBlock),
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
+                    self.take_kernel_read_error();
                     return Ok(Rec::Bad(
                         RKTLS_ERR_DECRYPT,
-                        Some(20),
+                        Some(A::RKTLS_ALERT_BAD_RECORD_MAC as u8),
                         "a record failed to decrypt in the kernel",
-                    ))
+                    ));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    self.take_kernel_read_error();
+                    return Ok(Rec::Bad(
+                        RKTLS_ERR_PROTOCOL,
+                        Some(A::RKTLS_ALERT_RECORD_OVERFLOW as u8),
+                        "record longer than TLS allows (the kernel refused it: EMSGSIZE)",
+                    ));
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPROTO) => {
                     return Ok(Rec::Bad(
@@ -243,6 +272,9 @@ impl Connection {
             if typ == ktls::CT_APPLICATION_DATA {
                 if n == 0 {
                     return Ok(Rec::Eof);
+                }
+                if self.offload()?.hs_pending() {
+                    return Ok(INTERLEAVED);
                 }
                 if direct {
                     return Ok(Rec::Data(n));
@@ -265,7 +297,9 @@ impl Connection {
                     Tls::Kernel(o) => o.open(&mut self.b.incoming[..len]),
                     _ => return Err(not_offloaded()),
                 };
+                let hs_pending = self.offload()?.hs_pending();
                 let out = match opened {
+                    Ok((typ, _)) if typ == ktls::CT_APPLICATION_DATA && hs_pending => INTERLEAVED,
                     Ok((typ, range)) => {
                         let p = &self.b.incoming[range];
                         if typ == ktls::CT_APPLICATION_DATA {
