@@ -117,6 +117,11 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
     if let Some(e) = injected(fault::Op::SetSockOpt) {
         return Err(e);
     }
+    if level == libc::SOL_TLS && name == libc::TLS_RX {
+        if let Some(e) = injected(fault::Op::TlsRx(fd)) {
+            return Err(e);
+        }
+    }
     #[cfg(test)]
     if let Some(r) = crate::kernel_emul::setsockopt(fd, level, name, value) {
         return r;
@@ -316,6 +321,8 @@ pub(crate) mod fault {
         RecvMsg,
         SendMsg,
         SendFile,
+        /// `setsockopt(SOL_TLS, TLS_RX)` on this fd only.
+        TlsRx(std::os::fd::RawFd),
     }
 
     thread_local! {

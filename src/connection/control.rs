@@ -1698,4 +1698,45 @@ mod tests {
             assert_eq!(answer, vec![21, 2, 10], "unexpected_message on the wire");
         }
     }
+
+    #[test]
+    fn kernel_refusing_rx_after_tx_ends_with_an_alert() {
+        for (mode, dirs) in [
+            (RKTLS_KTLS_PREFER, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (RKTLS_KTLS_REQUIRE, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (RKTLS_KTLS_PREFER, RKTLS_KTLS_RX),
+        ] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let scfg = server_config(&opts(0x1301));
+            let server = std::thread::spawn(move || {
+                kernel_emul::install(true);
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                s.set_ktls_mode(mode, Options { dirs, key_limit: 0 });
+                crate::sys::fault::inject(
+                    crate::sys::fault::Op::TlsRx(a.as_raw_fd()),
+                    libc::ENOMEM,
+                );
+                let r = s.handshake().map_err(|e| (e.code, e.msg));
+                kernel_emul::remove();
+                r
+            });
+            let mut c = Connection::client(client_config(&opts(0x1301)), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            let mut buf = [0u8; 16];
+            let r = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
+            let (code, msg) = server.join().unwrap().unwrap_err();
+            assert_eq!(code, RKTLS_ERR_KTLS_UNAVAILABLE, "{msg}");
+            assert!(
+                msg.contains("TLS_RX") && msg.contains("sent alert internal_error"),
+                "{msg}"
+            );
+            assert_eq!(
+                (r, c.alert_received()),
+                (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                "the peer receives internal_error, not a truncated stream ({mode:?})"
+            );
+        }
+    }
 }

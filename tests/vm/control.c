@@ -180,6 +180,16 @@ static int recv_record(int fd, void *buf, size_t cap, size_t *len)
     return 23;
 }
 
+/* The connection's error message (static buffer, for diagnostics). */
+static const char *errmsg(const rktls_connection *c)
+{
+    static char m[512];
+    size_t l = 0;
+    m[0] = 0;
+    rktls_connection_error_message(c, m, sizeof m, &l);
+    return m;
+}
+
 static int kernel_can_rekey(void)
 {
     struct utsname u;
@@ -382,6 +392,99 @@ static void event_style(void)
     done(&p);
 }
 
+/* The client (userspace rktls) writes the raw bytes `wire` on its socket
+ * after "hello": the offloaded server's kernel fails to read it (`code`),
+ * and the client must receive the fatal alert `alert` (read through the
+ * client's own record layer: the bytes that arrived). */
+static void kernel_read_failure(uint16_t version, uint32_t dirs, const uint8_t *wire, size_t len,
+                                rktls_result code, uint8_t alert, const char *what)
+{
+    struct opts o = {.version = version, .server_dirs = dirs};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && write(p.cfd, wire, len) == (ssize_t)len;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, 1, &n);
+    rktls_result cr = read_upto(p.c, got, 1, &n);
+    uint8_t crecv = 0;
+    rktls_connection_alert_received(p.c, &crecv);
+    ok = ok && r == code && cr == RKTLS_ERR_ALERT_RECEIVED && crecv == alert;
+    if (!ok)
+        printf("  server %s, client %s, client received alert %u (%s)\n", rktls_result_str(r),
+               rktls_result_str(cr), crecv, errmsg(p.c));
+    check(ok, what);
+    done(&p);
+}
+
+static void kernel_read_failures(void)
+{
+    static uint8_t junk[5 + 40], big[5 + 0x4801];
+    memcpy(junk, "\x17\x03\x03\x00\x28", 5);
+    memset(junk + 5, 0x5a, 40);
+    memcpy(big, "\x17\x03\x03\x48\x01", 5);
+    static const struct {
+        uint16_t v;
+        uint32_t dirs;
+        const char *name;
+    } cases[] = {{0x0304, 0, "TLS 1.3"},
+                 {0x0303, 0, "TLS 1.2"},
+                 {0x0304, RKTLS_KTLS_RX, "TLS 1.3 RX only"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char what[200];
+        snprintf(what, sizeof what,
+                 "%s: a record that fails to decrypt in the kernel (EBADMSG) -> the peer "
+                 "receives bad_record_mac",
+                 cases[i].name);
+        kernel_read_failure(cases[i].v, cases[i].dirs, junk, sizeof junk, RKTLS_ERR_DECRYPT, 20,
+                            what);
+        snprintf(what, sizeof what,
+                 "%s: a record over 2^14+256 bytes (EMSGSIZE) -> the peer receives "
+                 "record_overflow",
+                 cases[i].name);
+        kernel_read_failure(cases[i].v, cases[i].dirs, big, sizeof big, RKTLS_ERR_PROTOCOL, 22,
+                            what);
+    }
+}
+
+/* Application data between two fragments of a KeyUpdate: unexpected_message,
+ * nothing from inside the message delivered. On a rekey kernel the first
+ * fragment pauses RX (EKEYEXPIRED) and rktls re-installs the current key. */
+static void interleaved(void)
+{
+    const char *what = "data between two fragments of a KeyUpdate -> unexpected_message on the "
+                       "wire, nothing from inside delivered";
+    struct opts o = {.version = 0x0304, .client_offloaded = 1};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    static const uint8_t f1[] = {24, 0}, f2[] = {0, 1, 0};
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && send_record(p.cfd, 22, f1, 2) == 0 &&
+             send_record(p.cfd, 23, "inside", 6) == 0 && send_record(p.cfd, 22, f2, 3) == 0;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, sizeof got, &n);
+    ok = ok && r == RKTLS_ERR_UNEXPECTED_MESSAGE && n == 0;
+    uint8_t buf[20000];
+    size_t m = 0;
+    int t;
+    while ((t = recv_record(p.cfd, buf, sizeof buf, &m)) == 22)
+        ; /* session tickets */
+    ok = ok && t == 21 && m == 2 && buf[0] == 2 && buf[1] == 10;
+    if (!ok)
+        printf("  server %s after %zu bytes (%s); client record type %d\n", rktls_result_str(r), n,
+               errmsg(p.s), t);
+    check(ok, what);
+    done(&p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -412,6 +515,8 @@ int main(int argc, char **argv)
     raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
                "unknown record type -> unexpected_message");
     event_style();
+    kernel_read_failures();
+    interleaved();
     printf("control: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
