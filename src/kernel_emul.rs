@@ -38,6 +38,8 @@ struct Sock {
     tx: Option<Key>,
     rx: Option<Key>,
     rx_expired: bool,
+    /// The crypto-info bytes last installed per direction (TX, RX).
+    info: [Vec<u8>; 2],
     raw: Vec<u8>,
     /// Decrypted bytes of a record the caller's buffer could not hold.
     pending: Option<(u8, Vec<u8>)>,
@@ -297,11 +299,45 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> Opti
             }
         }
         *slot = Some(key);
+        s.info[(name == libc::TLS_RX) as usize] = value.to_vec();
         if name == libc::TLS_RX {
             s.rx_expired = false;
         }
         emu.log.push((fd, name, value.to_vec()));
         Some(Ok(()))
+    })
+    .flatten()
+}
+
+/// `getsockopt(SOL_TLS, TLS_TX or TLS_RX)`: the keys installed, with the
+/// current sequence number, as the kernel reports them; `None` for
+/// anything else (the real call is made).
+pub(crate) fn getsockopt(
+    fd: RawFd,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    if level != libc::SOL_TLS {
+        return None;
+    }
+    with(|e| {
+        let s = e.socks.get(&fd)?;
+        let (key, info) = match name {
+            libc::TLS_TX => (s.tx.as_ref(), &s.info[0]),
+            libc::TLS_RX => (s.rx.as_ref(), &s.info[1]),
+            _ => return Some(Err(err(libc::ENOPROTOOPT))),
+        };
+        let Some(key) = key else {
+            return Some(Err(err(libc::EBUSY)));
+        };
+        if buf.len() != info.len() {
+            return Some(Err(err(libc::EINVAL)));
+        }
+        buf.copy_from_slice(info);
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&key.seq.to_be_bytes());
+        Some(Ok(n))
     })
     .flatten()
 }

@@ -163,6 +163,18 @@ pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
     check(r as isize).map(|_| v)
 }
 
+/// `getsockopt(2)` into `buf`; returns the length the kernel wrote.
+pub(crate) fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(test)]
+    if let Some(r) = crate::kernel_emul::getsockopt(fd, level, name, buf) {
+        return r;
+    }
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is valid for writes of len bytes.
+    let r = unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) };
+    check(r as isize).map(|_| len as usize)
+}
+
 /// A control-message buffer aligned for `cmsghdr`, room for one small cmsg.
 #[repr(C, align(8))]
 struct CmsgBuf([u8; 64]);

@@ -267,6 +267,29 @@ impl Offload {
         self.fail_fast = on;
     }
 
+    /// A kernel with rekey pauses RX (EKEYEXPIRED until keys are set) as
+    /// soon as it delivers a TLS 1.3 handshake record whose first byte is
+    /// the KeyUpdate type, whole message or not. When that record installed
+    /// no new key (the first fragment of a split KeyUpdate, or a fragment
+    /// of another message that starts with that byte), the next record is
+    /// under the current key: give the kernel its current key back.
+    fn resume_paused_rx(&mut self, fd: RawFd, ev: &mut Vec<Event>) -> Result<(), Fail> {
+        if !(self.tls13 && self.rx_in_kernel() && self.kernel_rekey) {
+            return Ok(());
+        }
+        if let Err(e) = ktls::reinstall_rx(fd, self.suite) {
+            log::warn!("{}", e.msg);
+            return Err(fatal(
+                ev,
+                e.code,
+                A::RKTLS_ALERT_INTERNAL_ERROR as u8,
+                e.msg,
+            ));
+        }
+        log::debug!("kernel paused RX inside a handshake message; current RX key re-installed");
+        Ok(())
+    }
+
     /// A handshake message is partly received: only its next fragment may
     /// come (application data may not).
     pub(crate) fn hs_pending(&self) -> bool {
@@ -440,7 +463,14 @@ impl Offload {
                 Ok(())
             }
             ktls::CT_ALERT => self.on_alert(payload, sent_close_notify, ev),
-            ktls::CT_HANDSHAKE => self.on_handshake(fd, payload, ev),
+            ktls::CT_HANDSHAKE => {
+                let rx_updates = self.rx_key_updates;
+                self.on_handshake(fd, payload, ev)?;
+                if payload.first() == Some(&HS_KEY_UPDATE) && self.rx_key_updates == rx_updates {
+                    self.resume_paused_rx(fd, ev)?;
+                }
+                Ok(())
+            }
             t => Err(fatal(
                 ev,
                 RKTLS_ERR_UNEXPECTED_MESSAGE,
@@ -1690,8 +1720,13 @@ mod tests {
     #[test]
     fn data_inside_a_fragmented_handshake_message_is_refused() {
         static SPLIT: Records = &[(22, &[24, 0]), (23, b"inside"), (22, &[0, 1, 0])];
-        for dirs in [RKTLS_KTLS_TX | RKTLS_KTLS_RX, RKTLS_KTLS_TX] {
-            let ((end, got, _, sent), answer) = server_on(kernel(false, dirs, 0), 0x1301, SPLIT);
+        // On a rekey kernel the first fragment pauses RX (EKEYEXPIRED).
+        for (rekey, dirs) in [
+            (false, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (true, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (false, RKTLS_KTLS_TX),
+        ] {
+            let ((end, got, _, sent), answer) = server_on(kernel(rekey, dirs, 0), 0x1301, SPLIT);
             assert_eq!(end, Err(RKTLS_ERR_UNEXPECTED_MESSAGE), "dirs {dirs}");
             assert_eq!(&got[..], b"hello", "nothing from inside the message");
             assert_eq!(sent, Some(10));
@@ -1737,6 +1772,68 @@ mod tests {
                 (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
                 "the peer receives internal_error, not a truncated stream ({mode:?})"
             );
+        }
+    }
+
+    #[test]
+    fn key_update_split_across_records_on_a_rekey_kernel() {
+        // The client sends its KeyUpdate in two records (RFC 8446 allows
+        // fragmenting handshake messages), then data under its new key.
+        // The kernel pauses RX at the first fragment; rktls gives it the
+        // current key back, then the new one once the message is whole.
+        for event_style in [false, true] {
+            let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let ((got, rx_updates, sets), ()) = run(
+                &opts(0x1302),
+                both,
+                both,
+                (None, None),
+                move |s| {
+                    let got = if event_style {
+                        let mut got = Vec::new();
+                        let mut b = [0u8; 20000];
+                        while got.len() < 10 {
+                            let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                            let (r, ev) = s.process_record(t, &b[..n]);
+                            assert_eq!(r.map_err(|e| e.msg), Ok(RKTLS_OK));
+                            for e in ev {
+                                if let Event::AppData(d) = e {
+                                    got.extend_from_slice(&d);
+                                }
+                            }
+                        }
+                        got
+                    } else {
+                        read_n(s, 10).unwrap()
+                    };
+                    write_all(s, b"k").unwrap();
+                    let usage = s.key_usage().unwrap();
+                    let emu = kernel_emul::remove().unwrap();
+                    let fd = s.raw_fd();
+                    let sets = emu
+                        .log
+                        .iter()
+                        .filter(|(f, d, _)| *f == fd && *d == libc::TLS_RX)
+                        .count();
+                    (got, usage.3, sets)
+                },
+                |c| {
+                    write_all(c, b"befor").unwrap();
+                    let fd = c.raw_fd();
+                    let o = c.offload().unwrap();
+                    let mut ev = Vec::new();
+                    o.begin_tx_update(false, &mut ev).unwrap();
+                    assert_eq!(ev[0], Event::SendControl(22, vec![24, 0, 0, 1, 0]));
+                    crate::ktls::send_record(fd, 22, &[24, 0]).unwrap();
+                    crate::ktls::send_record(fd, 22, &[0, 1, 0]).unwrap();
+                    o.commit_tx(fd).unwrap();
+                    write_all(c, b"after").unwrap();
+                    assert_eq!(read_n(c, 1).unwrap(), b"k");
+                },
+            );
+            assert_eq!(got, b"beforafter", "event style {event_style}");
+            assert_eq!(rx_updates, 1);
+            assert_eq!(sets, 3, "install, the current key again, the new key");
         }
     }
 }
