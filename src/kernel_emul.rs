@@ -460,12 +460,43 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
                     if t != 23 && p.len() > buf.len() {
                         return Some(Err(err(libc::EMSGSIZE)));
                     }
-                    let n = p.len().min(buf.len());
+                    let mut n = p.len().min(buf.len());
                     buf[..n].copy_from_slice(&p[..n]);
                     if n < p.len() {
                         s.pending = Some((t, p[n..].to_vec()));
                     }
-                    e.records.entry(fd).or_default().1 += 1;
+                    let mut records = 1;
+                    // Like the kernel, one read returns several data records
+                    // when they are already here and the buffer has room. A
+                    // record of another type is held for the next read.
+                    while t == 23 && s.pending.is_none() && n < buf.len() {
+                        let Some(len) = crate::record::whole_record(&s.raw) else {
+                            break;
+                        };
+                        if len - 5 > MAX_CIPHERTEXT {
+                            break;
+                        }
+                        let k = s.rx.as_mut().unwrap();
+                        let Ok((t2, p2)) = k.open(&s.raw[..len]) else {
+                            break; // the error comes with the next read
+                        };
+                        s.raw.drain(..len);
+                        records += 1;
+                        if rekey && tls13 && t2 == 22 && p2.first() == Some(&24) {
+                            s.rx_expired = true;
+                        }
+                        if t2 != 23 {
+                            s.pending = Some((t2, p2));
+                            break;
+                        }
+                        let m = p2.len().min(buf.len() - n);
+                        buf[n..n + m].copy_from_slice(&p2[..m]);
+                        if m < p2.len() {
+                            s.pending = Some((t2, p2[m..].to_vec()));
+                        }
+                        n += m;
+                    }
+                    e.records.entry(fd).or_default().1 += records;
                     return Some(Ok((t, n)));
                 }
             }

@@ -172,16 +172,21 @@ pub(crate) fn current_info(
     Ok(info)
 }
 
-/// The kernel's next record sequence number for one direction: the last
-/// 8 bytes of its crypto info (`rec_seq`, big-endian).
+/// The record sequence number in crypto-info bytes: their last 8 bytes
+/// (`rec_seq`, big-endian, in every cipher's struct).
+pub(crate) fn info_seq(info: &[u8]) -> u64 {
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&info[info.len() - 8..]);
+    u64::from_be_bytes(seq)
+}
+
+/// The kernel's next record sequence number for one direction.
 pub(crate) fn current_seq(
     fd: RawFd,
     dir: libc::c_int,
     suite: SupportedCipherSuite,
 ) -> io::Result<u64> {
-    let info = current_info(fd, dir, suite)?;
-    let tail: [u8; 8] = info[info.len() - 8..].try_into().expect("8 bytes");
-    Ok(u64::from_be_bytes(tail))
+    current_info(fd, dir, suite).map(|info| info_seq(&info))
 }
 
 /// Give the kernel back the RX keys it holds, at its own sequence number:

@@ -137,6 +137,10 @@ pub(crate) struct Offload {
     key_updates_left: u8,
     /// A HelloRequest was refused with a warning already.
     reneg_refused_once: bool,
+    /// The kernel's RX sequence number when the current key was installed.
+    rx_seq_base: u64,
+    /// The kernel did not report its RX sequence number.
+    rx_seq_unknown: bool,
 }
 
 pub(crate) fn fatal(
@@ -202,6 +206,8 @@ impl Offload {
             warnings_left: MAX_WARNING_ALERTS,
             key_updates_left: MAX_KEY_UPDATES_WITHOUT_DATA,
             reneg_refused_once: false,
+            rx_seq_base: 0,
+            rx_seq_unknown: false,
         }
     }
 
@@ -373,6 +379,7 @@ impl Offload {
                 format!("rustls could not derive new RX keys: {e}"),
             )
         })?;
+        self.rx_seq_base = secrets.0;
         match &mut self.rx {
             Rx::Kernel => ktls::rekey(fd, libc::TLS_RX, self.suite, secrets)?,
             Rx::User(o) => *o = Opener::new(self.suite, secrets),
@@ -382,6 +389,30 @@ impl Offload {
         self.rx_key_updates += 1;
         log::debug!("RX traffic keys updated");
         Ok(())
+    }
+
+    /// Records the kernel has decrypted with the current RX key, when RX
+    /// is in the kernel and the kernel reports its sequence number.
+    fn kernel_rx_records(&mut self, fd: RawFd) -> Option<u64> {
+        if !self.rx_in_kernel() || self.rx_seq_unknown {
+            return None;
+        }
+        match ktls::current_seq(fd, libc::TLS_RX, self.suite) {
+            Ok(seq) => Some(seq.saturating_sub(self.rx_seq_base)),
+            Err(e) => {
+                log::warn!(
+                    "getsockopt(SOL_TLS, TLS_RX) failed ({e}): received records are counted \
+                     from their bytes, which undercounts small records the kernel merges"
+                );
+                self.rx_seq_unknown = true;
+                None
+            }
+        }
+    }
+
+    /// The kernel's RX sequence number when it got its first key.
+    pub(crate) fn set_rx_seq_base(&mut self, seq: u64) {
+        self.rx_seq_base = seq;
     }
 
     /// How many of `want` bytes may be sent now without passing the key
@@ -401,10 +432,25 @@ impl Offload {
         self.tx_records = self.tx_records.saturating_add(bytes as u64 / 16384 + 1);
     }
 
-    /// Count one received record; ask for new keys near the limit.
-    /// `Err`: the limit cannot be kept (close with KEY_EXHAUSTED).
-    pub(crate) fn count_rx(&mut self, ev: &mut Vec<Event>) -> Result<(), Error> {
-        self.rx_records += 1;
+    /// Count the records one read of `bytes` of application data took;
+    /// ask for new keys near the limit. The kernel can merge consecutive
+    /// data records into one read, so with RX in the kernel the count is
+    /// its own record sequence number (getsockopt TLS_RX) since the key
+    /// was installed. `Err`: the limit cannot be kept (close with
+    /// KEY_EXHAUSTED).
+    pub(crate) fn count_rx(
+        &mut self,
+        fd: RawFd,
+        bytes: usize,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Error> {
+        let at_least = self.rx_records + 1;
+        self.rx_records = match self.kernel_rx_records(fd) {
+            Some(n) => n.max(at_least),
+            // Without the kernel's count: each full record's worth of
+            // bytes is at least one record.
+            None => self.rx_records + (bytes as u64).div_ceil(16384).max(1),
+        };
         self.key_updates_left = MAX_KEY_UPDATES_WITHOUT_DATA;
         if self.rx_records >= self.limit {
             return Err(Error::new(
@@ -1834,6 +1880,50 @@ mod tests {
             assert_eq!(got, b"beforafter", "event style {event_style}");
             assert_eq!(rx_updates, 1);
             assert_eq!(sets, 3, "install, the current key again, the new key");
+        }
+    }
+
+    #[test]
+    fn rx_key_usage_counts_records_the_kernel_merges() {
+        // 40 one-byte records, all received before the server reads: the
+        // kernel returns them in one read; the key usage counts 40.
+        for event_style in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let ((n, records), ()) = run(
+                &opts(0x1301),
+                both,
+                both,
+                (None, None),
+                move |s| {
+                    rx.recv().unwrap();
+                    let mut b = [0u8; 20000];
+                    let n = if event_style {
+                        let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                        let (r, _) = s.process_record(t, &b[..n]);
+                        assert_eq!(r.map_err(|e| e.code), Ok(RKTLS_OK));
+                        n
+                    } else {
+                        let (r, n) = s.read(&mut b).unwrap();
+                        assert_eq!(r, RKTLS_OK);
+                        n
+                    };
+                    write_all(s, b"k").unwrap();
+                    (n, s.key_usage().unwrap().1)
+                },
+                move |c| {
+                    for _ in 0..40 {
+                        write_all(c, b"x").unwrap();
+                    }
+                    tx.send(()).unwrap();
+                    assert_eq!(read_n(c, 1).unwrap(), b"k");
+                },
+            );
+            assert_eq!(
+                n, 40,
+                "one read took every record (event style {event_style})"
+            );
+            assert_eq!(records, 40, "records counted (event style {event_style})");
         }
     }
 }

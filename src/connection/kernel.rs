@@ -20,7 +20,8 @@ pub(super) enum Rec {
     /// Application data of this length is in the caller's buffer.
     Data(usize),
     /// Application data went to the plaintext queue.
-    Queued,
+    /// (Its length.)
+    Queued(usize),
     Control(u8, Vec<u8>),
     /// Unusable (failed to decrypt, too long, cut short): the error code,
     /// the alert it deserves, and why.
@@ -197,14 +198,16 @@ impl Connection {
         }
     }
 
-    /// Count one received application-data record against the key limit.
-    pub(super) fn offload_count_rx(&mut self) {
+    /// Count what one read of `bytes` of application data took (one record
+    /// or, through the kernel, several) against the key limit.
+    pub(super) fn offload_count_rx(&mut self, bytes: usize) {
         if self.reneg_refused {
             log::info!("the server carried on after the refused renegotiation");
             self.reneg_refused = false;
         }
         let mut ev = Vec::new();
-        match self.offload().and_then(|o| o.count_rx(&mut ev)) {
+        let fd = self.fd;
+        match self.offload().and_then(|o| o.count_rx(fd, bytes, &mut ev)) {
             Ok(()) => {
                 self.apply_events(ev);
                 let _ = self.flush_control();
@@ -281,7 +284,7 @@ impl Connection {
                 }
                 let data = self.b.incoming[..n].to_vec();
                 self.b.plain.extend_from_slice(&data);
-                return Ok(Rec::Queued);
+                return Ok(Rec::Queued(n));
             }
             let p = if direct {
                 buf[..n].to_vec()
@@ -305,7 +308,7 @@ impl Connection {
                         if typ == ktls::CT_APPLICATION_DATA {
                             let p = p.to_vec();
                             self.b.plain.extend_from_slice(&p);
-                            Rec::Queued
+                            Rec::Queued(p.len())
                         } else {
                             Rec::Control(typ, p.to_vec())
                         }
@@ -384,11 +387,11 @@ impl Connection {
                     });
                 }
                 Rec::Data(n) => {
-                    self.offload_count_rx();
+                    self.offload_count_rx(n);
                     return Ok((RKTLS_OK, n));
                 }
-                Rec::Queued => {
-                    self.offload_count_rx();
+                Rec::Queued(len) => {
+                    self.offload_count_rx(len);
                     let n = self.take_plain(buf);
                     if n > 0 {
                         return Ok((RKTLS_OK, n));
@@ -540,7 +543,7 @@ impl Connection {
         let mut ev = Vec::new();
         if typ == ktls::CT_APPLICATION_DATA {
             self.reneg_refused = false;
-            if let Err(e) = o.count_rx(&mut ev) {
+            if let Err(e) = o.count_rx(fd, payload.len(), &mut ev) {
                 if !self.sent_close_notify {
                     ev.push(Event::SendControl(ktls::CT_ALERT, vec![1, 0]));
                     self.sent_close_notify = true;

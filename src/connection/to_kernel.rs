@@ -83,16 +83,22 @@ impl Switch {
             }
             Ready::User(s) => control::Tx::User(s),
         };
+        let mut rx_seq = 0;
         let rx = match self.rx {
             Ready::Kernel(info) => match ktls::install(fd, libc::TLS_RX, &info) {
-                Ok(()) => control::Rx::Kernel,
+                Ok(()) => {
+                    rx_seq = ktls::info_seq(&info);
+                    control::Rx::Kernel
+                }
                 Err(e) => return Err(rx_refused(fd, tx, e)),
             },
             Ready::User(o) => control::Rx::User(o),
         };
-        Ok(Offload::new(
+        let mut o = Offload::new(
             self.kc, plan.suite, tx, rx, plan.rekey, key_limit, fail_fast,
-        ))
+        );
+        o.set_rx_seq_base(rx_seq);
+        Ok(o)
     }
 }
 
