@@ -282,7 +282,49 @@ pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize>
     }
 }
 
+/// Run `f` (a call that cannot take MSG_NOSIGNAL, like `sendfile(2)`)
+/// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised
+/// on EPIPE: a reset peer is an error code, never a signal. A thread that
+/// already blocks SIGPIPE is left alone (its pending signals are its own).
+fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: sigset_t values are initialised by sigemptyset before use;
+    // the pointers passed are valid for the calls.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old) != 0 {
+            return f();
+        }
+        if libc::sigismember(&old, libc::SIGPIPE) == 1 {
+            return f();
+        }
+        let r = f();
+        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+            // SIGPIPE was unblocked before the call, so a pending one is
+            // the call's own.
+            let mut pending: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut pending);
+            if libc::sigpending(&mut pending) == 0
+                && libc::sigismember(&pending, libc::SIGPIPE) == 1
+            {
+                let zero = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) < 0
+                    && *libc::__errno_location() == libc::EINTR
+                {}
+            }
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
 /// `sendfile(2)` from `in_fd` at `*offset`, advancing it; retried on EINTR.
+/// A reset peer gives EPIPE, never SIGPIPE (`without_sigpipe`).
 pub(crate) fn sendfile(
     out_fd: RawFd,
     in_fd: RawFd,
@@ -307,7 +349,8 @@ pub(crate) fn sendfile(
         }
         let mut off: libc::off_t = *offset;
         // SAFETY: off is a valid off_t.
-        let r = check(unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) });
+        let r =
+            without_sigpipe(|| check(unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) }));
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Ok(n) => {
@@ -352,5 +395,50 @@ pub(crate) mod fault {
             let pos = q.iter().position(|(o, _)| *o == op)?;
             q.remove(pos).map(|(_, e)| e)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::os::fd::AsRawFd;
+
+    thread_local! {
+        static SIGPIPES: Cell<u32> = const { Cell::new(0) };
+    }
+
+    extern "C" fn count_sigpipe(_: libc::c_int) {
+        SIGPIPES.with(|c| c.set(c.get() + 1));
+    }
+
+    #[test]
+    fn sendfile_to_a_reset_peer_raises_no_sigpipe() {
+        // Rust ignores SIGPIPE; a C server keeps the default (death). A
+        // handler stands for it here: it must not run.
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        // SAFETY: a handler that only touches a const thread-local.
+        let old = unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as libc::sighandler_t) };
+        let mut off = 0;
+        let r = super::sendfile(a.as_raw_fd(), file.as_raw_fd(), &mut off, 4096);
+        // The control case: a plain write(2) does raise it here.
+        // SAFETY: writing one byte from a valid buffer.
+        let w = unsafe { libc::write(a.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EPIPE)));
+        assert_eq!(w, -1);
+        assert_eq!(
+            SIGPIPES.with(Cell::get),
+            1,
+            "only the plain write raised SIGPIPE"
+        );
+        // The thread's mask is as before: SIGPIPE not blocked.
+        // SAFETY: querying this thread's mask.
+        unsafe {
+            let mut m: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut m);
+            assert_eq!(libc::sigismember(&m, libc::SIGPIPE), 0);
+        }
     }
 }
