@@ -145,6 +145,13 @@ enum rktls_result
    */
   RKTLS_ERR_KTLS_NO_REKEY = 411,
   /*
+   The kernel refused the new keys of a TLS 1.3 key update on an
+   offloaded socket (`setsockopt(SOL_TLS, TLS_TX/TLS_RX)` failed; the
+   error message names the call and errno). The peer got
+   internal_error; data received before the update was delivered.
+   */
+  RKTLS_ERR_KTLS_REKEY_REFUSED = 412,
+  /*
    An operating-system I/O call failed; `rktls_connection_errno()` gives
    errno.
    */

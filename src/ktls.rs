@@ -111,14 +111,14 @@ pub(crate) fn install(fd: RawFd, dir: libc::c_int, info: &[u8]) -> Result<(), Er
 }
 
 /// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14);
-/// a refusal is `RKTLS_ERR_KTLS_NO_REKEY`.
+/// a refusal is `RKTLS_ERR_KTLS_REKEY_REFUSED`.
 pub(crate) fn rekey(
     fd: RawFd,
     dir: libc::c_int,
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
 ) -> Result<(), Error> {
-    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_NO_REKEY)
+    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_REKEY_REFUSED)
 }
 
 fn set_keys(
@@ -191,15 +191,15 @@ pub(crate) fn current_seq(
 
 /// Give the kernel back the RX keys it holds, at its own sequence number:
 /// resumes decryption after the kernel paused at what looked like a
-/// KeyUpdate (Linux >= 6.14). A refusal is `RKTLS_ERR_KTLS_NO_REKEY`.
+/// KeyUpdate (Linux >= 6.14). A refusal is `RKTLS_ERR_KTLS_REKEY_REFUSED`.
 pub(crate) fn reinstall_rx(fd: RawFd, suite: SupportedCipherSuite) -> Result<(), Error> {
     let info = current_info(fd, libc::TLS_RX, suite).map_err(|e| {
         Error::new(
-            RKTLS_ERR_KTLS_NO_REKEY,
+            RKTLS_ERR_KTLS_REKEY_REFUSED,
             format!("cannot read the kernel's RX keys: getsockopt(SOL_TLS, TLS_RX): {e}"),
         )
     })?;
-    set_info(fd, libc::TLS_RX, &info, RKTLS_ERR_KTLS_NO_REKEY)
+    set_info(fd, libc::TLS_RX, &info, RKTLS_ERR_KTLS_REKEY_REFUSED)
 }
 
 /// A zero-keyed crypto-info struct of the given version and cipher, for probing.

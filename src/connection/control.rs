@@ -699,7 +699,13 @@ impl Offload {
                     ));
                 }
                 if let Err(e) = self.update_rx(fd) {
-                    return Err(fatal(ev, e.code, 80, e.msg));
+                    log::warn!("peer's KeyUpdate: {}", e.msg);
+                    return Err(fatal(
+                        ev,
+                        e.code,
+                        A::RKTLS_ALERT_INTERNAL_ERROR as u8,
+                        e.msg,
+                    ));
                 }
                 ev.push(Event::RxKeyUpdated);
                 if req {
@@ -1925,5 +1931,45 @@ mod tests {
             );
             assert_eq!(records, 40, "records counted (event style {event_style})");
         }
+    }
+
+    #[test]
+    fn key_update_the_kernel_refuses_ends_with_its_own_code_and_an_alert() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let ((got, end, msg, sent), (cli, alert)) = run(
+            &opts(0x1301),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let fd = s.raw_fd();
+                crate::sys::fault::inject(crate::sys::fault::Op::TlsRx(fd), libc::EINVAL);
+                let mut got = Vec::new();
+                let mut b = [0u8; 100];
+                let (end, msg) = loop {
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        Ok((r, _)) => break (Ok(r), String::new()),
+                        Err(e) => break (Err(e.code), e.msg),
+                    }
+                };
+                (got, end, msg, s.alert_sent())
+            },
+            |c| {
+                write_all(c, b"before").unwrap();
+                assert_eq!(c.refresh_keys(false).unwrap(), RKTLS_OK);
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
+            },
+        );
+        assert_eq!(got, b"before", "data before the update delivered");
+        assert_eq!(end, Err(RKTLS_ERR_KTLS_REKEY_REFUSED));
+        assert!(
+            msg.contains("setsockopt(SOL_TLS, TLS_RX)") && msg.contains("os error 22"),
+            "{msg}"
+        );
+        assert_eq!(sent, Some(80));
+        assert_eq!((cli, alert), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)));
     }
 }

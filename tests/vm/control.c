@@ -12,6 +12,8 @@
 #include <arpa/inet.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,6 +487,54 @@ static void interleaved(void)
     done(&p);
 }
 
+/* sendfile with TX in the kernel to a client that reset the connection:
+ * this program keeps SIGPIPE's default disposition (death), so surviving
+ * to print the result line is the test. The reset is noticed first (its
+ * ECONNRESET taken with SO_ERROR), so the send meets EPIPE: the case that
+ * raises SIGPIPE without MSG_NOSIGNAL. */
+static void sendfile_after_reset(void)
+{
+    const char *what = "sendfile (TX in the kernel) to a client that reset the connection: "
+                       "RKTLS_ERR_IO with EPIPE, no SIGPIPE (default disposition)";
+    struct opts o = {.version = 0x0304};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char path[] = "/tmp/rktls-sendfile-XXXXXX";
+    int f = mkstemp(path);
+    static char block[1 << 20];
+    memset(block, 'f', sizeof block);
+    int ok = f >= 0 && write(f, block, sizeof block) == (ssize_t)sizeof block;
+    unlink(path);
+    int64_t off = 0;
+    size_t n = 0;
+    ok = ok && rktls_connection_sendfile(p.s, f, &off, 65536, &n) == RKTLS_OK && n > 0;
+    char got[1000];
+    size_t m;
+    ok = ok && read_upto(p.c, got, sizeof got, &m) == RKTLS_OK;
+    /* The client resets mid-download. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(p.cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(p.cfd);
+    p.cfd = -1;
+    struct pollfd pf = {.fd = p.sfd, .events = POLLOUT};
+    ok = ok && poll(&pf, 1, 5000) == 1 && (pf.revents & (POLLERR | POLLHUP));
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    getsockopt(p.sfd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    rktls_result r = rktls_connection_sendfile(p.s, f, &off, 65536, &n);
+    int e = rktls_connection_errno(p.s);
+    ok = ok && soerr == ECONNRESET && r == RKTLS_ERR_IO && e == EPIPE;
+    if (!ok)
+        printf("  reset seen as %d; sendfile %s errno %d\n", soerr, rktls_result_str(r), e);
+    check(ok, what);
+    if (f >= 0)
+        close(f);
+    done(&p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -517,6 +567,7 @@ int main(int argc, char **argv)
     event_style();
     kernel_read_failures();
     interleaved();
+    sendfile_after_reset();
     printf("control: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
