@@ -284,7 +284,7 @@ pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize>
 
 /// Run `f` (a call that cannot take MSG_NOSIGNAL, like `sendfile(2)`)
 /// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised
-/// on EPIPE: a reset peer is an error code, never a signal. A thread that
+/// when it failed: a reset peer is an error code, never a signal. A thread that
 /// already blocks SIGPIPE is left alone (its pending signals are its own).
 fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     // SAFETY: sigset_t values are initialised by sigemptyset before use;
@@ -301,7 +301,9 @@ fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
             return f();
         }
         let r = f();
-        if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::EPIPE)) {
+        // Any error, not only EPIPE: the kernel's TLS layer raises SIGPIPE
+        // in TCP's send and may then report another error (EBADMSG).
+        if r.is_err() {
             // SIGPIPE was unblocked before the call, so a pending one is
             // the call's own.
             let mut pending: libc::sigset_t = std::mem::zeroed();
@@ -419,7 +421,12 @@ mod tests {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         drop(b);
         // SAFETY: a handler that only touches a const thread-local.
-        let old = unsafe { libc::signal(libc::SIGPIPE, count_sigpipe as libc::sighandler_t) };
+        let old = unsafe {
+            libc::signal(
+                libc::SIGPIPE,
+                count_sigpipe as *const () as libc::sighandler_t,
+            )
+        };
         let mut off = 0;
         let r = super::sendfile(a.as_raw_fd(), file.as_raw_fd(), &mut off, 4096);
         // The control case: a plain write(2) does raise it here.

@@ -1195,6 +1195,8 @@ mod tests {
     }
 
     type Records = &'static [(u8, &'static [u8])];
+    /// How a side's reads ended.
+    type End = Result<rktls_result, rktls_result>;
     /// How the server's reads ended, what it read, alerts received and sent.
     type ServerSaw = (
         Result<rktls_result, rktls_result>,
@@ -1570,10 +1572,7 @@ mod tests {
         n: usize,
         data: bool,
         event_style: bool,
-    ) -> (
-        (Result<rktls_result, rktls_result>, usize, usize),
-        (Result<rktls_result, rktls_result>, Option<u8>),
-    ) {
+    ) -> ((End, usize, usize), (End, Option<u8>)) {
         let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
         run(
             &opts(0x1301),
@@ -1710,14 +1709,7 @@ mod tests {
     /// The server (offloaded as `dirs`) reads "hello" and then the raw
     /// bytes `wire` a userspace client writes on its socket; returns the
     /// server's end and the client's (its read result and alert received).
-    fn server_reads_raw(
-        suite: u16,
-        dirs: u32,
-        wire: Vec<u8>,
-    ) -> (
-        Result<rktls_result, rktls_result>,
-        (Result<rktls_result, rktls_result>, Option<u8>),
-    ) {
+    fn server_reads_raw(suite: u16, dirs: u32, wire: Vec<u8>) -> (End, (End, Option<u8>)) {
         run(
             &opts(suite),
             kernel(false, dirs, 0),

@@ -459,7 +459,7 @@ pub extern "C" fn rktls_connection_ktls_rx(conn: *const rktls_connection) -> boo
 /// itself (at most 64 KiB a call). Completes the handshake first if
 /// needed. Returns `RKTLS_WANT_WRITE` (nothing sent) when the socket is
 /// full: call again when writable. Loop until all is sent. A reset peer
-/// gives `RKTLS_ERR_IO` (EPIPE), not SIGPIPE: `sendfile(2)` cannot take
+/// gives `RKTLS_ERR_IO`, not SIGPIPE: `sendfile(2)` cannot take
 /// MSG_NOSIGNAL, so SIGPIPE is blocked on the calling thread for the call
 /// and the one it raised is consumed (unless the thread already blocks
 /// SIGPIPE; then its pending signals are left alone).
