@@ -283,8 +283,8 @@ pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize>
 }
 
 /// Run `f` (a call that cannot take MSG_NOSIGNAL, like `sendfile(2)`)
-/// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised
-/// when it failed: a reset peer is an error code, never a signal. A thread that
+/// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised:
+/// a reset peer is an error code, never a signal. A thread that
 /// already blocks SIGPIPE is left alone (its pending signals are its own).
 fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     // SAFETY: sigset_t values are initialised by sigemptyset before use;
@@ -301,24 +301,20 @@ fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
             return f();
         }
         let r = f();
-        // Any error, not only EPIPE: the kernel's TLS layer raises SIGPIPE
-        // in TCP's send and may then report another error (EBADMSG).
-        if r.is_err() {
-            // SIGPIPE was unblocked before the call, so a pending one is
-            // the call's own.
-            let mut pending: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut pending);
-            if libc::sigpending(&mut pending) == 0
-                && libc::sigismember(&pending, libc::SIGPIPE) == 1
-            {
-                let zero = libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) < 0
-                    && *libc::__errno_location() == libc::EINTR
-                {}
-            }
+        // Whatever the call returned: with TX in the kernel, TCP's send
+        // raises SIGPIPE for a record while sendfile reports the bytes it
+        // took before (or another errno, EBADMSG). SIGPIPE was unblocked
+        // before the call, so a pending one is the call's own.
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pending);
+        if libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r
