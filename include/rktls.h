@@ -1438,7 +1438,11 @@ bool rktls_connection_ktls_rx(const struct rktls_connection *conn);
  gives `RKTLS_ERR_IO`, not SIGPIPE: `sendfile(2)` cannot take
  MSG_NOSIGNAL, so SIGPIPE is blocked on the calling thread for the call
  and the one it raised is consumed (unless the thread already blocks
- SIGPIPE; then its pending signals are left alone).
+ SIGPIPE; then its pending signals are left alone). With TX in the
+ kernel, `close(2)` of a socket whose peer reset can still raise SIGPIPE
+ (the kernel retries its unsent TLS records with sendfile's flags, seen
+ on Linux 6.12 and 7.3): servers using sendfile should ignore SIGPIPE or
+ close such sockets with it blocked.
  */
 rktls_result rktls_connection_sendfile(struct rktls_connection *conn,
                                        int32_t in_fd,

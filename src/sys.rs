@@ -284,7 +284,8 @@ pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize>
 
 /// Run `f` (a call that cannot take MSG_NOSIGNAL, like `sendfile(2)`)
 /// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised:
-/// a reset peer is an error code, never a signal. A thread that
+/// a reset peer is an error code (EPIPE, also when the call reported the
+/// bytes it took before), never a signal. A thread that
 /// already blocks SIGPIPE is left alone (its pending signals are its own).
 fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     // SAFETY: sigset_t values are initialised by sigemptyset before use;
@@ -315,6 +316,9 @@ fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
             while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) < 0
                 && *libc::__errno_location() == libc::EINTR
             {}
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            // The peer is gone: what the kernel took will not arrive.
+            return r.and(Err(io::Error::from_raw_os_error(libc::EPIPE)));
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         r

@@ -462,7 +462,11 @@ pub extern "C" fn rktls_connection_ktls_rx(conn: *const rktls_connection) -> boo
 /// gives `RKTLS_ERR_IO`, not SIGPIPE: `sendfile(2)` cannot take
 /// MSG_NOSIGNAL, so SIGPIPE is blocked on the calling thread for the call
 /// and the one it raised is consumed (unless the thread already blocks
-/// SIGPIPE; then its pending signals are left alone).
+/// SIGPIPE; then its pending signals are left alone). With TX in the
+/// kernel, `close(2)` of a socket whose peer reset can still raise SIGPIPE
+/// (the kernel retries its unsent TLS records with sendfile's flags, seen
+/// on Linux 6.12 and 7.3): servers using sendfile should ignore SIGPIPE or
+/// close such sockets with it blocked.
 #[no_mangle]
 pub extern "C" fn rktls_connection_sendfile(
     conn: *mut rktls_connection,
