@@ -159,6 +159,13 @@ enum rktls_result
    */
   RKTLS_ERR_KTLS_NO_REKEY = 411,
   /*
+   The kernel refused the new keys of a TLS 1.3 key update on an
+   offloaded socket (`setsockopt(SOL_TLS, TLS_TX/TLS_RX)` failed; the
+   error message names the call and errno). The peer got
+   internal_error; data received before the update was delivered.
+   */
+  RKTLS_ERR_KTLS_REKEY_REFUSED = 412,
+  /*
    An operating-system I/O call failed; `rktls_connection_errno()` gives
    errno.
    */
@@ -1697,7 +1704,15 @@ bool rktls_connection_ktls_rx(const struct rktls_connection *conn);
  zero-copy `sendfile(2)`; otherwise rktls reads and encrypts the bytes
  itself (at most 64 KiB a call). Completes the handshake first if
  needed. Returns `RKTLS_WANT_WRITE` (nothing sent) when the socket is
- full: call again when writable. Loop until all is sent.
+ full: call again when writable. Loop until all is sent. A reset peer
+ gives `RKTLS_ERR_IO`, not SIGPIPE: `sendfile(2)` cannot take
+ MSG_NOSIGNAL, so SIGPIPE is blocked on the calling thread for the call
+ and the one it raised is consumed (unless the thread already blocks
+ SIGPIPE; then its pending signals are left alone). With TX in the
+ kernel, `close(2)` of a socket whose peer reset can still raise SIGPIPE
+ (the kernel retries its unsent TLS records with sendfile's flags, seen
+ on Linux 6.12 and 7.3): servers using sendfile should ignore SIGPIPE or
+ close such sockets with it blocked.
  */
 rktls_result rktls_connection_sendfile(struct rktls_connection *conn,
                                        int32_t in_fd,

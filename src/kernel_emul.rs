@@ -38,9 +38,14 @@ struct Sock {
     tx: Option<Key>,
     rx: Option<Key>,
     rx_expired: bool,
+    /// The crypto-info bytes last installed per direction (TX, RX).
+    info: [Vec<u8>; 2],
     raw: Vec<u8>,
     /// Decrypted bytes of a record the caller's buffer could not hold.
     pending: Option<(u8, Vec<u8>)>,
+    /// The socket error a failed read leaves (`sk_err`): like the real
+    /// kernel, every send fails with it until `SO_ERROR` takes it.
+    sk_err: i32,
 }
 
 pub(crate) struct Emu {
@@ -294,6 +299,7 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> Opti
             }
         }
         *slot = Some(key);
+        s.info[(name == libc::TLS_RX) as usize] = value.to_vec();
         if name == libc::TLS_RX {
             s.rx_expired = false;
         }
@@ -302,6 +308,54 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> Opti
     })
     .flatten()
 }
+
+/// `getsockopt(SOL_TLS, TLS_TX or TLS_RX)`: the keys installed, with the
+/// current sequence number, as the kernel reports them; `None` for
+/// anything else (the real call is made).
+pub(crate) fn getsockopt(
+    fd: RawFd,
+    level: i32,
+    name: i32,
+    buf: &mut [u8],
+) -> Option<io::Result<usize>> {
+    if level != libc::SOL_TLS {
+        return None;
+    }
+    with(|e| {
+        let s = e.socks.get(&fd)?;
+        let (key, info) = match name {
+            libc::TLS_TX => (s.tx.as_ref(), &s.info[0]),
+            libc::TLS_RX => (s.rx.as_ref(), &s.info[1]),
+            _ => return Some(Err(err(libc::ENOPROTOOPT))),
+        };
+        let Some(key) = key else {
+            return Some(Err(err(libc::EBUSY)));
+        };
+        if buf.len() != info.len() {
+            return Some(Err(err(libc::EINVAL)));
+        }
+        buf.copy_from_slice(info);
+        let n = buf.len();
+        buf[n - 8..].copy_from_slice(&key.seq.to_be_bytes());
+        Some(Ok(n))
+    })
+    .flatten()
+}
+
+/// The pending socket error, if any (sends fail with it).
+pub(crate) fn socket_error(fd: RawFd) -> Option<io::Error> {
+    with(|e| e.socks.get(&fd).map(|s| s.sk_err).filter(|&x| x != 0))
+        .flatten()
+        .map(err)
+}
+
+/// `getsockopt(SO_ERROR)` on an emulated socket: takes the error.
+pub(crate) fn take_socket_error(fd: RawFd) -> Option<i32> {
+    with(|e| e.socks.get_mut(&fd).map(|s| std::mem::take(&mut s.sk_err))).flatten()
+}
+
+/// Largest record the kernel reads (TLS_MAX_PAYLOAD_SIZE plus overhead).
+const MAX_CIPHERTEXT: usize = 16384 + 256;
 
 pub(crate) fn tx_offloaded(fd: RawFd) -> bool {
     with(|e| {
@@ -339,6 +393,9 @@ fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
 
 /// Send `data` as records of `typ` on a TX-offloaded fd (blocking).
 pub(crate) fn send(fd: RawFd, typ: u8, data: &[u8]) -> io::Result<usize> {
+    if let Some(e) = socket_error(fd) {
+        return Err(e);
+    }
     let wire = with(|e| {
         let s = e.socks.get_mut(&fd).unwrap();
         let k = s.tx.as_mut().unwrap();
@@ -377,32 +434,82 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             if s.rx_expired {
                 return Some(Err(err(libc::EKEYEXPIRED)));
             }
-            if let Some(len) = crate::wire::whole_record(&s.raw) {
-                let rec: Vec<u8> = s.raw.drain(..len).collect();
-                let rekey = e.rekey;
-                let k = s.rx.as_mut().unwrap();
-                let tls13 = k.tls13();
-                let (t, p) = match k.open(&rec) {
-                    Ok(v) => v,
-                    Err(x) => return Some(Err(x)),
-                };
-                if rekey
-                    && tls13
-                    && t == crate::wire::CT_HANDSHAKE
-                    && p.first() == Some(&crate::wire::HS_KEY_UPDATE)
-                {
-                    s.rx_expired = true;
-                }
-                if t != crate::wire::CT_APPLICATION_DATA && p.len() > buf.len() {
+            if let Some(h) = crate::wire::Header::parse(&s.raw) {
+                let len = h.record_len();
+                // Like the kernel's parser: an oversized record fails as
+                // soon as its header is seen, and the error stays.
+                if h.len > MAX_CIPHERTEXT {
+                    s.sk_err = libc::EMSGSIZE;
                     return Some(Err(err(libc::EMSGSIZE)));
                 }
-                let n = p.len().min(buf.len());
-                buf[..n].copy_from_slice(&p[..n]);
-                if n < p.len() {
-                    s.pending = Some((t, p[n..].to_vec()));
+                if s.raw.len() >= len {
+                    let rec: Vec<u8> = s.raw.drain(..len).collect();
+                    let rekey = e.rekey;
+                    let k = s.rx.as_mut().unwrap();
+                    let tls13 = k.tls13();
+                    let (t, p) = match k.open(&rec) {
+                        Ok(v) => v,
+                        Err(x) => {
+                            s.sk_err = x.raw_os_error().unwrap_or(libc::EBADMSG);
+                            return Some(Err(x));
+                        }
+                    };
+                    if rekey
+                        && tls13
+                        && t == crate::wire::CT_HANDSHAKE
+                        && p.first() == Some(&crate::wire::HS_KEY_UPDATE)
+                    {
+                        s.rx_expired = true;
+                    }
+                    if t != crate::wire::CT_APPLICATION_DATA && p.len() > buf.len() {
+                        return Some(Err(err(libc::EMSGSIZE)));
+                    }
+                    let mut n = p.len().min(buf.len());
+                    buf[..n].copy_from_slice(&p[..n]);
+                    if n < p.len() {
+                        s.pending = Some((t, p[n..].to_vec()));
+                    }
+                    let mut records = 1;
+                    // Like the kernel, one read returns several data records
+                    // when they are already here and the buffer has room. A
+                    // record of another type is held for the next read.
+                    while t == crate::wire::CT_APPLICATION_DATA
+                        && s.pending.is_none()
+                        && n < buf.len()
+                    {
+                        let Some(len) = crate::wire::whole_record(&s.raw) else {
+                            break;
+                        };
+                        if len - crate::wire::HEADER > MAX_CIPHERTEXT {
+                            break;
+                        }
+                        let k = s.rx.as_mut().unwrap();
+                        let Ok((t2, p2)) = k.open(&s.raw[..len]) else {
+                            break; // the error comes with the next read
+                        };
+                        s.raw.drain(..len);
+                        records += 1;
+                        if rekey
+                            && tls13
+                            && t2 == crate::wire::CT_HANDSHAKE
+                            && p2.first() == Some(&crate::wire::HS_KEY_UPDATE)
+                        {
+                            s.rx_expired = true;
+                        }
+                        if t2 != crate::wire::CT_APPLICATION_DATA {
+                            s.pending = Some((t2, p2));
+                            break;
+                        }
+                        let m = p2.len().min(buf.len() - n);
+                        buf[n..n + m].copy_from_slice(&p2[..m]);
+                        if m < p2.len() {
+                            s.pending = Some((t2, p2[m..].to_vec()));
+                        }
+                        n += m;
+                    }
+                    e.records.entry(fd).or_default().1 += records;
+                    return Some(Ok((t, n)));
                 }
-                e.records.entry(fd).or_default().1 += 1;
-                return Some(Ok((t, n)));
             }
             None
         })

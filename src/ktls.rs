@@ -171,14 +171,14 @@ pub(crate) fn install(fd: RawFd, dir: libc::c_int, info: &[u8]) -> Result<(), Er
 }
 
 /// Replace one direction's keys after a TLS 1.3 KeyUpdate (Linux >= 6.14);
-/// a refusal is `RKTLS_ERR_KTLS_NO_REKEY`.
+/// a refusal is `RKTLS_ERR_KTLS_REKEY_REFUSED`.
 pub(crate) fn rekey(
     fd: RawFd,
     dir: libc::c_int,
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
 ) -> Result<(), Error> {
-    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_NO_REKEY)
+    set_keys(fd, dir, suite, secrets, RKTLS_ERR_KTLS_REKEY_REFUSED)
 }
 
 fn set_keys(
@@ -202,6 +202,64 @@ fn set_info(fd: RawFd, dir: libc::c_int, info: &[u8], refused: rktls_result) -> 
             ),
         )
     })
+}
+
+/// The size of the kernel's crypto-info struct for `suite`.
+fn info_size(suite: SupportedCipherSuite) -> usize {
+    match kernel_cipher(suite) {
+        Some(libc::TLS_CIPHER_AES_GCM_128) => {
+            std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_128>()
+        }
+        Some(libc::TLS_CIPHER_AES_GCM_256) => {
+            std::mem::size_of::<libc::tls12_crypto_info_aes_gcm_256>()
+        }
+        _ => std::mem::size_of::<libc::tls12_crypto_info_chacha20_poly1305>(),
+    }
+}
+
+/// The keys the kernel holds for one direction, with its current record
+/// sequence number (`getsockopt(SOL_TLS, TLS_TX or TLS_RX)`).
+pub(crate) fn current_info(
+    fd: RawFd,
+    dir: libc::c_int,
+    suite: SupportedCipherSuite,
+) -> io::Result<Vec<u8>> {
+    let mut info = vec![0u8; info_size(suite)];
+    let n = sys::getsockopt(fd, libc::SOL_TLS, dir, &mut info)?;
+    if n != info.len() {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    Ok(info)
+}
+
+/// The record sequence number in crypto-info bytes: their last 8 bytes
+/// (`rec_seq`, big-endian, in every cipher's struct).
+pub(crate) fn info_seq(info: &[u8]) -> u64 {
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&info[info.len() - 8..]);
+    u64::from_be_bytes(seq)
+}
+
+/// The kernel's next record sequence number for one direction.
+pub(crate) fn current_seq(
+    fd: RawFd,
+    dir: libc::c_int,
+    suite: SupportedCipherSuite,
+) -> io::Result<u64> {
+    current_info(fd, dir, suite).map(|info| info_seq(&info))
+}
+
+/// Give the kernel back the RX keys it holds, at its own sequence number:
+/// resumes decryption after the kernel paused at what looked like a
+/// KeyUpdate (Linux >= 6.14). A refusal is `RKTLS_ERR_KTLS_REKEY_REFUSED`.
+pub(crate) fn reinstall_rx(fd: RawFd, suite: SupportedCipherSuite) -> Result<(), Error> {
+    let info = current_info(fd, libc::TLS_RX, suite).map_err(|e| {
+        Error::new(
+            RKTLS_ERR_KTLS_REKEY_REFUSED,
+            format!("cannot read the kernel's RX keys: getsockopt(SOL_TLS, TLS_RX): {e}"),
+        )
+    })?;
+    set_info(fd, libc::TLS_RX, &info, RKTLS_ERR_KTLS_REKEY_REFUSED)
 }
 
 /// A zero-keyed crypto-info struct of the given version and cipher, for probing.

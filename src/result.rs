@@ -65,6 +65,11 @@ pub enum rktls_result {
     /// new keys on an offloaded socket (Linux < 6.14). Data received before
     /// the update was delivered.
     RKTLS_ERR_KTLS_NO_REKEY = 411,
+    /// The kernel refused the new keys of a TLS 1.3 key update on an
+    /// offloaded socket (`setsockopt(SOL_TLS, TLS_TX/TLS_RX)` failed; the
+    /// error message names the call and errno). The peer got
+    /// internal_error; data received before the update was delivered.
+    RKTLS_ERR_KTLS_REKEY_REFUSED = 412,
 
     /// An operating-system I/O call failed; `rktls_connection_errno()` gives
     /// errno.
@@ -172,6 +177,7 @@ impl rktls_result {
         RKTLS_ERR_KEY_EXHAUSTED,
         RKTLS_ERR_RENEGOTIATION,
         RKTLS_ERR_KTLS_NO_REKEY,
+        RKTLS_ERR_KTLS_REKEY_REFUSED,
         RKTLS_ERR_IO,
         RKTLS_ERR_NULL_ARGUMENT,
         RKTLS_ERR_INVALID_ARGUMENT,
@@ -239,6 +245,7 @@ impl rktls_result {
             RKTLS_ERR_KTLS_NO_REKEY => {
                 c"peer updated its keys and this kernel cannot rekey an offloaded socket"
             }
+            RKTLS_ERR_KTLS_REKEY_REFUSED => c"the kernel refused the new keys of a key update",
             RKTLS_ERR_IO => c"I/O error (see errno)",
             RKTLS_ERR_NULL_ARGUMENT => c"a required pointer argument was NULL",
             RKTLS_ERR_INVALID_ARGUMENT => c"invalid argument",

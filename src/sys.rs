@@ -69,6 +69,10 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             return Err(e);
         }
         #[cfg(test)]
+        if let Some(e) = crate::kernel_emul::socket_error(fd) {
+            return Err(e);
+        }
+        #[cfg(test)]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, crate::wire::CT_APPLICATION_DATA, buf);
         }
@@ -113,6 +117,11 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
     if let Some(e) = injected(fault::Op::SetSockOpt) {
         return Err(e);
     }
+    if level == libc::SOL_TLS && name == libc::TLS_RX {
+        if let Some(e) = injected(fault::Op::TlsRx(fd)) {
+            return Err(e);
+        }
+    }
     #[cfg(test)]
     if let Some(r) = crate::kernel_emul::setsockopt(fd, level, name, value) {
         return r;
@@ -128,6 +137,42 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
         )
     };
     check(r as isize).map(|_| ())
+}
+
+/// Take (and clear) the socket's pending error, `getsockopt(SO_ERROR)`.
+/// After the kernel's TLS layer fails to read a record (EBADMSG, EMSGSIZE)
+/// it leaves that error on the socket, and every send fails with it until
+/// it is taken: taking it lets the alert that the failure deserves go out.
+pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
+    #[cfg(test)]
+    if let Some(e) = crate::kernel_emul::take_socket_error(fd) {
+        return Ok(e);
+    }
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: v and len are valid for writes of their sizes.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    check(r as isize).map(|_| v)
+}
+
+/// `getsockopt(2)` into `buf`; returns the length the kernel wrote.
+pub(crate) fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
+    #[cfg(test)]
+    if let Some(r) = crate::kernel_emul::getsockopt(fd, level, name, buf) {
+        return r;
+    }
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: buf is valid for writes of len bytes.
+    let r = unsafe { libc::getsockopt(fd, level, name, buf.as_mut_ptr().cast(), &mut len) };
+    check(r as isize).map(|_| len as usize)
 }
 
 /// A control-message buffer aligned for `cmsghdr`, room for one small cmsg.
@@ -237,7 +282,51 @@ pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize>
     }
 }
 
+/// Run `f` (a call that cannot take MSG_NOSIGNAL, like `sendfile(2)`)
+/// with SIGPIPE blocked on this thread, and consume the SIGPIPE it raised:
+/// a reset peer is an error code (EPIPE, also when the call reported the
+/// bytes it took before), never a signal. A thread that
+/// already blocks SIGPIPE is left alone (its pending signals are its own).
+fn without_sigpipe<T>(f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    // SAFETY: sigset_t values are initialised by sigemptyset before use;
+    // the pointers passed are valid for the calls.
+    unsafe {
+        let mut pipe: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pipe);
+        libc::sigaddset(&mut pipe, libc::SIGPIPE);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, &pipe, &mut old) != 0 {
+            return f();
+        }
+        if libc::sigismember(&old, libc::SIGPIPE) == 1 {
+            return f();
+        }
+        let r = f();
+        // Whatever the call returned: with TX in the kernel, TCP's send
+        // raises SIGPIPE for a record while sendfile reports the bytes it
+        // took before (or another errno, EBADMSG). SIGPIPE was unblocked
+        // before the call, so a pending one is the call's own.
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pending);
+        if libc::sigpending(&mut pending) == 0 && libc::sigismember(&pending, libc::SIGPIPE) == 1 {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&pipe, std::ptr::null_mut(), &zero) < 0
+                && *libc::__errno_location() == libc::EINTR
+            {}
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            // The peer is gone: what the kernel took will not arrive.
+            return r.and(Err(io::Error::from_raw_os_error(libc::EPIPE)));
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
 /// `sendfile(2)` from `in_fd` at `*offset`, advancing it; retried on EINTR.
+/// A reset peer gives EPIPE, never SIGPIPE (`without_sigpipe`).
 pub(crate) fn sendfile(
     out_fd: RawFd,
     in_fd: RawFd,
@@ -262,7 +351,8 @@ pub(crate) fn sendfile(
         }
         let mut off: libc::off_t = *offset;
         // SAFETY: off is a valid off_t.
-        let r = check(unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) });
+        let r =
+            without_sigpipe(|| check(unsafe { libc::sendfile(out_fd, in_fd, &mut off, count) }));
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Ok(n) => {
@@ -288,6 +378,8 @@ pub(crate) mod fault {
         RecvMsg,
         SendMsg,
         SendFile,
+        /// `setsockopt(SOL_TLS, TLS_RX)` on this fd only.
+        TlsRx(std::os::fd::RawFd),
     }
 
     thread_local! {
@@ -305,5 +397,55 @@ pub(crate) mod fault {
             let pos = q.iter().position(|(o, _)| *o == op)?;
             q.remove(pos).map(|(_, e)| e)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::os::fd::AsRawFd;
+
+    thread_local! {
+        static SIGPIPES: Cell<u32> = const { Cell::new(0) };
+    }
+
+    extern "C" fn count_sigpipe(_: libc::c_int) {
+        SIGPIPES.with(|c| c.set(c.get() + 1));
+    }
+
+    #[test]
+    fn sendfile_to_a_reset_peer_raises_no_sigpipe() {
+        // Rust ignores SIGPIPE; a C server keeps the default (death). A
+        // handler stands for it here: it must not run.
+        let file = std::fs::File::open("/proc/self/exe").unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(b);
+        // SAFETY: a handler that only touches a const thread-local.
+        let old = unsafe {
+            libc::signal(
+                libc::SIGPIPE,
+                count_sigpipe as *const () as libc::sighandler_t,
+            )
+        };
+        let mut off = 0;
+        let r = super::sendfile(a.as_raw_fd(), file.as_raw_fd(), &mut off, 4096);
+        // The control case: a plain write(2) does raise it here.
+        // SAFETY: writing one byte from a valid buffer.
+        let w = unsafe { libc::write(a.as_raw_fd(), b"x".as_ptr().cast(), 1) };
+        unsafe { libc::signal(libc::SIGPIPE, old) };
+        assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EPIPE)));
+        assert_eq!(w, -1);
+        assert_eq!(
+            SIGPIPES.with(Cell::get),
+            1,
+            "only the plain write raised SIGPIPE"
+        );
+        // The thread's mask is as before: SIGPIPE not blocked.
+        // SAFETY: querying this thread's mask.
+        unsafe {
+            let mut m: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut m);
+            assert_eq!(libc::sigismember(&m, libc::SIGPIPE), 0);
+        }
     }
 }

@@ -138,6 +138,17 @@ pub(crate) struct Offload {
     fail_fast: bool,
     rx_key_updates: u64,
     tx_key_updates: u64,
+    /// Warning alerts the peer may still send (rustls allows 4).
+    warnings_left: u8,
+    /// KeyUpdates the peer may still send before application data
+    /// (rustls allows 32 without data between them).
+    key_updates_left: u8,
+    /// A HelloRequest was refused with a warning already.
+    reneg_refused_once: bool,
+    /// The kernel's RX sequence number when the current key was installed.
+    rx_seq_base: u64,
+    /// The kernel did not report its RX sequence number.
+    rx_seq_unknown: bool,
 }
 
 pub(crate) fn fatal(
@@ -159,6 +170,10 @@ pub(crate) fn fatal(
         received: None,
     }
 }
+
+/// The peer limits rustls applies in userspace (its `TemperCounters`).
+const MAX_WARNING_ALERTS: u8 = 4;
+const MAX_KEY_UPDATES_WITHOUT_DATA: u8 = 32;
 
 impl Offload {
     pub(crate) fn new(
@@ -195,6 +210,11 @@ impl Offload {
             fail_fast,
             rx_key_updates: 0,
             tx_key_updates: 0,
+            warnings_left: MAX_WARNING_ALERTS,
+            key_updates_left: MAX_KEY_UPDATES_WITHOUT_DATA,
+            reneg_refused_once: false,
+            rx_seq_base: 0,
+            rx_seq_unknown: false,
         }
     }
 
@@ -258,6 +278,30 @@ impl Offload {
     #[cfg(test)]
     pub(crate) fn set_fail_fast(&mut self, on: bool) {
         self.fail_fast = on;
+    }
+
+    /// A kernel with rekey pauses RX (EKEYEXPIRED until keys are set) as
+    /// soon as it delivers a TLS 1.3 handshake record whose first byte is
+    /// the KeyUpdate type, whole message or not. When that record installed
+    /// no new key (the first fragment of a split KeyUpdate, or a fragment
+    /// of another message that starts with that byte), the next record is
+    /// under the current key: give the kernel its current key back.
+    fn resume_paused_rx(&mut self, fd: RawFd, ev: &mut Vec<Event>) -> Result<(), Fail> {
+        if !(self.tls13 && self.rx_in_kernel() && self.kernel_rekey) {
+            return Ok(());
+        }
+        if let Err(e) = ktls::reinstall_rx(fd, self.suite) {
+            log::warn!("{}", e.msg);
+            return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
+        }
+        log::debug!("kernel paused RX inside a handshake message; current RX key re-installed");
+        Ok(())
+    }
+
+    /// A handshake message is partly received: only its next fragment may
+    /// come (application data may not).
+    pub(crate) fn hs_pending(&self) -> bool {
+        !self.hs.is_empty()
     }
 
     /// Records per key: where refreshing starts, and the hard limit.
@@ -337,6 +381,7 @@ impl Offload {
                 format!("rustls could not derive new RX keys: {e}"),
             )
         })?;
+        self.rx_seq_base = secrets.0;
         match &mut self.rx {
             Rx::Kernel => ktls::rekey(fd, libc::TLS_RX, self.suite, secrets)?,
             Rx::User(o) => *o = Opener::new(self.suite, secrets),
@@ -346,6 +391,30 @@ impl Offload {
         self.rx_key_updates += 1;
         log::debug!("RX traffic keys updated");
         Ok(())
+    }
+
+    /// Records the kernel has decrypted with the current RX key, when RX
+    /// is in the kernel and the kernel reports its sequence number.
+    fn kernel_rx_records(&mut self, fd: RawFd) -> Option<u64> {
+        if !self.rx_in_kernel() || self.rx_seq_unknown {
+            return None;
+        }
+        match ktls::current_seq(fd, libc::TLS_RX, self.suite) {
+            Ok(seq) => Some(seq.saturating_sub(self.rx_seq_base)),
+            Err(e) => {
+                log::warn!(
+                    "getsockopt(SOL_TLS, TLS_RX) failed ({e}): received records are counted \
+                     from their bytes, which undercounts small records the kernel merges"
+                );
+                self.rx_seq_unknown = true;
+                None
+            }
+        }
+    }
+
+    /// The kernel's RX sequence number when it got its first key.
+    pub(crate) fn set_rx_seq_base(&mut self, seq: u64) {
+        self.rx_seq_base = seq;
     }
 
     /// How many of `want` bytes may be sent now without passing the key
@@ -367,10 +436,26 @@ impl Offload {
             .saturating_add((bytes / wire::MAX_FRAGMENT) as u64 + 1);
     }
 
-    /// Count one received record; ask for new keys near the limit.
-    /// `Err`: the limit cannot be kept (close with KEY_EXHAUSTED).
-    pub(crate) fn count_rx(&mut self, ev: &mut Vec<Event>) -> Result<(), Error> {
-        self.rx_records += 1;
+    /// Count the records one read of `bytes` of application data took;
+    /// ask for new keys near the limit. The kernel can merge consecutive
+    /// data records into one read, so with RX in the kernel the count is
+    /// its own record sequence number (getsockopt TLS_RX) since the key
+    /// was installed. `Err`: the limit cannot be kept (close with
+    /// KEY_EXHAUSTED).
+    pub(crate) fn count_rx(
+        &mut self,
+        fd: RawFd,
+        bytes: usize,
+        ev: &mut Vec<Event>,
+    ) -> Result<(), Error> {
+        let at_least = self.rx_records + 1;
+        self.rx_records = match self.kernel_rx_records(fd) {
+            Some(n) => n.max(at_least),
+            // Without the kernel's count: each full record's worth of
+            // bytes is at least one record.
+            None => self.rx_records + (bytes as u64).div_ceil(16384).max(1),
+        };
+        self.key_updates_left = MAX_KEY_UPDATES_WITHOUT_DATA;
         if self.rx_records >= self.limit {
             return Err(Error::new(
                 RKTLS_ERR_KEY_EXHAUSTED,
@@ -428,7 +513,16 @@ impl Offload {
                 Ok(())
             }
             wire::CT_ALERT => self.on_alert(payload, sent_close_notify, ev),
-            wire::CT_HANDSHAKE => self.on_handshake(fd, payload, ev),
+            wire::CT_HANDSHAKE => {
+                let rx_updates = self.rx_key_updates;
+                self.on_handshake(fd, payload, ev)?;
+                if payload.first() == Some(&wire::HS_KEY_UPDATE)
+                    && self.rx_key_updates == rx_updates
+                {
+                    self.resume_paused_rx(fd, ev)?;
+                }
+                Ok(())
+            }
             t => Err(fatal(
                 ev,
                 RKTLS_ERR_UNEXPECTED_MESSAGE,
@@ -466,6 +560,19 @@ impl Offload {
         // user_canceled is a warning in both versions; in TLS 1.3 every
         // other alert is fatal whatever its level says.
         if desc == RKTLS_ALERT_USER_CANCELED.code() || (level == alert::WARNING && !self.tls13) {
+            // As in userspace: a bounded number, then the connection ends.
+            if self.warnings_left == 0 {
+                return Err(fatal(
+                    ev,
+                    RKTLS_ERR_PEER_MISBEHAVED,
+                    RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                    format!(
+                        "the peer sent more than {MAX_WARNING_ALERTS} warning alerts \
+                         (the last: {name})"
+                    ),
+                ));
+            }
+            self.warnings_left -= 1;
             log::warn!("peer sent warning alert {name}; ignored");
             return Ok(());
         }
@@ -547,6 +654,20 @@ impl Offload {
                 Ok(())
             }
             wire::HS_KEY_UPDATE if self.tls13 => {
+                // As in userspace: every KeyUpdate costs a key derivation
+                // and a setsockopt; a bounded number between data records.
+                if self.key_updates_left == 0 {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_PEER_MISBEHAVED,
+                        RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                        format!(
+                            "the peer sent more than {MAX_KEY_UPDATES_WITHOUT_DATA} KeyUpdates \
+                             without application data between them"
+                        ),
+                    ));
+                }
+                self.key_updates_left -= 1;
                 let req = match body {
                     [0] => false,
                     [1] => true,
@@ -587,6 +708,7 @@ impl Offload {
                     ));
                 }
                 if let Err(e) = self.update_rx(fd) {
+                    log::warn!("peer's KeyUpdate: {}", e.msg);
                     return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                 }
                 ev.push(Event::RxKeyUpdated);
@@ -614,7 +736,9 @@ impl Offload {
                         "HelloRequest with a body",
                     ));
                 }
-                if self.fail_fast {
+                // rustls refuses one request with a warning; a second ends
+                // the connection.
+                if self.fail_fast || self.reneg_refused_once {
                     return Err(fatal(
                         ev,
                         RKTLS_ERR_RENEGOTIATION,
@@ -633,6 +757,7 @@ impl Offload {
                     alert::Message::warning(RKTLS_ALERT_NO_RENEGOTIATION).payload(),
                 ));
                 ev.push(Event::RenegotiationRequested);
+                self.reneg_refused_once = true;
                 Ok(())
             }
             wire::HS_CLIENT_HELLO if !client && !self.tls13 => {
@@ -1081,6 +1206,8 @@ mod tests {
     }
 
     type Records = &'static [(u8, &'static [u8])];
+    /// How a side's reads ended.
+    type End = Result<rktls_result, rktls_result>;
     /// How the server's reads ended, what it read, alerts received and sent.
     type ServerSaw = (
         Result<rktls_result, rktls_result>,
@@ -1092,10 +1219,20 @@ mod tests {
     /// The server (offloaded, both directions) receives what the client,
     /// also offloaded, sends as raw control records after `hello`.
     fn server_gets(suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
+        server_on(
+            kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0),
+            suite,
+            records,
+        )
+    }
+
+    /// As `server_gets`, with the server set up as `srv` (`USER`: rustls'
+    /// own record layer, the reference for limits and alerts).
+    fn server_on(srv: Side, suite: u16, records: Records) -> (ServerSaw, Vec<u8>) {
         let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
         run(
             &opts(suite),
-            both,
+            srv,
             both,
             (None, None),
             |s| {
@@ -1112,7 +1249,10 @@ mod tests {
             move |c| {
                 write_all(c, b"hello").unwrap();
                 for (t, p) in records {
-                    crate::ktls::send_record(c.raw_fd(), *t, p).unwrap();
+                    // The server may end the connection before the last.
+                    if crate::ktls::send_record(c.raw_fd(), *t, p).is_err() {
+                        break;
+                    }
                 }
                 // What the server answered (alerts), as raw records.
                 let mut out = Vec::new();
@@ -1376,5 +1516,463 @@ mod tests {
             vec![Event::PeerClosed, Event::SendControl(21, vec![1, 0])]
         );
         assert_eq!(events[3], vec![Event::Closed]);
+    }
+
+    #[test]
+    fn warning_alerts_are_limited_as_in_userspace() {
+        // rustls (userspace) ends the connection at the fifth warning
+        // alert: TLS 1.2 warnings and TLS 1.3 user_canceled alike.
+        // Five warnings then close_notify, and four then close_notify.
+        const W: (u8, &[u8]) = (21, &[1, 100]);
+        const U: (u8, &[u8]) = (21, &[1, 90]);
+        const CN: (u8, &[u8]) = (21, &[1, 0]);
+        static W12: Records = &[W, W, W, W, W, CN];
+        static W13: Records = &[U, U, U, U, U, CN];
+        static OK12: Records = &[W, W, W, W, CN];
+        static OK13: Records = &[U, U, U, U, CN];
+        for (suite, recs, ok) in [(0xc02b, W12, OK12), (0x1301, W13, OK13)] {
+            let ((end, got, _, sent), answer) = server_gets(suite, recs);
+            assert_eq!(end, Err(RKTLS_ERR_PEER_MISBEHAVED), "suite {suite:04x}");
+            assert_eq!(&got[..], b"hello");
+            assert_eq!(sent, Some(10));
+            assert_eq!(answer, vec![21, 2, 10], "unexpected_message on the wire");
+            // Same code in userspace.
+            let ((end, ..), _) = server_on(USER, suite, recs);
+            assert_eq!(end, Err(RKTLS_ERR_PEER_MISBEHAVED), "userspace {suite:04x}");
+            // Four are accepted.
+            let ((end, ..), answer) = server_gets(suite, ok);
+            assert_eq!(end, Ok(RKTLS_CLOSED), "suite {suite:04x}");
+            assert_eq!(answer, vec![21, 1, 0], "only our close_notify");
+        }
+    }
+
+    #[test]
+    fn warning_alerts_are_limited_in_the_event_style() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (results, ()) = run(
+            &opts(0xc02c),
+            both,
+            USER,
+            (None, None),
+            |s| {
+                (0..5)
+                    .map(|_| {
+                        let (r, ev) = s.process_record(21, &[1, 100]);
+                        (r.map_err(|e| e.code), ev)
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |_| {},
+        );
+        for r in &results[..4] {
+            assert_eq!(r, &(Ok(RKTLS_OK), vec![]));
+        }
+        assert_eq!(
+            results[4],
+            (
+                Err(RKTLS_ERR_PEER_MISBEHAVED),
+                vec![Event::SendControl(21, vec![2, 10]), Event::Closed]
+            )
+        );
+    }
+
+    /// The client (offloaded, rekey kernel) sends `n` KeyUpdates, with
+    /// `data` between each; returns how the server's reads ended, the
+    /// server's setsockopt count, and what the client read.
+    fn key_updates(
+        n: usize,
+        data: bool,
+        event_style: bool,
+    ) -> ((End, usize, usize), (End, Option<u8>)) {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        run(
+            &opts(0x1301),
+            both,
+            both,
+            (None, None),
+            move |s| {
+                let mut got = 0;
+                let mut b = [0u8; 20000];
+                let end = loop {
+                    if event_style {
+                        let (t, n) = match crate::ktls::recv_record(s.raw_fd(), &mut b) {
+                            Ok(v) => v,
+                            Err(e) => panic!("{e}"),
+                        };
+                        let (r, ev) = s.process_record(t, &b[..n]);
+                        let mut closed = false;
+                        for e in ev {
+                            match e {
+                                Event::AppData(d) => got += d.len(),
+                                Event::PeerClosed => closed = true,
+                                Event::SendControl(t, p) => {
+                                    crate::ktls::send_record(s.raw_fd(), t, &p).unwrap();
+                                }
+                                _ => {}
+                            }
+                        }
+                        match r {
+                            Ok(_) => s.control_sent().unwrap(),
+                            Err(e) => break Err(e.code),
+                        };
+                        if closed {
+                            break Ok(RKTLS_CLOSED);
+                        }
+                        continue;
+                    }
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got += n,
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                let emu = kernel_emul::remove().unwrap();
+                let fd = s.raw_fd();
+                let sets = emu.log.iter().filter(|(f, ..)| *f == fd).count();
+                (end, got, sets)
+            },
+            move |c| {
+                for _ in 0..n {
+                    if data {
+                        write_all(c, b"x").unwrap();
+                    }
+                    assert_eq!(c.refresh_keys(false).unwrap(), RKTLS_OK);
+                }
+                write_all(c, b"end").unwrap();
+                let _ = c.shutdown();
+                let mut b = [0u8; 64];
+                let r = loop {
+                    match c.read(&mut b) {
+                        Ok((RKTLS_OK, _)) => {}
+                        other => break other.map(|r| r.0).map_err(|e| e.code),
+                    }
+                };
+                (r, c.alert_received())
+            },
+        )
+    }
+
+    #[test]
+    fn key_updates_without_data_are_limited_as_in_userspace() {
+        for event_style in [false, true] {
+            // 32 in a row are fine, the 33rd ends the connection: one
+            // setsockopt each (plus the two of the offload), no more.
+            let ((end, got, sets), (cli, alert)) = key_updates(33, false, event_style);
+            assert_eq!(
+                end,
+                Err(RKTLS_ERR_PEER_MISBEHAVED),
+                "event style {event_style}"
+            );
+            assert_eq!(got, 0);
+            assert_eq!(sets, 2 + 32, "setsockopt calls");
+            assert_eq!((cli, alert), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(10)));
+            // Data between them resets the count.
+            let ((end, got, sets), _) = key_updates(40, true, event_style);
+            assert_eq!(got, 40 + 3, "event style {event_style}");
+            assert_eq!(end, Ok(RKTLS_CLOSED), "event style {event_style}");
+            assert_eq!(sets, 2 + 40);
+        }
+    }
+
+    #[test]
+    fn a_second_hello_request_ends_the_connection() {
+        let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let (answers, r) = run(
+            &opts(0xc02b),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let mut answers = Vec::new();
+                let mut b = [0u8; 64];
+                for _ in 0..3 {
+                    write_all(s, b"data").unwrap();
+                    crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
+                }
+                // SAFETY: the fd is open; no more bytes from this side.
+                unsafe { libc::shutdown(s.raw_fd(), libc::SHUT_WR) };
+                while let Ok((t, n)) = crate::ktls::recv_record(s.raw_fd(), &mut b) {
+                    if n == 0 {
+                        break;
+                    }
+                    answers.push((t, b[..n].to_vec()));
+                }
+                answers
+            },
+            |c| {
+                let mut got = Vec::new();
+                let mut b = [0u8; 64];
+                loop {
+                    match c.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        other => return (other.map(|r| r.0).map_err(|e| e.code), got),
+                    }
+                }
+            },
+        );
+        assert_eq!(r, (Err(RKTLS_ERR_RENEGOTIATION), b"datadata".to_vec()));
+        assert_eq!(
+            answers,
+            vec![(21, vec![1, 100]), (21, vec![2, 100])],
+            "a warning, then a fatal no_renegotiation"
+        );
+    }
+
+    /// The server (offloaded as `dirs`) reads "hello" and then the raw
+    /// bytes `wire` a userspace client writes on its socket; returns the
+    /// server's end and the client's (its read result and alert received).
+    fn server_reads_raw(suite: u16, dirs: u32, wire: Vec<u8>) -> (End, (End, Option<u8>)) {
+        run(
+            &opts(suite),
+            kernel(false, dirs, 0),
+            USER,
+            (None, None),
+            |s| {
+                assert_eq!(read_n(s, 5).unwrap(), b"hello");
+                let mut b = [0u8; 100];
+                s.read(&mut b).map(|r| r.0).map_err(|e| e.code)
+            },
+            move |c| {
+                write_all(c, b"hello").unwrap();
+                // SAFETY: writing bytes to the connection's own socket.
+                let n = unsafe { libc::write(c.raw_fd(), wire.as_ptr().cast(), wire.len()) };
+                assert_eq!(n, wire.len() as isize);
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
+            },
+        )
+    }
+
+    #[test]
+    fn kernel_read_failures_send_their_alert() {
+        // A record that fails to decrypt: bad_record_mac, although the
+        // kernel refuses to send after the failure until SO_ERROR is taken.
+        let mut junk = vec![23, 3, 3, 0, 40];
+        junk.extend_from_slice(&[0x5a; 40]);
+        // A record over 2^14 + 256 bytes: record_overflow.
+        let mut big = vec![23, 3, 3, 0x48, 0x01];
+        big.resize(5 + 0x4801, 0);
+        for suite in [0x1301, 0xc02b] {
+            for dirs in [RKTLS_KTLS_TX | RKTLS_KTLS_RX, RKTLS_KTLS_RX] {
+                let (end, cli) = server_reads_raw(suite, dirs, junk.clone());
+                assert_eq!(end, Err(RKTLS_ERR_DECRYPT), "{suite:04x} dirs {dirs}");
+                assert_eq!(
+                    cli,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(20)),
+                    "{suite:04x} dirs {dirs}"
+                );
+                let (end, cli) = server_reads_raw(suite, dirs, big.clone());
+                assert_eq!(end, Err(RKTLS_ERR_PROTOCOL), "{suite:04x} dirs {dirs}");
+                assert_eq!(
+                    cli,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(22)),
+                    "{suite:04x} dirs {dirs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn data_inside_a_fragmented_handshake_message_is_refused() {
+        static SPLIT: Records = &[(22, &[24, 0]), (23, b"inside"), (22, &[0, 1, 0])];
+        // On a rekey kernel the first fragment pauses RX (EKEYEXPIRED).
+        for (rekey, dirs) in [
+            (false, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (true, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (false, RKTLS_KTLS_TX),
+        ] {
+            let ((end, got, _, sent), answer) = server_on(kernel(rekey, dirs, 0), 0x1301, SPLIT);
+            assert_eq!(end, Err(RKTLS_ERR_UNEXPECTED_MESSAGE), "dirs {dirs}");
+            assert_eq!(&got[..], b"hello", "nothing from inside the message");
+            assert_eq!(sent, Some(10));
+            assert_eq!(answer, vec![21, 2, 10], "unexpected_message on the wire");
+        }
+    }
+
+    #[test]
+    fn kernel_refusing_rx_after_tx_ends_with_an_alert() {
+        for (mode, dirs) in [
+            (RKTLS_KTLS_PREFER, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (RKTLS_KTLS_REQUIRE, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
+            (RKTLS_KTLS_PREFER, RKTLS_KTLS_RX),
+        ] {
+            let (a, b) = UnixStream::pair().unwrap();
+            let scfg = server_config(&opts(0x1301));
+            let server = std::thread::spawn(move || {
+                kernel_emul::install(true);
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                s.set_ktls_mode(mode, Options { dirs, key_limit: 0 });
+                crate::sys::fault::inject(
+                    crate::sys::fault::Op::TlsRx(a.as_raw_fd()),
+                    libc::ENOMEM,
+                );
+                let r = s.handshake().map_err(|e| (e.code, e.msg));
+                kernel_emul::remove();
+                r
+            });
+            let mut c = Connection::client(client_config(&opts(0x1301)), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            let mut buf = [0u8; 16];
+            let r = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
+            let (code, msg) = server.join().unwrap().unwrap_err();
+            assert_eq!(code, RKTLS_ERR_KTLS_UNAVAILABLE, "{msg}");
+            assert!(
+                msg.contains("TLS_RX") && msg.contains("sent alert internal_error"),
+                "{msg}"
+            );
+            assert_eq!(
+                (r, c.alert_received()),
+                (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                "the peer receives internal_error, not a truncated stream ({mode:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn key_update_split_across_records_on_a_rekey_kernel() {
+        // The client sends its KeyUpdate in two records (RFC 8446 allows
+        // fragmenting handshake messages), then data under its new key.
+        // The kernel pauses RX at the first fragment; rktls gives it the
+        // current key back, then the new one once the message is whole.
+        for event_style in [false, true] {
+            let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let ((got, rx_updates, sets), ()) = run(
+                &opts(0x1302),
+                both,
+                both,
+                (None, None),
+                move |s| {
+                    let got = if event_style {
+                        let mut got = Vec::new();
+                        let mut b = [0u8; 20000];
+                        while got.len() < 10 {
+                            let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                            let (r, ev) = s.process_record(t, &b[..n]);
+                            assert_eq!(r.map_err(|e| e.msg), Ok(RKTLS_OK));
+                            for e in ev {
+                                if let Event::AppData(d) = e {
+                                    got.extend_from_slice(&d);
+                                }
+                            }
+                        }
+                        got
+                    } else {
+                        read_n(s, 10).unwrap()
+                    };
+                    write_all(s, b"k").unwrap();
+                    let usage = s.key_usage().unwrap();
+                    let emu = kernel_emul::remove().unwrap();
+                    let fd = s.raw_fd();
+                    let sets = emu
+                        .log
+                        .iter()
+                        .filter(|(f, d, _)| *f == fd && *d == libc::TLS_RX)
+                        .count();
+                    (got, usage.3, sets)
+                },
+                |c| {
+                    write_all(c, b"befor").unwrap();
+                    let fd = c.raw_fd();
+                    let o = c.offload().unwrap();
+                    let mut ev = Vec::new();
+                    o.begin_tx_update(false, &mut ev).unwrap();
+                    assert_eq!(ev[0], Event::SendControl(22, vec![24, 0, 0, 1, 0]));
+                    crate::ktls::send_record(fd, 22, &[24, 0]).unwrap();
+                    crate::ktls::send_record(fd, 22, &[0, 1, 0]).unwrap();
+                    o.commit_tx(fd).unwrap();
+                    write_all(c, b"after").unwrap();
+                    assert_eq!(read_n(c, 1).unwrap(), b"k");
+                },
+            );
+            assert_eq!(got, b"beforafter", "event style {event_style}");
+            assert_eq!(rx_updates, 1);
+            assert_eq!(sets, 3, "install, the current key again, the new key");
+        }
+    }
+
+    #[test]
+    fn rx_key_usage_counts_records_the_kernel_merges() {
+        // 40 one-byte records, all received before the server reads: the
+        // kernel returns them in one read; the key usage counts 40.
+        for event_style in [false, true] {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let both = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+            let ((n, records), ()) = run(
+                &opts(0x1301),
+                both,
+                both,
+                (None, None),
+                move |s| {
+                    rx.recv().unwrap();
+                    let mut b = [0u8; 20000];
+                    let n = if event_style {
+                        let (t, n) = crate::ktls::recv_record(s.raw_fd(), &mut b).unwrap();
+                        let (r, _) = s.process_record(t, &b[..n]);
+                        assert_eq!(r.map_err(|e| e.code), Ok(RKTLS_OK));
+                        n
+                    } else {
+                        let (r, n) = s.read(&mut b).unwrap();
+                        assert_eq!(r, RKTLS_OK);
+                        n
+                    };
+                    write_all(s, b"k").unwrap();
+                    (n, s.key_usage().unwrap().1)
+                },
+                move |c| {
+                    for _ in 0..40 {
+                        write_all(c, b"x").unwrap();
+                    }
+                    tx.send(()).unwrap();
+                    assert_eq!(read_n(c, 1).unwrap(), b"k");
+                },
+            );
+            assert_eq!(
+                n, 40,
+                "one read took every record (event style {event_style})"
+            );
+            assert_eq!(records, 40, "records counted (event style {event_style})");
+        }
+    }
+
+    #[test]
+    fn key_update_the_kernel_refuses_ends_with_its_own_code_and_an_alert() {
+        let both = kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+        let ((got, end, msg, sent), (cli, alert)) = run(
+            &opts(0x1301),
+            both,
+            both,
+            (None, None),
+            |s| {
+                let fd = s.raw_fd();
+                crate::sys::fault::inject(crate::sys::fault::Op::TlsRx(fd), libc::EINVAL);
+                let mut got = Vec::new();
+                let mut b = [0u8; 100];
+                let (end, msg) = loop {
+                    match s.read(&mut b) {
+                        Ok((RKTLS_OK, n)) => got.extend_from_slice(&b[..n]),
+                        Ok((r, _)) => break (Ok(r), String::new()),
+                        Err(e) => break (Err(e.code), e.msg),
+                    }
+                };
+                (got, end, msg, s.alert_sent())
+            },
+            |c| {
+                write_all(c, b"before").unwrap();
+                assert_eq!(c.refresh_keys(false).unwrap(), RKTLS_OK);
+                let mut b = [0u8; 100];
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
+            },
+        );
+        assert_eq!(got, b"before", "data before the update delivered");
+        assert_eq!(end, Err(RKTLS_ERR_KTLS_REKEY_REFUSED));
+        assert!(
+            msg.contains("setsockopt(SOL_TLS, TLS_RX)") && msg.contains("os error 22"),
+            "{msg}"
+        );
+        assert_eq!(sent, Some(80));
+        assert_eq!((cli, alert), (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)));
     }
 }

@@ -467,7 +467,15 @@ pub extern "C" fn rktls_connection_ktls_rx(conn: *const rktls_connection) -> boo
 /// zero-copy `sendfile(2)`; otherwise rktls reads and encrypts the bytes
 /// itself (at most 64 KiB a call). Completes the handshake first if
 /// needed. Returns `RKTLS_WANT_WRITE` (nothing sent) when the socket is
-/// full: call again when writable. Loop until all is sent.
+/// full: call again when writable. Loop until all is sent. A reset peer
+/// gives `RKTLS_ERR_IO`, not SIGPIPE: `sendfile(2)` cannot take
+/// MSG_NOSIGNAL, so SIGPIPE is blocked on the calling thread for the call
+/// and the one it raised is consumed (unless the thread already blocks
+/// SIGPIPE; then its pending signals are left alone). With TX in the
+/// kernel, `close(2)` of a socket whose peer reset can still raise SIGPIPE
+/// (the kernel retries its unsent TLS records with sendfile's flags, seen
+/// on Linux 6.12 and 7.3): servers using sendfile should ignore SIGPIPE or
+/// close such sockets with it blocked.
 #[no_mangle]
 pub extern "C" fn rktls_connection_sendfile(
     conn: *mut rktls_connection,

@@ -23,12 +23,21 @@ pub(super) enum Rec {
     /// Application data of this length is in the caller's buffer.
     Data(usize),
     /// Application data went to the plaintext queue.
-    Queued,
+    /// (Its length.)
+    Queued(usize),
     Control(u8, Vec<u8>),
     /// Unusable (failed to decrypt, too long, cut short): the error code,
     /// the alert it deserves, and why.
     Bad(rktls_result, Option<rktls_alert_description>, &'static str),
 }
+
+/// Application data between fragments of a handshake message (RFC 8446
+/// section 5.1 forbids it): none of it is delivered.
+const INTERLEAVED: Rec = Rec::Bad(
+    RKTLS_ERR_UNEXPECTED_MESSAGE,
+    Some(RKTLS_ALERT_UNEXPECTED_MESSAGE),
+    "application data inside a fragmented handshake message",
+);
 
 /// The error for offload state used outside the kernel mode (a bug).
 fn not_offloaded() -> Error {
@@ -195,14 +204,16 @@ impl Connection {
         }
     }
 
-    /// Count one received application-data record against the key limit.
-    pub(super) fn offload_count_rx(&mut self) {
+    /// Count what one read of `bytes` of application data took (one record
+    /// or, through the kernel, several) against the key limit.
+    pub(super) fn offload_count_rx(&mut self, bytes: usize) {
         if self.reneg_refused {
             log::info!("the server carried on after the refused renegotiation");
             self.reneg_refused = false;
         }
         let mut ev = Vec::new();
-        match self.offload().and_then(|o| o.count_rx(&mut ev)) {
+        let fd = self.fd;
+        match self.offload().and_then(|o| o.count_rx(fd, bytes, &mut ev)) {
             Ok(()) => {
                 self.apply_events(ev);
                 let _ = self.flush_control();
@@ -210,6 +221,18 @@ impl Connection {
             Err(e) => {
                 self.offload_close(e);
             }
+        }
+    }
+
+    /// After a failed read the kernel's TLS layer leaves its error on the
+    /// socket and refuses every send until it is taken (Linux 6.12 and
+    /// 6.18 alike): take it, so the alert the failure deserves can leave.
+    fn take_kernel_read_error(&mut self) {
+        match sys::take_socket_error(self.fd) {
+            Ok(e) => {
+                log::debug!("kernel TLS read failed; socket error {e} taken to send the alert")
+            }
+            Err(e) => log::debug!("getsockopt(SO_ERROR) after a failed kernel TLS read: {e}"),
         }
     }
 
@@ -230,11 +253,20 @@ impl Connection {
                 Ok(v) => v,
                 Err(e) if sys::would_block(&e) => return Ok(Rec::WouldBlock),
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
+                    self.take_kernel_read_error();
                     return Ok(Rec::Bad(
                         RKTLS_ERR_DECRYPT,
                         Some(RKTLS_ALERT_BAD_RECORD_MAC),
                         "a record failed to decrypt in the kernel",
-                    ))
+                    ));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    self.take_kernel_read_error();
+                    return Ok(Rec::Bad(
+                        RKTLS_ERR_PROTOCOL,
+                        Some(RKTLS_ALERT_RECORD_OVERFLOW),
+                        "record longer than TLS allows (the kernel refused it: EMSGSIZE)",
+                    ));
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPROTO) => {
                     return Ok(Rec::Bad(
@@ -249,12 +281,15 @@ impl Connection {
                 if n == 0 {
                     return Ok(Rec::Eof);
                 }
+                if self.offload()?.hs_pending() {
+                    return Ok(INTERLEAVED);
+                }
                 if direct {
                     return Ok(Rec::Data(n));
                 }
                 let data = self.b.incoming[..n].to_vec();
                 self.b.plain.extend_from_slice(&data);
-                return Ok(Rec::Queued);
+                return Ok(Rec::Queued(n));
             }
             let p = if direct {
                 buf[..n].to_vec()
@@ -270,13 +305,15 @@ impl Connection {
                     Tls::Kernel(o) => o.open(&mut self.b.incoming[..len]),
                     _ => return Err(not_offloaded()),
                 };
+                let hs_pending = self.offload()?.hs_pending();
                 let out = match opened {
+                    Ok((typ, _)) if typ == wire::CT_APPLICATION_DATA && hs_pending => INTERLEAVED,
                     Ok((typ, range)) => {
                         let p = &self.b.incoming[range];
                         if typ == wire::CT_APPLICATION_DATA {
                             let p = p.to_vec();
                             self.b.plain.extend_from_slice(&p);
-                            Rec::Queued
+                            Rec::Queued(p.len())
                         } else {
                             Rec::Control(typ, p.to_vec())
                         }
@@ -353,11 +390,11 @@ impl Connection {
                     });
                 }
                 Rec::Data(n) => {
-                    self.offload_count_rx();
+                    self.offload_count_rx(n);
                     return Ok((RKTLS_OK, n));
                 }
-                Rec::Queued => {
-                    self.offload_count_rx();
+                Rec::Queued(len) => {
+                    self.offload_count_rx(len);
                     let n = self.take_plain(buf);
                     if n > 0 {
                         return Ok((RKTLS_OK, n));
@@ -503,7 +540,7 @@ impl Connection {
         let mut ev = Vec::new();
         if typ == wire::CT_APPLICATION_DATA {
             self.reneg_refused = false;
-            if let Err(e) = o.count_rx(&mut ev) {
+            if let Err(e) = o.count_rx(fd, payload.len(), &mut ev) {
                 if !self.sent_close_notify {
                     ev.push(Event::close_notify());
                     self.sent_close_notify = true;

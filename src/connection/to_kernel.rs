@@ -18,6 +18,7 @@ use super::control::{self, Offload};
 use super::engine::Action;
 use super::transport::Fill;
 use super::{Connection, Negotiated, Tls};
+use crate::alert::rktls_alert_description as A;
 use crate::ktls::{self, rktls_ktls_mode};
 use crate::offload;
 use crate::record::{Opener, Sealer};
@@ -82,17 +83,53 @@ impl Switch {
             }
             Ready::User(s) => control::Tx::User(s),
         };
+        let mut rx_seq = 0;
         let rx = match self.rx {
-            Ready::Kernel(info) => {
-                ktls::install(fd, libc::TLS_RX, &info)?;
-                control::Rx::Kernel
-            }
+            Ready::Kernel(info) => match ktls::install(fd, libc::TLS_RX, &info) {
+                Ok(()) => {
+                    rx_seq = ktls::info_seq(&info);
+                    control::Rx::Kernel
+                }
+                Err(e) => return Err(rx_refused(fd, tx, e)),
+            },
             Ready::User(o) => control::Rx::User(o),
         };
-        Ok(Offload::new(
+        let mut o = Offload::new(
             self.kc, plan.suite, tx, rx, plan.rekey, key_limit, fail_fast,
-        ))
+        );
+        o.set_rx_seq_base(rx_seq);
+        Ok(o)
     }
+}
+
+/// The kernel refused the RX keys after TX was set up (in the kernel or
+/// here). rustls hands each direction's secrets over once, by value, and
+/// they went into the kernel's crypto info, so RX cannot stay in userspace
+/// instead: the connection ends, and the peer gets internal_error through
+/// the TX path rather than a truncated stream.
+fn rx_refused(fd: RawFd, tx: control::Tx, e: Error) -> Error {
+    let alert = [2, A::RKTLS_ALERT_INTERNAL_ERROR as u8];
+    let sent = match tx {
+        control::Tx::Kernel => ktls::send_record(fd, crate::wire::CT_ALERT, &alert).map(|_| ()),
+        control::Tx::User(mut s) => {
+            let mut rec = Vec::new();
+            match s.seal(crate::wire::CT_ALERT, &alert, &mut rec) {
+                Ok(()) => crate::sys::send(fd, &rec).map(|_| ()),
+                Err(e) => Err(std::io::Error::other(e.msg)),
+            }
+        }
+    };
+    let how = match sent {
+        Ok(()) => "sent alert internal_error".to_string(),
+        Err(e) => format!("the alert internal_error could not be sent: {e}"),
+    };
+    Error::new(
+        RKTLS_ERR_KTLS_UNAVAILABLE,
+        format!(
+            "{} after TX was set up, so the connection cannot continue ({how})",
+            e.msg
+        ),
+    )
 }
 
 impl Connection {

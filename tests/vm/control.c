@@ -12,7 +12,11 @@
 #include <arpa/inet.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
+#include <errno.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +45,7 @@ struct opts {
     uint32_t server_dirs;  /* 0: both */
     uint16_t version;      /* 0x0303 or 0x0304 */
     int client_offloaded;  /* client in the kernel too */
+    uint64_t key_limit;    /* server's records per key (0: the suite's) */
 };
 
 struct pair {
@@ -59,6 +64,8 @@ static int connect_pair(const struct opts *o, struct pair *p)
     rktls_server_config_builder_set_versions(sb, &v, 1);
     if (o->server_dirs)
         rktls_server_config_builder_set_ktls_directions(sb, o->server_dirs);
+    if (o->key_limit)
+        rktls_server_config_builder_set_key_limit(sb, o->key_limit);
     if (rktls_server_config_builder_build(sb, &scfg) != RKTLS_OK)
         return -1;
     rktls_client_config_builder *cb;
@@ -178,6 +185,16 @@ static int recv_record(int fd, void *buf, size_t cap, size_t *len)
     if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
         return *CMSG_DATA(c);
     return 23;
+}
+
+/* The connection's error message (static buffer, for diagnostics). */
+static const char *errmsg(const rktls_connection *c)
+{
+    static char m[512];
+    size_t l = 0;
+    m[0] = 0;
+    rktls_connection_error_message(c, m, sizeof m, &l);
+    return m;
 }
 
 static int kernel_can_rekey(void)
@@ -382,6 +399,266 @@ static void event_style(void)
     done(&p);
 }
 
+/* The client (userspace rktls) writes the raw bytes `wire` on its socket
+ * after "hello": the offloaded server's kernel fails to read it (`code`),
+ * and the client must receive the fatal alert `alert` (read through the
+ * client's own record layer: the bytes that arrived). */
+static void kernel_read_failure(uint16_t version, uint32_t dirs, const uint8_t *wire, size_t len,
+                                rktls_result code, uint8_t alert, const char *what)
+{
+    struct opts o = {.version = version, .server_dirs = dirs};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && write(p.cfd, wire, len) == (ssize_t)len;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, 1, &n);
+    rktls_result cr = read_upto(p.c, got, 1, &n);
+    uint8_t crecv = 0;
+    rktls_connection_alert_received(p.c, &crecv);
+    ok = ok && r == code && cr == RKTLS_ERR_ALERT_RECEIVED && crecv == alert;
+    if (!ok)
+        printf("  server %s, client %s, client received alert %u (%s)\n", rktls_result_str(r),
+               rktls_result_str(cr), crecv, errmsg(p.c));
+    check(ok, what);
+    done(&p);
+}
+
+static void kernel_read_failures(void)
+{
+    static uint8_t junk[5 + 40], big[5 + 0x4801];
+    memcpy(junk, "\x17\x03\x03\x00\x28", 5);
+    memset(junk + 5, 0x5a, 40);
+    memcpy(big, "\x17\x03\x03\x48\x01", 5);
+    static const struct {
+        uint16_t v;
+        uint32_t dirs;
+        const char *name;
+    } cases[] = {{0x0304, 0, "TLS 1.3"},
+                 {0x0303, 0, "TLS 1.2"},
+                 {0x0304, RKTLS_KTLS_RX, "TLS 1.3 RX only"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char what[200];
+        snprintf(what, sizeof what,
+                 "%s: a record that fails to decrypt in the kernel (EBADMSG) -> the peer "
+                 "receives bad_record_mac",
+                 cases[i].name);
+        kernel_read_failure(cases[i].v, cases[i].dirs, junk, sizeof junk, RKTLS_ERR_DECRYPT, 20,
+                            what);
+        snprintf(what, sizeof what,
+                 "%s: a record over 2^14+256 bytes (EMSGSIZE) -> the peer receives "
+                 "record_overflow",
+                 cases[i].name);
+        kernel_read_failure(cases[i].v, cases[i].dirs, big, sizeof big, RKTLS_ERR_PROTOCOL, 22,
+                            what);
+    }
+}
+
+/* Application data between two fragments of a KeyUpdate: unexpected_message,
+ * nothing from inside the message delivered. On a rekey kernel the first
+ * fragment pauses RX (EKEYEXPIRED) and rktls re-installs the current key. */
+static void interleaved(void)
+{
+    const char *what = "data between two fragments of a KeyUpdate -> unexpected_message on the "
+                       "wire, nothing from inside delivered";
+    struct opts o = {.version = 0x0304, .client_offloaded = 1};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    static const uint8_t f1[] = {24, 0}, f2[] = {0, 1, 0};
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && send_record(p.cfd, 22, f1, 2) == 0 &&
+             send_record(p.cfd, 23, "inside", 6) == 0 && send_record(p.cfd, 22, f2, 3) == 0;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, sizeof got, &n);
+    ok = ok && r == RKTLS_ERR_UNEXPECTED_MESSAGE && n == 0;
+    uint8_t buf[20000];
+    size_t m = 0;
+    int t;
+    while ((t = recv_record(p.cfd, buf, sizeof buf, &m)) == 22)
+        ; /* session tickets */
+    ok = ok && t == 21 && m == 2 && buf[0] == 2 && buf[1] == 10;
+    if (!ok)
+        printf("  server %s after %zu bytes (%s); client record type %d\n", rktls_result_str(r), n,
+               errmsg(p.s), t);
+    check(ok, what);
+    done(&p);
+}
+
+/* A counter of /proc/net/tls_stat, or -1. */
+static long tls_stat(const char *name)
+{
+    FILE *f = fopen("/proc/net/tls_stat", "r");
+    char k[64];
+    long v, found = -1;
+    while (f && fscanf(f, "%63s %ld", k, &v) == 2)
+        if (!strcmp(k, name))
+            found = v;
+    if (f)
+        fclose(f);
+    return found;
+}
+
+/* A KeyUpdate in two records (RFC 8446 allows fragmenting it). A rekey
+ * kernel pauses RX at the first fragment: rktls gives it the current key
+ * back, reads the second fragment, and installs the new key (two RX
+ * rekeys). The raw client cannot switch its own key, so its next record
+ * (old key) fails to decrypt: bad_record_mac, which shows the new key was
+ * in place. Without rekey: RKTLS_ERR_KTLS_NO_REKEY and internal_error. */
+static void split_key_update(void)
+{
+    int rekey = kernel_can_rekey();
+    const char *what = rekey ? "KeyUpdate split across two records, rekey kernel: both fragments "
+                               "read, new key installed (2 RX rekeys, no error), then the old-key "
+                               "record -> bad_record_mac"
+                             : "KeyUpdate split across two records, kernel without rekey: "
+                               "RKTLS_ERR_KTLS_NO_REKEY, internal_error on the wire";
+    struct opts o = {.version = 0x0304, .client_offloaded = 1};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    long ok0 = tls_stat("TlsRxRekeyOk"), err0 = tls_stat("TlsRxRekeyError");
+    static const uint8_t f1[] = {24, 0}, f2[] = {0, 1, 0};
+    char got[64];
+    size_t n;
+    int ok = write_all(p.c, "hello", 5) == 0 && send_record(p.cfd, 22, f1, 2) == 0 &&
+             send_record(p.cfd, 22, f2, 3) == 0 && write_all(p.c, "old", 3) == 0;
+    ok = ok && read_upto(p.s, got, 5, &n) == RKTLS_OK && !memcmp(got, "hello", 5);
+    rktls_result r = read_upto(p.s, got, sizeof got, &n);
+    uint8_t buf[20000];
+    size_t m = 0;
+    int t;
+    while ((t = recv_record(p.cfd, buf, sizeof buf, &m)) == 22)
+        ; /* session tickets */
+    uint8_t want = rekey ? 20 : 80;
+    ok = ok && r == (rekey ? RKTLS_ERR_DECRYPT : RKTLS_ERR_KTLS_NO_REKEY) && n == 0 && t == 21 &&
+         m == 2 && buf[0] == 2 && buf[1] == want;
+    if (rekey)
+        ok = ok && tls_stat("TlsRxRekeyOk") == ok0 + 2 && tls_stat("TlsRxRekeyError") == err0;
+    printf("  server %s (%s); peer got record type %d alert %u; TlsRxRekeyOk %ld -> %ld\n",
+           rktls_result_str(r), errmsg(p.s), t, m == 2 ? buf[1] : 0, ok0,
+           tls_stat("TlsRxRekeyOk"));
+    check(ok, what);
+    done(&p);
+}
+
+/* sendfile with TX in the kernel to a client that reset the connection:
+ * this program keeps SIGPIPE's default disposition (death), so surviving
+ * to print the result line is the test. The reset is noticed first (its
+ * ECONNRESET taken with SO_ERROR), so TCP's send meets EPIPE and raises
+ * SIGPIPE (no MSG_NOSIGNAL); the kernel's TLS layer may then report
+ * another errno (printed). */
+static void sendfile_after_reset(void)
+{
+    const char *what = "sendfile (TX in the kernel) to a client that reset the connection: "
+                       "RKTLS_ERR_IO, no SIGPIPE (default disposition)";
+    struct opts o = {.version = 0x0304};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    char path[] = "/tmp/rktls-sendfile-XXXXXX";
+    int f = mkstemp(path);
+    static char block[1 << 20];
+    memset(block, 'f', sizeof block);
+    int ok = f >= 0 && write(f, block, sizeof block) == (ssize_t)sizeof block;
+    unlink(path);
+    int64_t off = 0;
+    size_t n = 0;
+    ok = ok && rktls_connection_sendfile(p.s, f, &off, 65536, &n) == RKTLS_OK && n > 0;
+    char got[1000];
+    size_t m;
+    ok = ok && read_upto(p.c, got, sizeof got, &m) == RKTLS_OK;
+    /* The client resets mid-download. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(p.cfd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(p.cfd);
+    p.cfd = -1;
+    struct pollfd pf = {.fd = p.sfd, .events = POLLOUT};
+    ok = ok && poll(&pf, 1, 5000) == 1 && (pf.revents & (POLLERR | POLLHUP));
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    getsockopt(p.sfd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+    /* The kernel may take bytes once more (the call succeeds, SIGPIPE
+     * raised all the same); the next call reports the error. */
+    rktls_result r = rktls_connection_sendfile(p.s, f, &off, 65536, &n);
+    int e = rktls_connection_errno(p.s);
+    ok = ok && soerr == ECONNRESET && r == RKTLS_ERR_IO && e == EPIPE;
+    printf("  reset seen as errno %d; sendfile %s errno %d\n", soerr, rktls_result_str(r), e);
+    check(ok, what);
+    if (f >= 0)
+        close(f);
+    /* The kernel's own behaviour, documented in the header: close(2)
+     * retries the unsent records with sendfile's flags and raises SIGPIPE.
+     * Closed here with SIGPIPE blocked, and the pending one taken. */
+    sigset_t pipe, pend;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
+    rktls_connection_free(p.s);
+    rktls_connection_free(p.c);
+    close(p.sfd);
+    sigpending(&pend);
+    int raised = sigismember(&pend, SIGPIPE);
+    struct timespec zero = {0, 0};
+    if (raised)
+        sigtimedwait(&pipe, NULL, &zero);
+    pthread_sigmask(SIG_UNBLOCK, &pipe, NULL);
+    printf("  close(2) of the socket raised SIGPIPE: %s\n", raised ? "yes" : "no");
+    check(raised == 1, "close(2) after the reset raises SIGPIPE (kernel behaviour the header "
+                       "documents)");
+}
+
+/* 40 one-byte records, all received before the server reads: the kernel
+ * returns several in one recvmsg. With a limit of 16 records per key the
+ * server must see the limit (records counted, not reads): it delivers
+ * what the kernel decrypted, then ends with RKTLS_ERR_KEY_EXHAUSTED and a
+ * close_notify, on every kernel (the peer never got the time to update). */
+static void merged_records_count(void)
+{
+    const char *what = "40 small records read in fewer than 16 calls count 40 (limit 16): "
+                       "RKTLS_ERR_KEY_EXHAUSTED after the data, close_notify to the peer";
+    struct opts o = {.version = 0x0304, .client_offloaded = 1, .key_limit = 16};
+    struct pair p;
+    if (handshake(&o, &p) != 0) {
+        check(0, what);
+        return;
+    }
+    int ok = 1;
+    for (int i = 0; i < 40 && ok; i++)
+        ok = write_all(p.c, "x", 1) == 0;
+    char got[20000];
+    size_t total = 0, calls = 0, n;
+    rktls_result r;
+    for (;;) {
+        n = 0;
+        r = rktls_connection_read(p.s, (uint8_t *)got, sizeof got, &n);
+        if (r != RKTLS_OK)
+            break;
+        total += n;
+        calls++;
+    }
+    ok = ok && r == RKTLS_ERR_KEY_EXHAUSTED && total <= 40 && calls < 16 &&
+         read_upto(p.c, got, sizeof got, &n) == RKTLS_CLOSED;
+    if (!ok)
+        printf("  %zu bytes in %zu reads, then %s (%s)\n", total, calls, rktls_result_str(r),
+               errmsg(p.s));
+    else
+        printf("  %zu bytes in %zu reads\n", total, calls);
+    check(ok, what);
+    done(&p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -412,6 +689,11 @@ int main(int argc, char **argv)
     raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
                "unknown record type -> unexpected_message");
     event_style();
+    kernel_read_failures();
+    interleaved();
+    split_key_update();
+    merged_records_count();
+    sendfile_after_reset();
     printf("control: %d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
