@@ -1403,9 +1403,16 @@ uint16_t rktls_connection_cipher_suite(const struct rktls_connection *conn);
 const char *rktls_cipher_suite_name(uint16_t id);
 
 /*
- The negotiated ALPN protocol: `*proto` points into the connection (valid
- until it is freed; not NUL-terminated) and `*len` is its length. Both are
- NULL/0 when none was negotiated.
+ The negotiated ALPN protocol: `*proto` points into the connection (not
+ NUL-terminated) and `*len` is its length. Both are NULL/0 until the
+ handshake is complete, and when none was negotiated.
+
+ Lifetime: from the handshake's completion the protocol is copied into
+ storage the connection owns and never changes, so `*proto` stays valid
+ and points to the same bytes until `rktls_connection_free()`, whatever
+ happens in between (errors, a refused renegotiation, the switch to
+ kernel TLS, the end of the connection); every call returns the same
+ pointer.
  */
 rktls_result rktls_connection_alpn(const struct rktls_connection *conn,
                                    const uint8_t **proto,
@@ -1428,15 +1435,20 @@ rktls_result rktls_connection_server_name(const struct rktls_connection *conn,
 bool rktls_connection_is_resumed(const struct rktls_connection *conn);
 
 /*
- Number of certificates the peer presented (end-entity first); 0 if none
- or for NULL.
+ Number of certificates the peer presented (end-entity first); 0 if none,
+ before the handshake is complete, or for NULL.
  */
 size_t rktls_connection_peer_cert_count(const struct rktls_connection *conn);
 
 /*
  The DER bytes of the peer's certificate `index` (0 is the end-entity):
- `*der` points into the connection, valid until it is freed.
- `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+ `*der` points into the connection and `*len` is its length.
+ `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range (always before the
+ handshake is complete).
+
+ Lifetime: as `rktls_connection_alpn()`: valid, pointing to the same
+ bytes, from the handshake's completion until `rktls_connection_free()`,
+ whatever happens to the connection in between.
  */
 rktls_result rktls_connection_peer_cert(const struct rktls_connection *conn,
                                         size_t index,

@@ -249,7 +249,7 @@ impl Connection {
     }
 
     pub(super) fn step_rustls(&mut self, act: &mut Action<'_>) -> Step {
-        match &mut self.tls {
+        let s = match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
                 let s = step(c, &mut self.b, act);
@@ -261,7 +261,9 @@ impl Connection {
                 s
             }
             Tls::Client(c) => step(c, &mut self.b, act),
-        }
+        };
+        self.keep_negotiated();
+        s
     }
 
     /// Run rustls over the buffered input until nothing more can happen.

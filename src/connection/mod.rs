@@ -98,7 +98,8 @@ pub(crate) struct Connection {
     ctl_out: VecDeque<Event>,
     /// The kernel conversion was attempted (it is tried once).
     ktls_tried: bool,
-    /// Set once the record layer is in the kernel.
+    /// What the handshake negotiated, set once when it completes and never
+    /// changed or dropped before the connection (see `keep_negotiated`).
     negotiated: Option<Negotiated>,
     /// Whether any I/O happened yet (an fd may be set only before).
     started: bool,
@@ -274,12 +275,10 @@ impl Connection {
         }
     }
 
+    /// The negotiated ALPN protocol, once the handshake is complete. Served
+    /// from `negotiated` only: the C API hands out pointers into it.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        match (&self.negotiated, self.common()) {
-            (Some(n), _) => n.alpn.as_deref(),
-            (None, Some(c)) => c.alpn_protocol(),
-            _ => None,
-        }
+        self.negotiated.as_ref()?.alpn.as_deref()
     }
 
     pub(crate) fn is_resumed(&self) -> bool {
@@ -290,12 +289,39 @@ impl Connection {
         }
     }
 
+    /// The peer's certificates, once the handshake is complete (as `alpn`).
     pub(crate) fn peer_certs(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        match (&self.negotiated, self.common()) {
-            (Some(n), _) => n.peer_certs.as_deref(),
-            (None, Some(c)) => c.peer_certificates(),
-            _ => None,
+        self.negotiated.as_ref()?.peer_certs.as_deref()
+    }
+
+    /// Once the handshake is complete, copy what it negotiated into storage
+    /// the connection owns and never changes again. Pointers the C API
+    /// hands out (ALPN, peer certificates) point there, so they stay valid
+    /// until the connection is freed, whatever later happens to rustls'
+    /// state (a refused renegotiation taking the secrets, the switch to the
+    /// kernel, a failure).
+    fn keep_negotiated(&mut self) {
+        if self.negotiated.is_some() {
+            return;
         }
+        let Some(c) = self.common() else {
+            return;
+        };
+        if c.is_handshaking() {
+            return;
+        }
+        let n = Negotiated {
+            version: c.protocol_version().map_or(0, u16::from),
+            suite: c
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: c.handshake_kind() == Some(HandshakeKind::Resumed),
+            peer_certs: c
+                .peer_certificates()
+                .map(|cs| cs.iter().map(|d| d.clone().into_owned()).collect()),
+        };
+        self.negotiated = Some(n);
     }
 
     pub(crate) fn pending_out(&self) -> usize {
@@ -733,6 +759,68 @@ mod tests {
                 }
             }
             assert_eq!((rc, rs), (RKTLS_OK, RKTLS_OK), "version {v:04x}");
+        }
+    }
+
+    /// A pointer fetched once the handshake is complete but before the
+    /// switch to the kernel (the server's last flight still queued) still
+    /// points to the same live bytes after the switch: the ALPN protocol
+    /// (TLS 1.2) and the client's certificate (TLS 1.3 with client
+    /// authentication, where the server's tickets follow the handshake).
+    #[test]
+    fn pointers_survive_the_switch_to_the_kernel() {
+        let o = Opts {
+            versions: Some(vec![0x0303]),
+            alpn: Some(b"\x08http/1.1".to_vec()),
+            ..Opts::default()
+        };
+        let (mtls, with_cert, _) = crate::testutil::client_auth_configs();
+        type Get = fn(&Connection) -> Option<&[u8]>;
+        let alpn: Get = |c| c.alpn();
+        let cert: Get = |c| c.peer_certs().map(|p| p[0].as_ref());
+        let cases = [
+            (server_config(&o), client_config(&o), alpn, 0x0303u16),
+            (mtls, with_cert, cert, 0x0304),
+        ];
+        for (scfg, ccfg, get, v) in cases {
+            crate::kernel_emul::install(true);
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_REQUIRE, Default::default());
+            let mut c = Connection::client(ccfg, "localhost").unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut fetched: Option<(*const u8, Vec<u8>)> = None;
+            for _ in 0..20 {
+                let _ = c.handshake();
+                let n = c.take(&mut buf).unwrap();
+                b.write_all(&buf[..n]).unwrap();
+                // Each server send would block once: the window after its
+                // handshake completes and before its last flight is sent.
+                fault::inject(fault::Op::Send, libc::EAGAIN);
+                let r = s.handshake().unwrap();
+                let _ = fault::take(fault::Op::Send);
+                if r == RKTLS_WANT_WRITE && !s.is_handshaking() && fetched.is_none() {
+                    assert!(!s.ktls_tx());
+                    let p = get(&s).unwrap();
+                    fetched = Some((p.as_ptr(), p.to_vec()));
+                }
+                let r = s.handshake().unwrap();
+                if let Ok(n) = b.read(&mut buf) {
+                    c.feed(&buf[..n]).unwrap();
+                }
+                if r == RKTLS_OK && fetched.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(s.protocol_version(), v);
+            assert!(s.ktls_tx() && s.ktls_rx(), "switched to the kernel");
+            let (p, bytes) = fetched.expect("handshake completed");
+            assert_eq!(get(&s).map(<[u8]>::as_ptr), Some(p), "version {v:04x}");
+            assert_eq!(unsafe { std::slice::from_raw_parts(p, bytes.len()) }, bytes);
+            crate::kernel_emul::remove();
         }
     }
 
