@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # C tests against the built library: the header compiles as C11 and C++, and
 # echo_test (blocking, epoll, buffer modes) passes linked against the shared
-# and the static library, and under valgrind with no leaks or errors.
+# and the static library, and under valgrind with no leaks or errors; the
+# pointers the API returns outlive a refused renegotiation (also under ASan).
 # Usage: tests/c/run.sh STAGE_PREFIX CERTDIR
 set -euo pipefail
 stage=${1:?stage prefix}; certs=${2:?cert dir}
@@ -37,4 +38,16 @@ run config-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgri
 run acceptor-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
   --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
   "$out/acceptor_test" "$certs"
+# Returned pointers outlive a refused renegotiation (OpenSSL TLS 1.2 client):
+# plain, under AddressSanitizer/UBSan, and under valgrind.
+asan="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+run build-pointer-lifetime gcc $cflags -o "$out/pointer_lifetime_test" tests/c/pointer_lifetime_test.c \
+  -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib" -lssl -lcrypto
+run build-pointer-lifetime-asan gcc $cflags $asan -o "$out/pointer_lifetime_asan" tests/c/pointer_lifetime_test.c \
+  -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib" -lssl -lcrypto
+run pointer-lifetime "$out/pointer_lifetime_test" "$certs"
+run pointer-lifetime-asan "$out/pointer_lifetime_asan" "$certs"
+run pointer-lifetime-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+  "$out/pointer_lifetime_test" "$certs"
 summary
