@@ -230,8 +230,10 @@ enum rktls_result
    */
   RKTLS_ERR_KTLS_UNAVAILABLE = 700,
   /*
-   A Rust panic was caught at the C boundary. The object involved should
-   be freed and not used again.
+   A Rust panic was caught at the C boundary. The connection, acceptor
+   or accepted handle the call was on is failed from then on: every
+   later call on it returns `RKTLS_ERR_PANIC` (getters their empty
+   value); its `_free` still frees it.
    */
   RKTLS_ERR_PANIC = 900,
   /*

@@ -55,6 +55,8 @@ pub(crate) struct Acceptor {
     fd: RawFd,
     eof: bool,
     phase: Phase,
+    /// A panic was caught in a call on it (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Accepted {
@@ -62,6 +64,8 @@ pub(crate) struct Accepted {
     /// Every byte received; `None` once turned into a connection.
     bytes: Option<Vec<u8>>,
     fd: RawFd,
+    /// A panic was caught in a call on it (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum Outcome {
@@ -78,6 +82,7 @@ impl Acceptor {
             fd: -1,
             eof: false,
             phase: Phase::Reading,
+            panicked: Default::default(),
         }
     }
 
@@ -159,6 +164,7 @@ impl Acceptor {
                     hello: seen,
                     bytes: Some(std::mem::take(&mut self.bytes)),
                     fd: self.fd,
+                    panicked: Default::default(),
                 })));
             }
             if let Err(e) = result {

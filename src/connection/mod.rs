@@ -108,6 +108,15 @@ pub(crate) struct Connection {
     reneg_refused: bool,
     /// Client: answer a HelloRequest with a fatal alert instead.
     reneg_fail_fast: bool,
+    /// A panic was caught in a call on this connection: it is failed
+    /// (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next `read` on this thread panics half-way.
+    pub(crate) static PANIC_IN_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
@@ -149,6 +158,9 @@ pub struct rktls_connection {
 impl Handle for rktls_connection {
     type Rust = Connection;
     type Ownership = Boxed;
+    fn panicked(c: &Connection) -> Option<&std::sync::atomic::AtomicBool> {
+        Some(&c.panicked)
+    }
 }
 
 impl Connection {
@@ -175,6 +187,7 @@ impl Connection {
             started: false,
             reneg_refused: false,
             reneg_fail_fast: false,
+            panicked: Default::default(),
         }
     }
 
@@ -822,6 +835,65 @@ mod tests {
             assert_eq!(unsafe { std::slice::from_raw_parts(p, bytes.len()) }, bytes);
             crate::kernel_emul::remove();
         }
+    }
+
+    /// After a panic caught at the boundary the connection is failed:
+    /// every later call returns RKTLS_ERR_PANIC (getters their default),
+    /// and `_free` still frees it.
+    #[test]
+    fn a_caught_panic_fails_the_connection_for_good() {
+        use crate::config::*;
+        let mut b = std::ptr::null_mut();
+        assert_eq!(rktls_client_config_builder_new(&mut b), RKTLS_OK);
+        let ca = crate::testutil::pki().ca_pem.as_bytes();
+        assert_eq!(
+            rktls_client_config_builder_add_roots_pem(b, ca.as_ptr(), ca.len()),
+            RKTLS_OK
+        );
+        let mut cfg = std::ptr::null();
+        assert_eq!(rktls_client_config_builder_build(b, &mut cfg), RKTLS_OK);
+        let mut conn = std::ptr::null_mut();
+        assert_eq!(
+            rktls_client_connection_new(cfg, c"localhost".as_ptr(), &mut conn),
+            RKTLS_OK
+        );
+        let mut buf = [0u8; 64];
+        let mut n = 0usize;
+        PANIC_IN_READ.with(|p| p.set(true));
+        let read = |conn, buf: &mut [u8], n: &mut usize| {
+            rktls_connection_read(conn, buf.as_mut_ptr(), buf.len(), n)
+        };
+        assert_eq!(read(conn, &mut buf, &mut n), RKTLS_ERR_PANIC);
+        // The hook fired once; the connection stays failed.
+        assert!(!PANIC_IN_READ.with(|p| p.get()));
+        assert_eq!(read(conn, &mut buf, &mut n), RKTLS_ERR_PANIC);
+        let mut msg = [0 as std::ffi::c_char; 256];
+        let mut len = 0usize;
+        assert_eq!(
+            crate::ffi::rktls_last_error_message(msg.as_mut_ptr(), msg.len(), &mut len),
+            RKTLS_OK
+        );
+        let msg = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_string_lossy();
+        assert!(msg.contains("panicked"), "{msg}");
+        assert_eq!(rktls_connection_handshake(conn), RKTLS_ERR_PANIC);
+        assert_eq!(
+            rktls_connection_write(conn, b"x".as_ptr(), 1, &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(
+            rktls_connection_feed_tls(conn, b"x".as_ptr(), 1, &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(
+            rktls_connection_take_tls(conn, buf.as_mut_ptr(), buf.len(), &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(rktls_connection_shutdown(conn), RKTLS_ERR_PANIC);
+        // Getters: their "nothing" value (a live client would say true).
+        assert!(!rktls_connection_is_handshaking(conn));
+        assert_eq!(rktls_connection_pending_tls(conn), 0);
+        rktls_connection_free(conn);
+        rktls_client_config_free(cfg);
     }
 
     #[test]
