@@ -78,6 +78,13 @@ enum rktls_result
    */
   RKTLS_WANT_WRITE = 101,
   /*
+   Buffer mode: the queue of received plaintext is full (64 KiB), so
+   rktls takes no more TLS bytes: call `rktls_connection_read()` to take
+   the data, then feed the rest (`rktls_connection_feed_tls()` returns
+   this with `*consumed` below `len`).
+   */
+  RKTLS_PLAINTEXT_FULL = 102,
+  /*
    The peer closed the connection cleanly (close_notify). All its data
    has been delivered.
    */
@@ -1348,9 +1355,19 @@ rktls_result rktls_connection_shutdown(struct rktls_connection *conn);
 
 /*
  Buffer mode: give rktls `len` TLS bytes received from the peer;
- `*consumed` receives how many were taken (fewer when its buffer, about
- 36 KiB, is full: call `rktls_connection_read()` or `_handshake()`, then
- feed the rest). Processing happens in those calls.
+ `*consumed` receives how many were taken. Processing happens in the
+ other calls (`read`, `handshake`, `write`, ...), not here.
+
+ Fewer than `len` are taken when rktls' input buffer (96 KiB, room for
+ any handshake message rustls accepts) is full. Then:
+ - `RKTLS_PLAINTEXT_FULL`: received plaintext waits in a full queue
+   (64 KiB) and rktls processes no more input until it is read: call
+   `rktls_connection_read()`, then feed the rest;
+ - `RKTLS_OK`: the buffered input is unprocessed: call
+   `rktls_connection_read()` or `_handshake()`, then feed the rest.
+   (Input that fills the buffer without completing a handshake message
+   fails the connection there, with a decode_error alert.)
+
  `RKTLS_ERR_WRONG_STATE` in fd mode.
  */
 rktls_result rktls_connection_feed_tls(struct rktls_connection *conn,

@@ -24,7 +24,7 @@
 use std::os::fd::RawFd;
 
 use crate::alert::{rktls_alert_description::*, Alert};
-use crate::connection::Connection;
+use crate::connection::{Connection, IN_CAP};
 use crate::hello::{self, Hello};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
@@ -34,8 +34,10 @@ use crate::wire;
 pub mod ffi;
 pub use ffi::*;
 
-/// ClientHello bytes held at most (several records).
-const MAX_HELLO: usize = 4 * wire::MAX_RECORD;
+/// ClientHello bytes held at most: as much as a connection holds, so the
+/// probe (a connection) decides, and refuses more with the direct path's
+/// alert.
+const MAX_HELLO: usize = IN_CAP;
 
 enum Phase {
     Reading,

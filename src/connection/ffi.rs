@@ -170,9 +170,19 @@ pub extern "C" fn rktls_connection_shutdown(conn: *mut rktls_connection) -> rktl
 }
 
 /// Buffer mode: give rktls `len` TLS bytes received from the peer;
-/// `*consumed` receives how many were taken (fewer when its buffer, about
-/// 36 KiB, is full: call `rktls_connection_read()` or `_handshake()`, then
-/// feed the rest). Processing happens in those calls.
+/// `*consumed` receives how many were taken. Processing happens in the
+/// other calls (`read`, `handshake`, `write`, ...), not here.
+///
+/// Fewer than `len` are taken when rktls' input buffer (96 KiB, room for
+/// any handshake message rustls accepts) is full. Then:
+/// - `RKTLS_PLAINTEXT_FULL`: received plaintext waits in a full queue
+///   (64 KiB) and rktls processes no more input until it is read: call
+///   `rktls_connection_read()`, then feed the rest;
+/// - `RKTLS_OK`: the buffered input is unprocessed: call
+///   `rktls_connection_read()` or `_handshake()`, then feed the rest.
+///   (Input that fills the buffer without completing a handshake message
+///   fails the connection there, with a decode_error alert.)
+///
 /// `RKTLS_ERR_WRONG_STATE` in fd mode.
 #[no_mangle]
 pub extern "C" fn rktls_connection_feed_tls(
@@ -186,7 +196,11 @@ pub extern "C" fn rktls_connection_feed_tls(
         *n_out = 0;
         let c = unsafe { box_mut(conn, "conn")? };
         *n_out = c.feed(unsafe { slice(buf, len, "buf")? })?;
-        Ok(RKTLS_OK)
+        Ok(if *n_out < len && c.plaintext_full() {
+            RKTLS_PLAINTEXT_FULL
+        } else {
+            RKTLS_OK
+        })
     })
 }
 

@@ -29,7 +29,6 @@ use crate::ktls::rktls_ktls_mode;
 use crate::offload;
 use crate::result::rktls_result::*;
 use crate::result::Error;
-use crate::wire;
 
 mod control;
 mod engine;
@@ -45,8 +44,16 @@ pub(crate) use control::{Event, Offload};
 use engine::{Action, Buffers};
 pub use ffi::*;
 
-/// Received TLS bytes held at most.
-const IN_CAP: usize = 2 * wire::MAX_RECORD;
+/// Received TLS bytes held at most: the largest handshake message rustls
+/// accepts (2^16 - 1 bytes and its 4-byte header), in records down to
+/// 512-byte fragments with their headers and AEAD overhead, plus the record
+/// being read. Input that fills it without completing a message is refused
+/// with an alert (`Connection::input_overflow`); the acceptor holds as much.
+pub(crate) const IN_CAP: usize = 96 * 1024;
+
+/// Decrypted bytes queued for `read` at most: while the queue holds this
+/// much, rustls is shown no new records (one record more may land).
+const PLAIN_CAP: usize = 64 * 1024;
 
 /// Encrypted bytes queued before writes report want-write.
 const OUT_HIGH_WATER: usize = 64 * 1024;
@@ -382,6 +389,9 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod input_tests;
 
 #[cfg(test)]
 mod tests {

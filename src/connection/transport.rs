@@ -5,7 +5,6 @@
 use std::os::fd::RawFd;
 
 use super::{Connection, IN_CAP};
-use crate::result::rktls_result::*;
 use crate::result::Error;
 use crate::sys;
 use crate::wire;
@@ -68,7 +67,7 @@ impl Connection {
             room
         };
         if want == 0 {
-            return Err(Error::new(RKTLS_ERR_INTERNAL, "incoming buffer full"));
+            return Err(self.input_overflow());
         }
         let start = self.b.incoming.len();
         self.b.incoming.resize(start + want, 0);
