@@ -54,6 +54,9 @@ pub(crate) struct Acceptor {
     bytes: Vec<u8>,
     /// How many of `bytes` were given to the probe.
     fed: usize,
+    /// `bytes[..whole]` are whole records (fd mode reads go on from there,
+    /// not from the start for every record of a long ClientHello).
+    whole: usize,
     fd: RawFd,
     eof: bool,
     phase: Phase,
@@ -81,6 +84,7 @@ impl Acceptor {
             probe: None,
             bytes: Vec::new(),
             fed: 0,
+            whole: 0,
             fd: -1,
             eof: false,
             phase: Phase::Reading,
@@ -198,7 +202,11 @@ impl Acceptor {
             if self.fd < 0 {
                 return Ok(Outcome::Want(RKTLS_WANT_READ));
             }
-            let want = wire::record_bytes_missing(&self.bytes).min(MAX_HELLO - self.bytes.len());
+            while let Some(n) = wire::whole_record(&self.bytes[self.whole..]) {
+                self.whole += n;
+            }
+            let want = wire::record_bytes_missing(&self.bytes[self.whole..])
+                .min(MAX_HELLO - self.bytes.len());
             let start = self.bytes.len();
             self.bytes.resize(start + want, 0);
             let r = sys::read(self.fd, &mut self.bytes[start..]);

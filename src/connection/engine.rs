@@ -297,7 +297,9 @@ impl Connection {
         if self.plain_available() >= PLAIN_CAP {
             return shown;
         }
-        let whole = whole_records_len(inc);
+        // What rustls was shown ends on a record boundary (or the
+        // connection failed on garbage): scan only what came after it.
+        let whole = shown + whole_records_len(&inc[shown..]);
         let view = if plausible_header(&inc[whole..]) {
             whole
         } else {

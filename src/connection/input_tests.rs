@@ -332,6 +332,31 @@ fn via_acceptor(input: &[u8]) -> (rktls_result, Vec<u8>) {
     panic!("acceptor: no outcome after 50 rounds");
 }
 
+/// The acceptor in fd mode (C API): the result of accept and every byte
+/// the client receives.
+fn acceptor_fd(input: &[u8]) -> (rktls_result, Vec<u8>) {
+    use crate::acceptor::*;
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = b.write_all(&input);
+        let _ = b.shutdown(std::net::Shutdown::Write);
+        let mut out = Vec::new();
+        let _ = b.read_to_end(&mut out);
+        out
+    });
+    let mut acc = std::ptr::null_mut();
+    assert_eq!(rktls_acceptor_new(&mut acc), RKTLS_OK);
+    assert_eq!(rktls_acceptor_set_fd(acc, a.as_raw_fd()), RKTLS_OK);
+    let (mut accepted, mut alert) = (std::ptr::null_mut(), std::ptr::null_mut());
+    let r = rktls_acceptor_accept(acc, &mut accepted, &mut alert);
+    rktls_accepted_free(accepted);
+    crate::alert::rktls_alert_free(alert);
+    rktls_acceptor_free(acc);
+    drop(a);
+    (r, writer.join().unwrap())
+}
+
 /// The server's first flight starts with a ServerHello record.
 fn is_server_hello(out: &[u8]) -> bool {
     out.len() > 10 && out[0] == 22 && out[5] == 2
@@ -358,6 +383,8 @@ fn large_client_hellos_are_accepted_on_every_path() {
         let (r, out) = via_acceptor(&input);
         assert_eq!(r, RKTLS_WANT_WRITE, "{name}: acceptor");
         assert!(is_server_hello(&out), "{name}: acceptor");
+        let (r, out) = acceptor_fd(&input);
+        assert_eq!((r, &out[..]), (RKTLS_OK, &b""[..]), "{name}: acceptor, fd");
     }
 }
 
@@ -393,6 +420,12 @@ fn handshake_messages_beyond_the_limit_get_decode_error_everywhere() {
             (r, &out[..]),
             (RKTLS_ERR_DECODE, &DECODE_ERROR[..]),
             "{name}: acceptor"
+        );
+        let (r, out) = acceptor_fd(&input);
+        assert_eq!(
+            (r, &out[..]),
+            (RKTLS_ERR_DECODE, &DECODE_ERROR[..]),
+            "{name}: acceptor, fd"
         );
     }
 }
