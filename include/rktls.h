@@ -92,6 +92,13 @@ enum rktls_result
    */
   RKTLS_WANT_WRITE = 101,
   /*
+   Buffer mode: the queue of received plaintext is full (64 KiB), so
+   rktls takes no more TLS bytes: call `rktls_connection_read()` to take
+   the data, then feed the rest (`rktls_connection_feed_tls()` returns
+   this with `*consumed` below `len`).
+   */
+  RKTLS_PLAINTEXT_FULL = 102,
+  /*
    The peer closed the connection cleanly (close_notify). All its data
    has been delivered.
    */
@@ -251,8 +258,10 @@ enum rktls_result
    */
   RKTLS_ERR_KTLS_UNAVAILABLE = 700,
   /*
-   A Rust panic was caught at the C boundary. The object involved should
-   be freed and not used again.
+   A Rust panic was caught at the C boundary. The connection, acceptor
+   or accepted handle the call was on is failed from then on: every
+   later call on it returns `RKTLS_ERR_PANIC` (getters their empty
+   value); its `_free` still frees it.
    */
   RKTLS_ERR_PANIC = 900,
   /*
@@ -1554,9 +1563,19 @@ rktls_result rktls_connection_shutdown(struct rktls_connection *conn);
 
 /*
  Buffer mode: give rktls `len` TLS bytes received from the peer;
- `*consumed` receives how many were taken (fewer when its buffer, about
- 36 KiB, is full: call `rktls_connection_read()` or `_handshake()`, then
- feed the rest). Processing happens in those calls.
+ `*consumed` receives how many were taken. Processing happens in the
+ other calls (`read`, `handshake`, `write`, ...), not here.
+
+ Fewer than `len` are taken when rktls' input buffer (96 KiB, room for
+ any handshake message rustls accepts) is full. Then:
+ - `RKTLS_PLAINTEXT_FULL`: received plaintext waits in a full queue
+   (64 KiB) and rktls processes no more input until it is read: call
+   `rktls_connection_read()`, then feed the rest;
+ - `RKTLS_OK`: the buffered input is unprocessed: call
+   `rktls_connection_read()` or `_handshake()`, then feed the rest.
+   (Input that fills the buffer without completing a handshake message
+   fails the connection there, with a decode_error alert.)
+
  `RKTLS_ERR_WRONG_STATE` in fd mode.
  */
 rktls_result rktls_connection_feed_tls(struct rktls_connection *conn,
@@ -1611,9 +1630,16 @@ uint16_t rktls_connection_cipher_suite(const struct rktls_connection *conn);
 const char *rktls_cipher_suite_name(uint16_t id);
 
 /*
- The negotiated ALPN protocol: `*proto` points into the connection (valid
- until it is freed; not NUL-terminated) and `*len` is its length. Both are
- NULL/0 when none was negotiated.
+ The negotiated ALPN protocol: `*proto` points into the connection (not
+ NUL-terminated) and `*len` is its length. Both are NULL/0 until the
+ handshake is complete, and when none was negotiated.
+
+ Lifetime: from the handshake's completion the protocol is copied into
+ storage the connection owns and never changes, so `*proto` stays valid
+ and points to the same bytes until `rktls_connection_free()`, whatever
+ happens in between (errors, a refused renegotiation, the switch to
+ kernel TLS, the end of the connection); every call returns the same
+ pointer.
  */
 rktls_result rktls_connection_alpn(const struct rktls_connection *conn,
                                    const uint8_t **proto,
@@ -1636,15 +1662,20 @@ rktls_result rktls_connection_server_name(const struct rktls_connection *conn,
 bool rktls_connection_is_resumed(const struct rktls_connection *conn);
 
 /*
- Number of certificates the peer presented (end-entity first); 0 if none
- or for NULL.
+ Number of certificates the peer presented (end-entity first); 0 if none,
+ before the handshake is complete, or for NULL.
  */
 size_t rktls_connection_peer_cert_count(const struct rktls_connection *conn);
 
 /*
  The DER bytes of the peer's certificate `index` (0 is the end-entity):
- `*der` points into the connection, valid until it is freed.
- `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+ `*der` points into the connection and `*len` is its length.
+ `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range (always before the
+ handshake is complete).
+
+ Lifetime: as `rktls_connection_alpn()`: valid, pointing to the same
+ bytes, from the handshake's completion until `rktls_connection_free()`,
+ whatever happens to the connection in between.
  */
 rktls_result rktls_connection_peer_cert(const struct rktls_connection *conn,
                                         size_t index,

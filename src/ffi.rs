@@ -8,10 +8,18 @@
 //! Ownership lives in the [`Handle`] trait: a handle is either a Box (`*mut`,
 //! used by one thread at a time, freed by its `_free`) or an Arc (`*const`,
 //! immutable and shareable, released by its `_free`).
+//!
+//! A panic can leave a Box handle's state half-changed (mid `split_off`,
+//! rustls' state taken). Handles with such state have a "panicked" flag
+//! ([`Handle::panicked`]): [`box_mut`]/[`box_ref`] note which object the
+//! current call is on, the guard sets its flag when it catches a panic,
+//! and every later call on it returns `RKTLS_ERR_PANIC` (getters their
+//! default); its `_free` still frees it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::result::{rktls_result, Error};
@@ -25,6 +33,46 @@ pub(crate) struct Shared;
 pub(crate) trait Handle {
     type Rust;
     type Ownership;
+    /// The object's flag for "a panic was caught in a call on it", if a
+    /// panic can leave its state half-changed.
+    fn panicked(_v: &Self::Rust) -> Option<&AtomicBool> {
+        None
+    }
+}
+
+thread_local! {
+    /// The panicked flag of the object the current call works on.
+    static IN_CALL: Cell<*const AtomicBool> = const { Cell::new(std::ptr::null()) };
+}
+
+/// Refuse an object a panic left failed; otherwise note it as the object of
+/// the current call.
+fn enter<C: Handle>(v: &C::Rust) -> Result<(), Error> {
+    if let Some(flag) = C::panicked(v) {
+        if flag.load(Ordering::Relaxed) {
+            return Err(Error::new(
+                rktls_result::RKTLS_ERR_PANIC,
+                "an earlier call on this object panicked: it is failed; only its _free is valid",
+            ));
+        }
+        IN_CALL.with(|c| c.set(flag));
+    }
+    Ok(())
+}
+
+/// Run `f` under `catch_unwind`; a panic marks the object the call was on
+/// as failed.
+fn catch<R>(f: impl FnOnce() -> R) -> std::thread::Result<R> {
+    let outer = IN_CALL.with(|c| c.replace(std::ptr::null()));
+    let r = catch_unwind(AssertUnwindSafe(f));
+    let flag = IN_CALL.with(|c| c.replace(outer));
+    if r.is_err() && !flag.is_null() {
+        // The flag is in a live object: a call never frees the object it
+        // borrowed through `box_mut`/`box_ref` (only `_free` takes it, with
+        // `box_take`, which registers nothing).
+        unsafe { (*flag).store(true, Ordering::Relaxed) };
+    }
+    r
 }
 
 pub(crate) fn box_into_ptr<C: Handle<Ownership = Boxed>>(v: C::Rust) -> *mut C {
@@ -39,9 +87,12 @@ pub(crate) unsafe fn box_mut<'a, C: Handle<Ownership = Boxed>>(
     p: *mut C,
     what: &str,
 ) -> Result<&'a mut C::Rust, Error> {
-    p.cast::<C::Rust>()
+    let v = p
+        .cast::<C::Rust>()
         .as_mut()
-        .ok_or_else(|| Error::null(what))
+        .ok_or_else(|| Error::null(what))?;
+    enter::<C>(v)?;
+    Ok(v)
 }
 
 /// Borrow the value behind a Box handle, shared.
@@ -52,9 +103,12 @@ pub(crate) unsafe fn box_ref<'a, C: Handle<Ownership = Boxed>>(
     p: *const C,
     what: &str,
 ) -> Result<&'a C::Rust, Error> {
-    p.cast::<C::Rust>()
+    let v = p
+        .cast::<C::Rust>()
         .as_ref()
-        .ok_or_else(|| Error::null(what))
+        .ok_or_else(|| Error::null(what))?;
+    enter::<C>(v)?;
+    Ok(v)
 }
 
 /// Take back ownership of a Box handle (for `_free` and consuming calls).
@@ -121,11 +175,11 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Run the body of an exported function: panics become `RKTLS_ERR_PANIC`,
-/// errors become their code, and the message is kept for
-/// `rktls_last_error_message()`.
+/// Run the body of an exported function: panics become `RKTLS_ERR_PANIC`
+/// (and mark the object of the call failed), errors become their code, and
+/// the message is kept for `rktls_last_error_message()`.
 pub(crate) fn guard<F: FnOnce() -> Result<rktls_result, Error>>(f: F) -> rktls_result {
-    match catch_unwind(AssertUnwindSafe(f)) {
+    match catch(f) {
         Ok(Ok(code)) => code,
         Ok(Err(e)) => {
             set_last_error(&e.msg);
@@ -142,7 +196,7 @@ pub(crate) fn guard<F: FnOnce() -> Result<rktls_result, Error>>(f: F) -> rktls_r
 
 /// As [`guard`] for calls that return a plain value; `default` on panic.
 pub(crate) fn guard_value<T, F: FnOnce() -> T>(default: T, f: F) -> T {
-    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+    catch(f).unwrap_or_else(|p| {
         let msg = format!("panic: {}", panic_message(&*p));
         log::error!("{msg}");
         set_last_error(&msg);

@@ -25,6 +25,11 @@ pub enum rktls_result {
     /// pending TLS bytes with `rktls_connection_take_tls()` and send them
     /// (buffer mode).
     RKTLS_WANT_WRITE = 101,
+    /// Buffer mode: the queue of received plaintext is full (64 KiB), so
+    /// rktls takes no more TLS bytes: call `rktls_connection_read()` to take
+    /// the data, then feed the rest (`rktls_connection_feed_tls()` returns
+    /// this with `*consumed` below `len`).
+    RKTLS_PLAINTEXT_FULL = 102,
 
     /// The peer closed the connection cleanly (close_notify). All its data
     /// has been delivered.
@@ -121,8 +126,10 @@ pub enum rktls_result {
     /// Kernel TLS is not available for this connection.
     RKTLS_ERR_KTLS_UNAVAILABLE = 700,
 
-    /// A Rust panic was caught at the C boundary. The object involved should
-    /// be freed and not used again.
+    /// A Rust panic was caught at the C boundary. The connection, acceptor
+    /// or accepted handle the call was on is failed from then on: every
+    /// later call on it returns `RKTLS_ERR_PANIC` (getters their empty
+    /// value); its `_free` still frees it.
     RKTLS_ERR_PANIC = 900,
     /// An internal error; please report it.
     RKTLS_ERR_INTERNAL = 901,
@@ -162,6 +169,7 @@ impl rktls_result {
         RKTLS_OK,
         RKTLS_WANT_READ,
         RKTLS_WANT_WRITE,
+        RKTLS_PLAINTEXT_FULL,
         RKTLS_CLOSED,
         RKTLS_ERR_TRUNCATED,
         RKTLS_ERR_ALERT_RECEIVED,
@@ -226,6 +234,7 @@ impl rktls_result {
             RKTLS_OK => c"success",
             RKTLS_WANT_READ => c"would block: want read",
             RKTLS_WANT_WRITE => c"would block: want write",
+            RKTLS_PLAINTEXT_FULL => c"would block: received plaintext queue full, read it first",
             RKTLS_CLOSED => c"peer closed the connection cleanly (close_notify)",
             RKTLS_ERR_TRUNCATED => c"connection closed without close_notify: data may be truncated",
             RKTLS_ERR_ALERT_RECEIVED => c"peer sent a fatal TLS alert",
@@ -430,6 +439,7 @@ mod tests {
         use rktls_category::*;
         assert_eq!(RKTLS_OK.category(), RKTLS_CATEGORY_OK);
         assert_eq!(RKTLS_WANT_WRITE.category(), RKTLS_CATEGORY_WOULD_BLOCK);
+        assert_eq!(RKTLS_PLAINTEXT_FULL.category(), RKTLS_CATEGORY_WOULD_BLOCK);
         assert_eq!(RKTLS_ERR_TRUNCATED.category(), RKTLS_CATEGORY_CLOSED);
         assert_eq!(RKTLS_ERR_ALERT_RECEIVED.category(), RKTLS_CATEGORY_ALERT);
         assert_eq!(RKTLS_ERR_DECRYPT.category(), RKTLS_CATEGORY_PROTOCOL);

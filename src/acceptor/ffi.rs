@@ -41,6 +41,9 @@ pub struct rktls_acceptor {
 impl Handle for rktls_acceptor {
     type Rust = Acceptor;
     type Ownership = Boxed;
+    fn panicked(a: &Acceptor) -> Option<&std::sync::atomic::AtomicBool> {
+        Some(&a.panicked)
+    }
 }
 
 /// A received ClientHello, ready to inspect and to turn into a connection.
@@ -53,6 +56,9 @@ pub struct rktls_accepted {
 impl Handle for rktls_accepted {
     type Rust = Accepted;
     type Ownership = Boxed;
+    fn panicked(a: &Accepted) -> Option<&std::sync::atomic::AtomicBool> {
+        Some(&a.panicked)
+    }
 }
 
 fn give_alert(out_alert: *mut *mut rktls_alert, a: Alert) {

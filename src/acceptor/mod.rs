@@ -24,7 +24,7 @@
 use std::os::fd::RawFd;
 
 use crate::alert::{rktls_alert_description::*, Alert};
-use crate::connection::Connection;
+use crate::connection::{Connection, IN_CAP};
 use crate::hello::{self, Hello};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
@@ -34,8 +34,10 @@ use crate::wire;
 pub mod ffi;
 pub use ffi::*;
 
-/// ClientHello bytes held at most (several records).
-const MAX_HELLO: usize = 4 * wire::MAX_RECORD;
+/// ClientHello bytes held at most: as much as a connection holds, so the
+/// probe (a connection) decides, and refuses more with the direct path's
+/// alert.
+const MAX_HELLO: usize = IN_CAP;
 
 enum Phase {
     Reading,
@@ -52,9 +54,14 @@ pub(crate) struct Acceptor {
     bytes: Vec<u8>,
     /// How many of `bytes` were given to the probe.
     fed: usize,
+    /// `bytes[..whole]` are whole records (fd mode reads go on from there,
+    /// not from the start for every record of a long ClientHello).
+    whole: usize,
     fd: RawFd,
     eof: bool,
     phase: Phase,
+    /// A panic was caught in a call on it (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct Accepted {
@@ -62,6 +69,8 @@ pub(crate) struct Accepted {
     /// Every byte received; `None` once turned into a connection.
     bytes: Option<Vec<u8>>,
     fd: RawFd,
+    /// A panic was caught in a call on it (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) enum Outcome {
@@ -75,9 +84,11 @@ impl Acceptor {
             probe: None,
             bytes: Vec::new(),
             fed: 0,
+            whole: 0,
             fd: -1,
             eof: false,
             phase: Phase::Reading,
+            panicked: Default::default(),
         }
     }
 
@@ -159,6 +170,7 @@ impl Acceptor {
                     hello: seen,
                     bytes: Some(std::mem::take(&mut self.bytes)),
                     fd: self.fd,
+                    panicked: Default::default(),
                 })));
             }
             if let Err(e) = result {
@@ -190,7 +202,11 @@ impl Acceptor {
             if self.fd < 0 {
                 return Ok(Outcome::Want(RKTLS_WANT_READ));
             }
-            let want = wire::record_bytes_missing(&self.bytes).min(MAX_HELLO - self.bytes.len());
+            while let Some(n) = wire::whole_record(&self.bytes[self.whole..]) {
+                self.whole += n;
+            }
+            let want = wire::record_bytes_missing(&self.bytes[self.whole..])
+                .min(MAX_HELLO - self.bytes.len());
             let start = self.bytes.len();
             self.bytes.resize(start + want, 0);
             let r = sys::read(self.fd, &mut self.bytes[start..]);

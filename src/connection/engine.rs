@@ -8,7 +8,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 
-use super::{Connection, Tls};
+use super::{Connection, Tls, IN_CAP, PLAIN_CAP};
 use crate::alert;
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
@@ -68,6 +68,11 @@ pub(super) enum Step {
 #[derive(Default)]
 pub(super) struct Buffers {
     pub(super) incoming: Vec<u8>,
+    /// How much of `incoming` rustls has been shown and not discarded: it
+    /// keeps positions into those bytes, so it is always shown them again.
+    pub(super) shown: usize,
+    /// rustls' last step was quiet: it needs new input or an action.
+    pub(super) rustls_quiet: bool,
     pub(super) outgoing: Vec<u8>,
     pub(super) out_pos: usize,
     pub(super) plain: Vec<u8>,
@@ -205,6 +210,26 @@ pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'
     out
 }
 
+/// Length of the run of whole TLS records at the start of `buf`.
+fn whole_records_len(buf: &[u8]) -> usize {
+    wire::records(buf)
+        .take_while(|r| r.payload().is_some())
+        .last()
+        .map_or(0, |r| r.at + r.header.record_len())
+}
+
+/// Whether the partial record at the start of `rest` may still become a
+/// record rustls accepts: less than a header, or a header with a known
+/// content type, version 3.x and a length TLS allows.
+fn plausible_header(rest: &[u8]) -> bool {
+    let Some(h) = wire::Header::parse(rest) else {
+        return true;
+    };
+    (wire::CT_CHANGE_CIPHER_SPEC..=wire::CT_APPLICATION_DATA).contains(&h.typ)
+        && rest[1] == wire::RECORD_VERSION[0]
+        && h.record_len() <= wire::MAX_RECORD
+}
+
 impl Connection {
     pub(super) fn plain_available(&self) -> usize {
         self.b.plain.len() - self.b.plain_pos
@@ -232,20 +257,30 @@ impl Connection {
         let refusing = refusal
             .as_ref()
             .is_some_and(|r| reneg.is_none_or(|at| r.at() <= at));
-        let held = match (&refusal, reneg) {
-            (Some(r), _) if refusing => Some(self.b.incoming.split_off(r.at())),
+        let held_at = match (&refusal, reneg) {
+            (Some(r), _) if refusing => Some(r.at()),
             (_, Some(0)) if !self.rustls_has_output() => match self.renegotiation_started() {
                 Some(end) => return end,
                 None => None,
             },
             // (At 0: rustls first hands out what it has queued.)
-            (_, Some(at)) => Some(self.b.incoming.split_off(at)),
+            (_, Some(at)) => Some(at),
             (_, None) => None,
         };
+        let view = self.rustls_view();
+        if self.b.rustls_quiet && view == self.b.shown && matches!(act, Action::None) && !refusing {
+            // Nothing new for rustls: calling it again would only make it
+            // scan records it skipped once more (see `rustls_view`).
+            return Step::Quiet;
+        }
+        let cut = held_at.map_or(view, |at| at.min(view));
+        let held = (cut < self.b.incoming.len()).then(|| self.b.incoming.split_off(cut));
         let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
         let out_before = self.b.outgoing.len();
         let s = self.step_rustls(act);
         self.screen_discarded(in_before - self.b.incoming.len());
+        self.b.shown = self.b.incoming.len();
+        self.b.rustls_quiet = matches!(s, Step::Quiet);
         if self.reneg_refused && self.b.plain.len() > plain_before {
             log::info!("the server carried on after the refused renegotiation");
             self.reneg_refused = false;
@@ -271,8 +306,33 @@ impl Connection {
         }
     }
 
+    /// How much of the incoming buffer rustls may see now. Never less than
+    /// it has seen. Nothing new while the plaintext queue is full (the
+    /// caller must read first). Otherwise whole records only: a header-only
+    /// or partial read shows rustls nothing new, so it never scans again
+    /// records it skipped and charges them twice against its limit (e.g.
+    /// rejected 0-RTT data, RFC 8446 section 4.2.10); except a partial
+    /// record whose header rustls refuses at once (garbage gets its alert
+    /// without waiting for bytes that never come).
+    fn rustls_view(&self) -> usize {
+        let inc = &self.b.incoming;
+        let shown = self.b.shown.min(inc.len());
+        if self.plain_available() >= PLAIN_CAP {
+            return shown;
+        }
+        // What rustls was shown ends on a record boundary (or the
+        // connection failed on garbage): scan only what came after it.
+        let whole = shown + whole_records_len(&inc[shown..]);
+        let view = if plausible_header(&inc[whole..]) {
+            whole
+        } else {
+            inc.len()
+        };
+        view.max(shown)
+    }
+
     pub(super) fn step_rustls(&mut self, act: &mut Action<'_>) -> Step {
-        match &mut self.tls {
+        let s = match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
                 let s = step(c, &mut self.b, act);
@@ -284,7 +344,9 @@ impl Connection {
                 s
             }
             Tls::Client(c) => step(c, &mut self.b, act),
-        }
+        };
+        self.keep_negotiated();
+        s
     }
 
     /// Run rustls over the buffered input until nothing more can happen.
@@ -296,6 +358,7 @@ impl Connection {
         loop {
             match self.step(act) {
                 Step::Progress => {}
+                Step::Quiet if self.stuck_on_full_input() => return Err(self.input_overflow()),
                 Step::Quiet => return Ok(()),
                 Step::PeerClosed => self.peer_closed = true,
                 Step::Closed => {
@@ -309,6 +372,37 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Whether the input buffer is full and rustls, shown all it may see,
+    /// can use none of it: the rest of a handshake message can never fit.
+    fn stuck_on_full_input(&self) -> bool {
+        self.b.incoming.len() >= IN_CAP
+            && self.plain_available() < PLAIN_CAP
+            && self.common().is_some()
+    }
+
+    /// The input buffer is full without a complete handshake message: a
+    /// message cut into more records than `IN_CAP` holds (rustls itself
+    /// refuses one over its 64 KiB limit as soon as it sees its header).
+    /// Fatal, as rustls' own refusal of an oversized message: decode_error.
+    pub(super) fn input_overflow(&mut self) -> Error {
+        if let Some(e) = &self.error {
+            return e.clone();
+        }
+        let e = rustls::Error::InvalidMessage(rustls::InvalidMessage::HandshakePayloadTooLarge);
+        let mut err = self.fail(e);
+        err.msg = format!(
+            "{IN_CAP} bytes of input hold no complete handshake message: {}",
+            err.msg
+        );
+        self.error = Some(err.clone());
+        err
+    }
+
+    /// Whether the plaintext queue is full (rktls takes no more input).
+    pub(crate) fn plaintext_full(&self) -> bool {
+        self.plain_available() >= PLAIN_CAP
     }
 
     /// Record a fatal TLS error and collect the alert rustls queues for it.

@@ -170,9 +170,19 @@ pub extern "C" fn rktls_connection_shutdown(conn: *mut rktls_connection) -> rktl
 }
 
 /// Buffer mode: give rktls `len` TLS bytes received from the peer;
-/// `*consumed` receives how many were taken (fewer when its buffer, about
-/// 36 KiB, is full: call `rktls_connection_read()` or `_handshake()`, then
-/// feed the rest). Processing happens in those calls.
+/// `*consumed` receives how many were taken. Processing happens in the
+/// other calls (`read`, `handshake`, `write`, ...), not here.
+///
+/// Fewer than `len` are taken when rktls' input buffer (96 KiB, room for
+/// any handshake message rustls accepts) is full. Then:
+/// - `RKTLS_PLAINTEXT_FULL`: received plaintext waits in a full queue
+///   (64 KiB) and rktls processes no more input until it is read: call
+///   `rktls_connection_read()`, then feed the rest;
+/// - `RKTLS_OK`: the buffered input is unprocessed: call
+///   `rktls_connection_read()` or `_handshake()`, then feed the rest.
+///   (Input that fills the buffer without completing a handshake message
+///   fails the connection there, with a decode_error alert.)
+///
 /// `RKTLS_ERR_WRONG_STATE` in fd mode.
 #[no_mangle]
 pub extern "C" fn rktls_connection_feed_tls(
@@ -186,7 +196,11 @@ pub extern "C" fn rktls_connection_feed_tls(
         *n_out = 0;
         let c = unsafe { box_mut(conn, "conn")? };
         *n_out = c.feed(unsafe { slice(buf, len, "buf")? })?;
-        Ok(RKTLS_OK)
+        Ok(if *n_out < len && c.plaintext_full() {
+            RKTLS_PLAINTEXT_FULL
+        } else {
+            RKTLS_OK
+        })
     })
 }
 
@@ -279,9 +293,16 @@ pub extern "C" fn rktls_cipher_suite_name(id: u16) -> *const c_char {
     name.as_ptr()
 }
 
-/// The negotiated ALPN protocol: `*proto` points into the connection (valid
-/// until it is freed; not NUL-terminated) and `*len` is its length. Both are
-/// NULL/0 when none was negotiated.
+/// The negotiated ALPN protocol: `*proto` points into the connection (not
+/// NUL-terminated) and `*len` is its length. Both are NULL/0 until the
+/// handshake is complete, and when none was negotiated.
+///
+/// Lifetime: from the handshake's completion the protocol is copied into
+/// storage the connection owns and never changes, so `*proto` stays valid
+/// and points to the same bytes until `rktls_connection_free()`, whatever
+/// happens in between (errors, a refused renegotiation, the switch to
+/// kernel TLS, the end of the connection); every call returns the same
+/// pointer.
 #[no_mangle]
 pub extern "C" fn rktls_connection_alpn(
     conn: *const rktls_connection,
@@ -331,8 +352,8 @@ pub extern "C" fn rktls_connection_is_resumed(conn: *const rktls_connection) -> 
     })
 }
 
-/// Number of certificates the peer presented (end-entity first); 0 if none
-/// or for NULL.
+/// Number of certificates the peer presented (end-entity first); 0 if none,
+/// before the handshake is complete, or for NULL.
 #[no_mangle]
 pub extern "C" fn rktls_connection_peer_cert_count(conn: *const rktls_connection) -> usize {
     guard_value(0, || {
@@ -344,8 +365,13 @@ pub extern "C" fn rktls_connection_peer_cert_count(conn: *const rktls_connection
 }
 
 /// The DER bytes of the peer's certificate `index` (0 is the end-entity):
-/// `*der` points into the connection, valid until it is freed.
-/// `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range.
+/// `*der` points into the connection and `*len` is its length.
+/// `RKTLS_ERR_INVALID_ARGUMENT` if `index` is out of range (always before the
+/// handshake is complete).
+///
+/// Lifetime: as `rktls_connection_alpn()`: valid, pointing to the same
+/// bytes, from the handshake's completion until `rktls_connection_free()`,
+/// whatever happens to the connection in between.
 #[no_mangle]
 pub extern "C" fn rktls_connection_peer_cert(
     conn: *const rktls_connection,

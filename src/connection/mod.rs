@@ -29,7 +29,6 @@ use crate::ktls::rktls_ktls_mode;
 use crate::offload;
 use crate::result::rktls_result::*;
 use crate::result::Error;
-use crate::wire;
 
 mod control;
 mod engine;
@@ -46,8 +45,16 @@ pub(crate) use control::{Event, Offload};
 use engine::{Action, Buffers};
 pub use ffi::*;
 
-/// Received TLS bytes held at most.
-const IN_CAP: usize = 2 * wire::MAX_RECORD;
+/// Received TLS bytes held at most: the largest handshake message rustls
+/// accepts (2^16 - 1 bytes and its 4-byte header), in records down to
+/// 512-byte fragments with their headers and AEAD overhead, plus the record
+/// being read. Input that fills it without completing a message is refused
+/// with an alert (`Connection::input_overflow`); the acceptor holds as much.
+pub(crate) const IN_CAP: usize = 96 * 1024;
+
+/// Decrypted bytes queued for `read` at most: while the queue holds this
+/// much, rustls is shown no new records (one record more may land).
+const PLAIN_CAP: usize = 64 * 1024;
 
 /// Encrypted bytes queued before writes report want-write.
 const OUT_HIGH_WATER: usize = 64 * 1024;
@@ -99,7 +106,8 @@ pub(crate) struct Connection {
     ctl_out: VecDeque<Event>,
     /// The kernel conversion was attempted (it is tried once).
     ktls_tried: bool,
-    /// Set once the record layer is in the kernel.
+    /// What the handshake negotiated, set once when it completes and never
+    /// changed or dropped before the connection (see `keep_negotiated`).
     negotiated: Option<Negotiated>,
     /// Whether any I/O happened yet (an fd may be set only before).
     started: bool,
@@ -110,6 +118,15 @@ pub(crate) struct Connection {
     reneg_fail_fast: bool,
     /// Records screened before rustls sees them (`rfc_alerts.rs`).
     screen: rfc_alerts::Screen,
+    /// A panic was caught in a call on this connection: it is failed
+    /// (see `crate::ffi`).
+    panicked: std::sync::atomic::AtomicBool,
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Test hook: the next `read` on this thread panics half-way.
+    pub(crate) static PANIC_IN_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A TLS connection. Box handle: used by one thread at a time, but may move
@@ -151,6 +168,9 @@ pub struct rktls_connection {
 impl Handle for rktls_connection {
     type Rust = Connection;
     type Ownership = Boxed;
+    fn panicked(c: &Connection) -> Option<&std::sync::atomic::AtomicBool> {
+        Some(&c.panicked)
+    }
 }
 
 impl Connection {
@@ -178,6 +198,7 @@ impl Connection {
             reneg_refused: false,
             reneg_fail_fast: false,
             screen: rfc_alerts::Screen::default(),
+            panicked: Default::default(),
         }
     }
 
@@ -278,12 +299,10 @@ impl Connection {
         }
     }
 
+    /// The negotiated ALPN protocol, once the handshake is complete. Served
+    /// from `negotiated` only: the C API hands out pointers into it.
     pub(crate) fn alpn(&self) -> Option<&[u8]> {
-        match (&self.negotiated, self.common()) {
-            (Some(n), _) => n.alpn.as_deref(),
-            (None, Some(c)) => c.alpn_protocol(),
-            _ => None,
-        }
+        self.negotiated.as_ref()?.alpn.as_deref()
     }
 
     pub(crate) fn is_resumed(&self) -> bool {
@@ -294,12 +313,39 @@ impl Connection {
         }
     }
 
+    /// The peer's certificates, once the handshake is complete (as `alpn`).
     pub(crate) fn peer_certs(&self) -> Option<&[rustls::pki_types::CertificateDer<'static>]> {
-        match (&self.negotiated, self.common()) {
-            (Some(n), _) => n.peer_certs.as_deref(),
-            (None, Some(c)) => c.peer_certificates(),
-            _ => None,
+        self.negotiated.as_ref()?.peer_certs.as_deref()
+    }
+
+    /// Once the handshake is complete, copy what it negotiated into storage
+    /// the connection owns and never changes again. Pointers the C API
+    /// hands out (ALPN, peer certificates) point there, so they stay valid
+    /// until the connection is freed, whatever later happens to rustls'
+    /// state (a refused renegotiation taking the secrets, the switch to the
+    /// kernel, a failure).
+    fn keep_negotiated(&mut self) {
+        if self.negotiated.is_some() {
+            return;
         }
+        let Some(c) = self.common() else {
+            return;
+        };
+        if c.is_handshaking() {
+            return;
+        }
+        let n = Negotiated {
+            version: c.protocol_version().map_or(0, u16::from),
+            suite: c
+                .negotiated_cipher_suite()
+                .map_or(0, |s| u16::from(s.suite())),
+            alpn: c.alpn_protocol().map(<[u8]>::to_vec),
+            resumed: c.handshake_kind() == Some(HandshakeKind::Resumed),
+            peer_certs: c
+                .peer_certificates()
+                .map(|cs| cs.iter().map(|d| d.clone().into_owned()).collect()),
+        };
+        self.negotiated = Some(n);
     }
 
     pub(crate) fn pending_out(&self) -> usize {
@@ -347,6 +393,9 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod input_tests;
 
 #[cfg(test)]
 mod tests {
@@ -738,6 +787,127 @@ mod tests {
             }
             assert_eq!((rc, rs), (RKTLS_OK, RKTLS_OK), "version {v:04x}");
         }
+    }
+
+    /// A pointer fetched once the handshake is complete but before the
+    /// switch to the kernel (the server's last flight still queued) still
+    /// points to the same live bytes after the switch: the ALPN protocol
+    /// (TLS 1.2) and the client's certificate (TLS 1.3 with client
+    /// authentication, where the server's tickets follow the handshake).
+    #[test]
+    fn pointers_survive_the_switch_to_the_kernel() {
+        let o = Opts {
+            versions: Some(vec![0x0303]),
+            alpn: Some(b"\x08http/1.1".to_vec()),
+            ..Opts::default()
+        };
+        let (mtls, with_cert, _) = crate::testutil::client_auth_configs();
+        type Get = fn(&Connection) -> Option<&[u8]>;
+        let alpn: Get = |c| c.alpn();
+        let cert: Get = |c| c.peer_certs().map(|p| p[0].as_ref());
+        let cases = [
+            (server_config(&o), client_config(&o), alpn, 0x0303u16),
+            (mtls, with_cert, cert, 0x0304),
+        ];
+        for (scfg, ccfg, get, v) in cases {
+            crate::kernel_emul::install(true);
+            let (a, mut b) = UnixStream::pair().unwrap();
+            a.set_nonblocking(true).unwrap();
+            b.set_nonblocking(true).unwrap();
+            let mut s = Connection::server(scfg).unwrap();
+            s.set_fd(a.as_raw_fd()).unwrap();
+            s.set_ktls_mode(rktls_ktls_mode::RKTLS_KTLS_REQUIRE, Default::default());
+            let mut c = Connection::client(ccfg, "localhost").unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut fetched: Option<(*const u8, Vec<u8>)> = None;
+            for _ in 0..20 {
+                let _ = c.handshake();
+                let n = c.take(&mut buf).unwrap();
+                b.write_all(&buf[..n]).unwrap();
+                // Each server send would block once: the window after its
+                // handshake completes and before its last flight is sent.
+                fault::inject(fault::Op::Send, libc::EAGAIN);
+                let r = s.handshake().unwrap();
+                let _ = fault::take(fault::Op::Send);
+                if r == RKTLS_WANT_WRITE && !s.is_handshaking() && fetched.is_none() {
+                    assert!(!s.ktls_tx());
+                    let p = get(&s).unwrap();
+                    fetched = Some((p.as_ptr(), p.to_vec()));
+                }
+                let r = s.handshake().unwrap();
+                if let Ok(n) = b.read(&mut buf) {
+                    c.feed(&buf[..n]).unwrap();
+                }
+                if r == RKTLS_OK && fetched.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(s.protocol_version(), v);
+            assert!(s.ktls_tx() && s.ktls_rx(), "switched to the kernel");
+            let (p, bytes) = fetched.expect("handshake completed");
+            assert_eq!(get(&s).map(<[u8]>::as_ptr), Some(p), "version {v:04x}");
+            assert_eq!(unsafe { std::slice::from_raw_parts(p, bytes.len()) }, bytes);
+            crate::kernel_emul::remove();
+        }
+    }
+
+    /// After a panic caught at the boundary the connection is failed:
+    /// every later call returns RKTLS_ERR_PANIC (getters their default),
+    /// and `_free` still frees it.
+    #[test]
+    fn a_caught_panic_fails_the_connection_for_good() {
+        use crate::config::*;
+        let mut b = std::ptr::null_mut();
+        assert_eq!(rktls_client_config_builder_new(&mut b), RKTLS_OK);
+        let ca = crate::testutil::pki().ca_pem.as_bytes();
+        assert_eq!(
+            rktls_client_config_builder_add_roots_pem(b, ca.as_ptr(), ca.len()),
+            RKTLS_OK
+        );
+        let mut cfg = std::ptr::null();
+        assert_eq!(rktls_client_config_builder_build(b, &mut cfg), RKTLS_OK);
+        let mut conn = std::ptr::null_mut();
+        assert_eq!(
+            rktls_client_connection_new(cfg, c"localhost".as_ptr(), &mut conn),
+            RKTLS_OK
+        );
+        let mut buf = [0u8; 64];
+        let mut n = 0usize;
+        PANIC_IN_READ.with(|p| p.set(true));
+        let read = |conn, buf: &mut [u8], n: &mut usize| {
+            rktls_connection_read(conn, buf.as_mut_ptr(), buf.len(), n)
+        };
+        assert_eq!(read(conn, &mut buf, &mut n), RKTLS_ERR_PANIC);
+        // The hook fired once; the connection stays failed.
+        assert!(!PANIC_IN_READ.with(|p| p.get()));
+        assert_eq!(read(conn, &mut buf, &mut n), RKTLS_ERR_PANIC);
+        let mut msg = [0 as std::ffi::c_char; 256];
+        let mut len = 0usize;
+        assert_eq!(
+            crate::ffi::rktls_last_error_message(msg.as_mut_ptr(), msg.len(), &mut len),
+            RKTLS_OK
+        );
+        let msg = unsafe { std::ffi::CStr::from_ptr(msg.as_ptr()) }.to_string_lossy();
+        assert!(msg.contains("panicked"), "{msg}");
+        assert_eq!(rktls_connection_handshake(conn), RKTLS_ERR_PANIC);
+        assert_eq!(
+            rktls_connection_write(conn, b"x".as_ptr(), 1, &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(
+            rktls_connection_feed_tls(conn, b"x".as_ptr(), 1, &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(
+            rktls_connection_take_tls(conn, buf.as_mut_ptr(), buf.len(), &mut n),
+            RKTLS_ERR_PANIC
+        );
+        assert_eq!(rktls_connection_shutdown(conn), RKTLS_ERR_PANIC);
+        // Getters: their "nothing" value (a live client would say true).
+        assert!(!rktls_connection_is_handshaking(conn));
+        assert_eq!(rktls_connection_pending_tls(conn), 0);
+        rktls_connection_free(conn);
+        rktls_client_config_free(cfg);
     }
 
     #[test]

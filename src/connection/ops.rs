@@ -65,6 +65,12 @@ impl Connection {
         if buf.is_empty() {
             return Err(Error::invalid("read buffer length is 0"));
         }
+        #[cfg(test)]
+        if super::PANIC_IN_READ.with(|p| p.replace(false)) {
+            // Half-way: part of the state moved out, as a real panic might.
+            let _ = std::mem::take(&mut self.b);
+            panic!("test hook: panic inside read");
+        }
         loop {
             let n = self.take_plain(buf);
             if n > 0 {

@@ -490,4 +490,100 @@ mod tests {
         shuttle(&mut s, &mut c);
         assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"hi".to_vec()));
     }
+
+    /// TLS 1.2 with ALPN and client certificates, established in buffer
+    /// mode; `fail_fast` for the client.
+    fn mtls_alpn_pair(suite: u16, fail_fast: bool) -> (Connection, Connection) {
+        use crate::config::{ClientConfigBuilder, ServerConfigBuilder};
+        let pki = crate::testutil::pki();
+        let (v, su, alpn) = (&[0x0303u16][..], &[suite][..], &b"\x08http/1.1"[..]);
+        let mut sb = ServerConfigBuilder::new();
+        sb.add_pem(pki.server.0.as_bytes(), pki.server.1.as_bytes())
+            .unwrap();
+        sb.set_client_verify_pem(pki.ca_pem.as_bytes(), true)
+            .unwrap();
+        sb.apply(Some(v), Some(su), Some(alpn)).unwrap();
+        let mut cb = ClientConfigBuilder::new();
+        cb.add_roots_pem(pki.ca_pem.as_bytes()).unwrap();
+        cb.set_client_cert_pem(pki.client.0.as_bytes(), pki.client.1.as_bytes())
+            .unwrap();
+        cb.apply(Some(v), Some(su), Some(alpn)).unwrap();
+        let mut s = Connection::server(sb.build().unwrap().rustls).unwrap();
+        let mut c = Connection::client(cb.build().unwrap().rustls, "localhost").unwrap();
+        c.reneg_fail_fast = fail_fast;
+        for _ in 0..10 {
+            assert!(c.handshake().is_ok());
+            shuttle(&mut c, &mut s);
+            assert!(s.handshake().is_ok());
+            shuttle(&mut s, &mut c);
+        }
+        assert!(!s.is_handshaking() && !c.is_handshaking());
+        (s, c)
+    }
+
+    /// What the C API hands out for ALPN and the peer's first certificate:
+    /// (pointer, bytes it points to now).
+    fn c_pointers(c: &Connection) -> [(usize, Vec<u8>); 2] {
+        let conn = (c as *const Connection).cast::<super::super::rktls_connection>();
+        let (mut p, mut n) = (std::ptr::null(), 0usize);
+        assert_eq!(
+            super::super::rktls_connection_alpn(conn, &mut p, &mut n),
+            RKTLS_OK
+        );
+        assert!(!p.is_null());
+        let alpn = (
+            p as usize,
+            unsafe { std::slice::from_raw_parts(p, n) }.to_vec(),
+        );
+        assert_eq!(
+            super::super::rktls_connection_peer_cert(conn, 0, &mut p, &mut n),
+            RKTLS_OK
+        );
+        let cert = (
+            p as usize,
+            unsafe { std::slice::from_raw_parts(p, n) }.to_vec(),
+        );
+        [alpn, cert]
+    }
+
+    /// Pointers the C API returned before a refused renegotiation (which
+    /// takes rustls' secrets to seal its alert) still point to the same
+    /// live bytes afterwards: on the server (ALPN, client certificate) and
+    /// on a fail-fast client (ALPN, server certificate).
+    #[test]
+    fn returned_pointers_survive_a_refused_renegotiation() {
+        let hello: &[u8] = &[1, 0, 0, 6, 3, 3, 0, 0, 0, 0];
+        for suite in SUITES {
+            let (mut s, c) = mtls_alpn_pair(suite, false);
+            let before = c_pointers(&s);
+            assert_eq!(before[0].1, b"http/1.1");
+            let mut client = Peer::take_over(c);
+            s.feed(&client.seal(ContentType::Handshake, hello)).unwrap();
+            let e = loop {
+                match read(&mut s) {
+                    Ok((RKTLS_WANT_WRITE, _)) => drop(take_all(&mut s)),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION);
+            assert!(matches!(s.tls, Tls::Kernel(_) | Tls::Gone), "secrets taken");
+            assert_eq!(c_pointers(&s), before, "server, suite {suite:04x}");
+
+            let (s, mut c) = mtls_alpn_pair(suite, true);
+            let before = c_pointers(&c);
+            let mut server = Peer::take_over(s);
+            c.feed(&server.seal(ContentType::Handshake, HELLO_REQUEST))
+                .unwrap();
+            let e = loop {
+                match read(&mut c) {
+                    Ok((RKTLS_WANT_WRITE, _)) => drop(take_all(&mut c)),
+                    Ok(other) => panic!("unexpected {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(e.code, RKTLS_ERR_RENEGOTIATION);
+            assert_eq!(c_pointers(&c), before, "client, suite {suite:04x}");
+        }
+    }
 }

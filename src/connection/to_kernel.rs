@@ -277,12 +277,13 @@ impl Connection {
     pub(super) fn take_secrets(
         &mut self,
     ) -> Option<Result<(rustls::ExtractedSecrets, control::Kc), rustls::Error>> {
+        self.keep_negotiated();
         let negotiated = Negotiated {
             version: self.protocol_version(),
             suite: self.cipher_suite(),
-            alpn: self.alpn().map(<[u8]>::to_vec),
+            alpn: None,
             resumed: self.is_resumed(),
-            peer_certs: self.peer_certs().map(<[_]>::to_vec),
+            peer_certs: None,
         };
         let taken = match std::mem::replace(&mut self.tls, Tls::Gone) {
             Tls::Server(c) => c
@@ -296,7 +297,8 @@ impl Connection {
                 return None;
             }
         };
-        self.negotiated = Some(negotiated);
+        // Kept since the handshake completed (and never replaced).
+        self.negotiated.get_or_insert(negotiated);
         Some(taken)
     }
 

@@ -5,7 +5,6 @@
 use std::os::fd::RawFd;
 
 use super::{Connection, IN_CAP};
-use crate::result::rktls_result::*;
 use crate::result::Error;
 use crate::sys;
 use crate::wire;
@@ -63,12 +62,18 @@ impl Connection {
         self.started = true;
         let room = IN_CAP.saturating_sub(self.b.incoming.len());
         let want = if self.exact_reads() {
-            wire::record_bytes_missing(&self.b.incoming).min(room)
+            // From where rustls' view ends (a record boundary): not the
+            // whole buffer again for every record of a long flight.
+            let from = match self.common() {
+                Some(_) => self.b.shown.min(self.b.incoming.len()),
+                None => 0,
+            };
+            wire::record_bytes_missing(&self.b.incoming[from..]).min(room)
         } else {
             room
         };
         if want == 0 {
-            return Err(Error::new(RKTLS_ERR_INTERNAL, "incoming buffer full"));
+            return Err(self.input_overflow());
         }
         let start = self.b.incoming.len();
         self.b.incoming.resize(start + want, 0);

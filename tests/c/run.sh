@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # C tests against the built library: the header compiles as C11 and C++, and
 # echo_test (blocking, epoll, buffer modes) and fleet_test (shared ticket
-# keys, session-store callbacks) pass linked against the shared
-# and the static library, and under valgrind with no leaks or errors.
+# keys, session-store callbacks) pass linked against the shared and the
+# static library, and under valgrind with no leaks or errors; the pointers
+# the API returns outlive a refused renegotiation; every test also runs
+# under AddressSanitizer/UBSan.
 # Usage: tests/c/run.sh STAGE_PREFIX CERTDIR
 set -euo pipefail
 stage=${1:?stage prefix}; certs=${2:?cert dir}
@@ -51,4 +53,15 @@ for t in echo config acceptor fleet; do
   run build-$t-asan gcc $cflags $san -o "$out/${t}_asan" tests/c/${t}_test.c -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib"
   run $t-asan env ASAN_OPTIONS=detect_leaks=1 "$out/${t}_asan" "$certs"
 done
+# Returned pointers outlive a refused renegotiation (OpenSSL TLS 1.2 client):
+# plain, under AddressSanitizer/UBSan, and under valgrind.
+run build-pointer-lifetime gcc $cflags -o "$out/pointer_lifetime_test" tests/c/pointer_lifetime_test.c \
+  -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib" -lssl -lcrypto
+run build-pointer-lifetime-asan gcc $cflags $san -o "$out/pointer_lifetime_asan" tests/c/pointer_lifetime_test.c \
+  -L"$stage/lib" -lrktls -Wl,-rpath,"$stage/lib" -lssl -lcrypto
+run pointer-lifetime "$out/pointer_lifetime_test" "$certs"
+run pointer-lifetime-asan "$out/pointer_lifetime_asan" "$certs"
+run pointer-lifetime-valgrind valgrind -q --error-exitcode=9 --suppressions=tests/c/valgrind.supp --leak-check=full \
+  --show-leak-kinds=definite,indirect,possible --errors-for-leak-kinds=definite,indirect,possible \
+  "$out/pointer_lifetime_test" "$certs"
 summary
