@@ -476,11 +476,27 @@ ngx_http_rktls_cleanup(void *data)
 {
     ngx_http_rktls_conn_t  *rc = data;
 
-    ngx_uint_t  i;
+    u_char        buf[4096];
+    size_t        n;
+    ngx_uint_t    i;
+    rktls_result  r;
 
     if (rc->conn && rc->handed_off && !rc->failed) {
         /* one non-blocking attempt: the socket buffer takes 31 bytes */
         (void) rktls_connection_shutdown(rc->conn);
+
+        /*
+         * What the client already sent (often its own close_notify) is
+         * read first: closing a socket with unread bytes sends a reset,
+         * which can destroy the response the client has not read yet.
+         * Bounded: at most 64 reads.
+         */
+        for (i = 0; i < 64; i++) {
+            r = rktls_connection_read(rc->conn, buf, sizeof(buf), &n);
+            if (r != RKTLS_OK) {
+                break;
+            }
+        }
     }
 
     rktls_connection_free(rc->conn);
