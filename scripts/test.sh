@@ -38,6 +38,8 @@ step renegotiation env BIN=build/examples CERTS="$certs" tests/reneg.sh
 step interop env BIN=build/examples CERTS="$certs" tests/interop.sh
 step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
+step nginx-module nginx/build.sh
+step nginx env CERTS="$certs" tests/nginx.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
