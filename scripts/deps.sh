@@ -19,13 +19,13 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
   policy=/usr/sbin/policy-rc.d own_policy=""
   if [ ! -e "$policy" ]; then
     printf '#!/bin/sh\n# rktls deps.sh: no service starts during this installation\nexit 101\n' |
       $SUDO tee "$policy" > /dev/null
     $SUDO chmod 755 "$policy"; own_policy=1
   fi
-  $SUDO apt-get update -qq
   rc=0
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
   [ -z "$own_policy" ] || $SUDO rm -f "$policy"
