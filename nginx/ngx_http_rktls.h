@@ -25,7 +25,6 @@ typedef struct {
     ngx_uint_t                  ktls;              /* rktls_ktls_mode */
     ngx_flag_t                  session_tickets;
     ngx_msec_t                  handshake_timeout;
-    ngx_msec_t                  lingering_timeout;
 
     u_char                     *on_file;           /* where "rktls on" is */
     ngx_uint_t                  on_line;

@@ -21,6 +21,10 @@ static void ngx_http_rktls_alert_handler(ngx_event_t *ev);
 static void ngx_http_rktls_linger(ngx_http_rktls_conn_t *rc);
 static void ngx_http_rktls_linger_handler(ngx_event_t *ev);
 static void ngx_http_rktls_cleanup(void *data);
+static ngx_int_t ngx_http_rktls_drain(rktls_connection *conn);
+static ngx_int_t ngx_http_rktls_linger_closed(ngx_http_rktls_conn_t *rc);
+static void ngx_http_rktls_linger_start(ngx_event_t *ev);
+static void ngx_http_rktls_linger_closed_handler(ngx_event_t *rev);
 static ngx_http_rktls_addr_t *ngx_http_rktls_find_addr(ngx_connection_t *c,
     ngx_http_addr_conf_t **addr_conf);
 static ngx_http_rktls_srv_conf_t *ngx_http_rktls_by_sni(
@@ -147,6 +151,7 @@ ngx_http_rktls_init_connection(ngx_connection_t *c)
         return;
     }
 
+    c->log->connection = c->number;
     c->log->action = "rktls handshaking";
     c->read->handler = ngx_http_rktls_handshake_handler;
     c->write->handler = ngx_http_rktls_handshake_handler;
@@ -401,7 +406,8 @@ ngx_http_rktls_alert_handler(ngx_event_t *ev)
 static void
 ngx_http_rktls_linger(ngx_http_rktls_conn_t *rc)
 {
-    ngx_connection_t  *c;
+    ngx_connection_t          *c;
+    ngx_http_core_loc_conf_t  *clcf;
 
     c = rc->connection;
 
@@ -417,7 +423,9 @@ ngx_http_rktls_linger(ngx_http_rktls_conn_t *rc)
         ngx_del_timer(c->read);
     }
 
-    ngx_add_timer(c->read, rc->conf->lingering_timeout);
+    clcf = rc->addr->default_server->ctx->loc_conf[
+               ngx_http_core_module.ctx_index];
+    ngx_add_timer(c->read, clcf->lingering_timeout);
 
     ngx_http_rktls_linger_handler(c->read);
 }
@@ -467,8 +475,11 @@ ngx_http_rktls_linger_handler(ngx_event_t *rev)
 
 /*
  * c->pool is destroyed right after ngx_close_connection(), which left the
- * "shared" socket open: send close_notify on a connection nginx's HTTP code
- * was using, then free rktls' objects and close the socket.
+ * "shared" socket open (and in epoll): send close_notify on a connection
+ * nginx's HTTP code was using, then close the socket, after a lingering
+ * close if the client has not finished: closing a socket that still
+ * receives (the client's own close_notify) sends a reset, which can destroy
+ * the response the client has not read yet.
  */
 
 static void
@@ -476,26 +487,25 @@ ngx_http_rktls_cleanup(void *data)
 {
     ngx_http_rktls_conn_t  *rc = data;
 
-    u_char        buf[4096];
-    size_t        n;
-    ngx_uint_t    i;
-    rktls_result  r;
+    ngx_uint_t  i;
+
+    i = rc->connection - ngx_cycle->connections;
+
+    if (ngx_http_rktls_conns && i < ngx_http_rktls_nconns
+        && ngx_http_rktls_conns[i] == rc)
+    {
+        ngx_http_rktls_conns[i] = NULL;
+    }
 
     if (rc->conn && rc->handed_off && !rc->failed) {
         /* one non-blocking attempt: the socket buffer takes 31 bytes */
         (void) rktls_connection_shutdown(rc->conn);
 
-        /*
-         * What the client already sent (often its own close_notify) is
-         * read first: closing a socket with unread bytes sends a reset,
-         * which can destroy the response the client has not read yet.
-         * Bounded: at most 64 reads.
-         */
-        for (i = 0; i < 64; i++) {
-            r = rktls_connection_read(rc->conn, buf, sizeof(buf), &n);
-            if (r != RKTLS_OK) {
-                break;
-            }
+        if (ngx_http_rktls_drain(rc->conn) == NGX_AGAIN
+            && ngx_http_rktls_linger_closed(rc) == NGX_OK)
+        {
+            rc->conn = NULL;                /* the lingering close owns both */
+            rc->fd = (ngx_socket_t) -1;
         }
     }
 
@@ -506,14 +516,6 @@ ngx_http_rktls_cleanup(void *data)
     rc->acceptor = NULL;
     rc->alert = NULL;
 
-    i = rc->connection - ngx_cycle->connections;
-
-    if (ngx_http_rktls_conns && i < ngx_http_rktls_nconns
-        && ngx_http_rktls_conns[i] == rc)
-    {
-        ngx_http_rktls_conns[i] = NULL;
-    }
-
     if (rc->fd != (ngx_socket_t) -1) {
         if (ngx_close_socket(rc->fd) == -1) {
             ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_socket_errno,
@@ -521,6 +523,155 @@ ngx_http_rktls_cleanup(void *data)
         }
         rc->fd = (ngx_socket_t) -1;
     }
+}
+
+
+/* Read and drop what the client sent after our close_notify: NGX_OK when
+ * it is done (its close_notify, end of file or an error), NGX_AGAIN when
+ * the socket has nothing more yet. Bounded: at most 64 reads a call. */
+
+static ngx_int_t
+ngx_http_rktls_drain(rktls_connection *conn)
+{
+    u_char        buf[4096];
+    size_t        n;
+    ngx_uint_t    i;
+    rktls_result  r;
+
+    for (i = 0; i < 64; i++) {
+        r = rktls_connection_read(conn, buf, sizeof(buf), &n);
+
+        if (r == RKTLS_WANT_READ) {
+            return NGX_AGAIN;
+        }
+
+        if (r != RKTLS_OK) {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_AGAIN;
+}
+
+
+/*
+ * The lingering close after close_notify, on a connection object of its
+ * own. It starts from a posted event, after the current one: nginx's code
+ * that closed the HTTP connection may still look at that object (e.g.
+ * c->destroyed), so it must not be reused before. The socket's epoll
+ * registration, which ngx_close_connection() leaves for a "shared" socket,
+ * is dropped first, and the new connection registers afresh with its own
+ * instance bit. Bounded by nginx's lingering_timeout; the timer does not
+ * delay a worker's exit.
+ */
+
+typedef struct {
+    ngx_event_t         event;
+    rktls_connection   *conn;
+    ngx_socket_t        fd;
+    ngx_msec_t          timeout;
+    unsigned            registered:1;
+} ngx_http_rktls_linger_t;
+
+
+static ngx_int_t
+ngx_http_rktls_linger_closed(ngx_http_rktls_conn_t *rc)
+{
+    ngx_http_rktls_linger_t   *lg;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ngx_del_conn == NULL) {
+        return NGX_DECLINED;
+    }
+
+    lg = ngx_calloc(sizeof(ngx_http_rktls_linger_t), ngx_cycle->log);
+    if (lg == NULL) {
+        return NGX_DECLINED;
+    }
+
+    clcf = rc->addr->default_server->ctx->loc_conf[
+               ngx_http_core_module.ctx_index];
+
+    lg->conn = rc->conn;
+    lg->fd = rc->fd;
+    lg->timeout = clcf->lingering_timeout;
+    /* the freed connection still says whether epoll has the socket */
+    lg->registered = rc->connection->read->active
+                     || rc->connection->write->active;
+
+    lg->event.data = lg;
+    lg->event.handler = ngx_http_rktls_linger_start;
+    lg->event.log = ngx_cycle->log;
+    ngx_post_event(&lg->event, &ngx_posted_events);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_rktls_linger_start(ngx_event_t *ev)
+{
+    ngx_connection_t         *nc;
+    ngx_http_rktls_linger_t  *lg;
+
+    lg = ev->data;
+
+    nc = ngx_get_connection(lg->fd, ngx_cycle->log);
+    if (nc == NULL) {
+        goto failed;
+    }
+
+    if (lg->registered) {
+        nc->read->active = 1;
+        nc->write->active = 1;
+
+        if (ngx_del_conn(nc, 0) != NGX_OK) {
+            ngx_free_connection(nc);
+            goto failed;
+        }
+    }
+
+    nc->data = lg;
+    nc->read->log = nc->log;
+    nc->write->log = nc->log;
+    nc->read->handler = ngx_http_rktls_linger_closed_handler;
+    nc->write->handler = ngx_http_empty_handler;
+    nc->read->cancelable = 1;
+
+    ngx_add_timer(nc->read, lg->timeout);
+    nc->read->ready = 1;
+
+    ngx_http_rktls_linger_closed_handler(nc->read);
+    return;
+
+failed:
+
+    rktls_connection_free(lg->conn);
+    (void) ngx_close_socket(lg->fd);
+    ngx_free(lg);
+}
+
+
+static void
+ngx_http_rktls_linger_closed_handler(ngx_event_t *rev)
+{
+    ngx_connection_t         *nc;
+    ngx_http_rktls_linger_t  *lg;
+
+    nc = rev->data;
+    lg = nc->data;
+
+    if (!rev->timedout && ngx_http_rktls_drain(lg->conn) == NGX_AGAIN) {
+        rev->ready = 0;
+
+        if (ngx_handle_read_event(rev, 0) == NGX_OK) {
+            return;
+        }
+    }
+
+    rktls_connection_free(lg->conn);
+    ngx_free(lg);
+    ngx_close_connection(nc);
 }
 
 

@@ -676,7 +676,6 @@ ngx_http_rktls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_rktls_srv_conf_t *conf = child;
 
     ngx_http_core_srv_conf_t  *cscf;
-    ngx_http_core_loc_conf_t  *clcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_ptr_value(conf->certificates, prev->certificates, NULL);
@@ -707,12 +706,10 @@ ngx_http_rktls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_value(conf->session_tickets, prev->session_tickets, 1);
 
     cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
-    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
     ngx_conf_merge_msec_value(conf->handshake_timeout,
                               prev->handshake_timeout,
                               cscf->client_header_timeout);
-    conf->lingering_timeout = clcf->lingering_timeout;
 
     if (!conf->enable) {
         return NGX_CONF_OK;

@@ -40,6 +40,7 @@ step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step nginx-module nginx/build.sh
 step nginx env CERTS="$certs" tests/nginx.sh
+step nginx-load env BIN=build/examples CERTS="$certs" tests/nginx_load.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

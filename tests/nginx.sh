@@ -196,7 +196,7 @@ s.sendall(b"GET /who HTTP/1.1\r\nHost: localhost\r\n\r\n")
 data = b""
 while b"localhost here" not in data:
     data += s.recv(4096)
-open(ready, "w").close()
+open(ready, "w").write("ready\n")
 try:
     rest = s.recv(4096)   # b"" only after the server's close_notify
     print("close_notify" if rest == b"" else "data %r" % rest[:20])
@@ -211,7 +211,7 @@ check "keep-alive timeout: nginx closed the idle connection with close_notify [$
 rm -f "$T/idle-ready"
 closer "$pa" > "$T/shutdown-close" &
 cpid=$!
-WAIT=20 wait_for "$T/idle-ready" . "$cpid" 2> /dev/null || until [ -e "$T/idle-ready" ]; do sleep 0.05; done
+wait_for "$T/idle-ready" '^ready' "$cpid"
 stop_nginx QUIT
 wait $cpid
 out=$(cat "$T/shutdown-close")
