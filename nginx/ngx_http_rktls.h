@@ -24,6 +24,7 @@ typedef struct {
     ngx_array_t                *ciphers;           /* uint16_t suite ids */
     ngx_uint_t                  ktls;              /* rktls_ktls_mode */
     ngx_flag_t                  session_tickets;
+    ngx_array_t                *ticket_keys;       /* ngx_str_t file names */
     ngx_msec_t                  handshake_timeout;
 
     u_char                     *on_file;           /* where "rktls on" is */

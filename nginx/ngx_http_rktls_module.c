@@ -87,6 +87,13 @@ static ngx_command_t  ngx_http_rktls_commands[] = {
       offsetof(ngx_http_rktls_srv_conf_t, session_tickets),
       NULL },
 
+    { ngx_string("rktls_session_ticket_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_str_array_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_http_rktls_srv_conf_t, ticket_keys),
+      NULL },
+
     { ngx_string("rktls_handshake_timeout"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_msec_slot,
@@ -319,6 +326,7 @@ ngx_http_rktls_create_srv_conf(ngx_conf_t *cf)
     rscf->certificate_keys = NGX_CONF_UNSET_PTR;
     rscf->ktls = NGX_CONF_UNSET_UINT;
     rscf->session_tickets = NGX_CONF_UNSET;
+    rscf->ticket_keys = NGX_CONF_UNSET_PTR;
     rscf->handshake_timeout = NGX_CONF_UNSET_MSEC;
 
     return rscf;
@@ -543,6 +551,67 @@ ngx_http_rktls_fail(ngx_conf_t *cf, ngx_http_rktls_srv_conf_t *rscf,
 }
 
 
+/* rktls_session_ticket_key FILE (several): the first seals new tickets,
+ * each opens the tickets sealed under it, so every worker and every server
+ * with the same files resumes the others' sessions. */
+
+static char *
+ngx_http_rktls_ticket_keys(ngx_conf_t *cf, ngx_http_rktls_srv_conf_t *rscf,
+    rktls_server_config_builder *b)
+{
+#if (NGX_HTTP_RKTLS_TICKET_KEYS_FILE)
+
+    ngx_str_t     *files, name;
+    ngx_uint_t     i;
+    const char   **paths;
+    rktls_result   r;
+
+    if (!rscf->session_tickets) {
+        ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                      "\"rktls_session_ticket_key\" needs "
+                      "\"rktls_session_tickets on\" (\"rktls on\" in %s:%ui)",
+                      rscf->on_file, rscf->on_line);
+        return NGX_CONF_ERROR;
+    }
+
+    files = rscf->ticket_keys->elts;
+    paths = ngx_palloc(cf->pool, rscf->ticket_keys->nelts * sizeof(char *));
+    if (paths == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    for (i = 0; i < rscf->ticket_keys->nelts; i++) {
+        name = files[i];
+
+        if (ngx_conf_full_name(cf->cycle, &name, 1) != NGX_OK) {
+            return NGX_CONF_ERROR;
+        }
+
+        paths[i] = (const char *) name.data;
+    }
+
+    r = rktls_server_config_builder_set_ticket_keys_file(b, paths,
+                                                        rscf->ticket_keys->nelts);
+    if (r != RKTLS_OK) {
+        return ngx_http_rktls_fail(cf, rscf, "rktls_session_ticket_key", NULL,
+                                   NULL, r);
+    }
+
+    return NGX_CONF_OK;
+
+#else
+
+    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                  "\"rktls_session_ticket_key\" (\"rktls on\" in %s:%ui) needs "
+                  "an rktls with rktls_server_config_builder_set_ticket_keys_"
+                  "file(); the librktls this module was built with has none",
+                  rscf->on_file, rscf->on_line);
+    return NGX_CONF_ERROR;
+
+#endif
+}
+
+
 /* Build the server{}'s rktls config; each failure names directive, file and
  * reason (rktls' own message names the file and the problem). */
 
@@ -646,6 +715,13 @@ ngx_http_rktls_build(ngx_conf_t *cf, ngx_http_rktls_srv_conf_t *rscf)
                                    r);
     }
 
+    if (rscf->ticket_keys && rscf->ticket_keys->nelts) {
+        if (ngx_http_rktls_ticket_keys(cf, rscf, b) != NGX_CONF_OK) {
+            rktls_server_config_builder_free(b);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     r = rktls_server_config_builder_build(b, &rscf->config);
 
     if (r != RKTLS_OK) {
@@ -704,6 +780,7 @@ ngx_http_rktls_merge_srv_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_uint_value(conf->ktls, prev->ktls, RKTLS_KTLS_OFF);
     ngx_conf_merge_value(conf->session_tickets, prev->session_tickets, 1);
+    ngx_conf_merge_ptr_value(conf->ticket_keys, prev->ticket_keys, NULL);
 
     cscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_core_module);
 

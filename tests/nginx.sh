@@ -247,5 +247,51 @@ bad_conf "rktls on and listen ... ssl on one socket" \
   "rktls on; $(cert server) $ssl } server { listen 127.0.0.1:$pa ssl; $ssl" \
   "\"rktls on\" in $T/bad.conf:[0-9]+ and \"listen 127.0.0.1:$pa ssl\" cannot share a socket"
 
+# rktls_session_ticket_key: two server{}s (two rktls configs) with the same
+# key file resume each other's sessions; two without it do not (each config
+# has its own automatic key). Needs the library's
+# rktls_server_config_builder_set_ticket_keys_file(); a library without it
+# must make nginx -t refuse the directive, saying so.
+openssl rand 80 > "$T/ticket.key"
+free_ports 4
+tk=("rktls_session_ticket_key $T/ticket.key;" "rktls_session_ticket_key $T/ticket.key;" "" "")
+body=""
+for i in 0 1 2 3; do
+  body+="    server { listen 127.0.0.1:${ports[$i]}; server_name localhost; rktls on; $(cert server) ${tk[$i]} root $T/www; }
+"
+done
+nginx_conf "$T/tickets.conf" "$body"
+incdir=$(PKG_CONFIG_PATH=${RKTLS_PC_PATH:-build/stage/lib/pkgconfig} pkg-config --variable=includedir rktls)
+if grep -q rktls_server_config_builder_set_ticket_keys_file "$incdir/rktls.h"; then
+  echo "     (the library has rktls_server_config_builder_set_ticket_keys_file: resumption checks)"
+  start_nginx "$T/tickets.conf" || exit 1
+  resumes() { # FROM-PORT TO-PORT VERSION -> "Reused" or "New"
+    local req='GET /who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n'
+    rm -f "$T/sess"
+    printf "$req" | timeout 20 openssl s_client -connect "127.0.0.1:$1" -servername localhost -tls$3 \
+      -CAfile "$CA" -sess_out "$T/sess" -ign_eof > /dev/null 2>&1
+    printf "$req" | timeout 20 openssl s_client -connect "127.0.0.1:$2" -servername localhost -tls$3 \
+      -CAfile "$CA" -sess_in "$T/sess" -ign_eof 2> /dev/null | sed -n 's/^\(Reused\|New\), .*/\1/p' | head -1
+  }
+  for v in 1_2 1_3; do
+    out=$(resumes "${ports[0]}" "${ports[1]}" $v)
+    check "ticket key file: a TLS ${v/_/.} session from one server{} resumes on the other [$out]" [ "$out" = Reused ]
+    out=$(resumes "${ports[2]}" "${ports[3]}" $v)
+    check "no key file: a TLS ${v/_/.} session does not resume on another server{} [$out]" [ "$out" = New ]
+    out=$(resumes "${ports[2]}" "${ports[2]}" $v)
+    check "no key file: a TLS ${v/_/.} session resumes on the same server{} [$out]" [ "$out" = Reused ]
+  done
+  stop_nginx QUIT
+  head -c 20 /dev/urandom > "$T/short.key"
+  bad_conf "a ticket key file of the wrong size" \
+    "rktls on; $(cert server) rktls_session_ticket_key $T/short.key;" \
+    "rktls_session_ticket_key for \"rktls on\" in $T/bad.conf:[0-9]+: .*short.key"
+else
+  echo "     (the library has no rktls_server_config_builder_set_ticket_keys_file)"
+  nginx_test "$T/tickets.conf"
+  check "nginx -t refuses rktls_session_ticket_key, naming what the library lacks" \
+    grep -q 'rktls_session_ticket_key.*needs an rktls with rktls_server_config_builder_set_ticket_keys_file' "$T/nginx/t.out"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
