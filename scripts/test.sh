@@ -43,6 +43,7 @@ step nginx env CERTS="$certs" tests/nginx.sh
 step nginx-load env BIN=build/examples CERTS="$certs" tests/nginx_load.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
+step nginx-ktls-vm tests/vm/nginx.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 echo
