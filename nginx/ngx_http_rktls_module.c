@@ -846,6 +846,18 @@ ngx_http_rktls_postconfiguration(ngx_conf_t *cf)
                     return NGX_ERROR;
                 }
 
+                if (addr[a].opt.http2 || addr[a].opt.proxy_protocol) {
+                    ngx_log_error(NGX_LOG_EMERG, cf->log, 0,
+                                  "\"rktls on\" in %s:%ui: \"listen %V %s\" "
+                                  "is not supported with rktls (HTTP/1.1 "
+                                  "only, no PROXY protocol header)",
+                                  rscf->on_file, rscf->on_line,
+                                  &addr[a].opt.addr_text,
+                                  addr[a].opt.http2 ? "http2"
+                                                    : "proxy_protocol");
+                    return NGX_ERROR;
+                }
+
                 if (first == NULL) {
                     first = rscf;
                 }

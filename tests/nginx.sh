@@ -228,6 +228,9 @@ bad_conf() { # NAME SERVER-BODY EXPECTED-REGEX
     check "nginx -t refuses: $1 [$(grep -m1 emerg "$T/nginx/t.out" | cut -c1-200)]" grep -qE "$3" "$T/nginx/t.out"
   fi
 }
+bad_conf "rktls on with listen ... http2" \
+  "rktls on; $(cert server) } server { listen 127.0.0.1:$pa http2;" \
+  "\"rktls on\" in $T/bad.conf:[0-9]+: \"listen 127.0.0.1:$pa http2\" is not supported with rktls"
 ssl="ssl_certificate $CERTS/server.pem; ssl_certificate_key $CERTS/server.key;"
 bad_conf "rktls_certificate without a key" "rktls on; rktls_certificate $CERTS/server.pem;" \
   "no \"rktls_certificate_key\" is defined for \"rktls_certificate\" \"$CERTS/server.pem\" \(\"rktls on\" in $T/bad.conf:[0-9]+\)"
