@@ -8,5 +8,7 @@ cd "$(dirname "$0")/../.."
 for f in build/nginx/ngx_http_rktls_module.so build/examples/client build/certs/ca.pem /usr/sbin/nginx; do
   [ -e "$f" ] || { echo "missing $f: run make nginx examples and scripts/gen-certs.sh build/certs"; exit 2; }
 done
+# Debian's openssl is the KeyUpdate peer.
 exec tests/vm/run.sh tests/vm/nginx_guest.sh "$PWD/build/nginx/ngx_http_rktls_module.so" \
-  "$PWD/build/examples/client" "$PWD/build/certs" /usr/sbin/nginx
+  "$PWD/build/examples/client" "$PWD/build/certs" /usr/sbin/nginx \
+  "$(command -v openssl)" /usr/lib/ssl /etc/ssl/openssl.cnf

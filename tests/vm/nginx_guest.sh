@@ -5,9 +5,11 @@
 # client (the rktls example, kTLS off, so every kernel TLS socket counted is
 # nginx's) checks the bytes; /proc/net/tls_stat must count nginx's offloaded
 # sockets for the first server only, the access log must say ktls=tx+rx, and
-# the nginx worker's user CPU for the kernel-TLS transfer must be a small
-# fraction of the userspace one's (the kernel encrypts, sendfile copies
-# nothing). Ends with "N passed, M failed".
+# the nginx worker's user CPU for the kernel-TLS transfer must be at most a
+# third of the userspace one's, lowest of three transfers each (the kernel
+# encrypts, sendfile copies nothing). Then a TLS 1.3 KeyUpdate from openssl
+# s_client: followed on a kernel that can rekey, refused with an alert on
+# 6.12. Ends with "N passed, M failed".
 ROOT=${ROOT:-$(pwd)}
 C=$ROOT/build/certs
 MODULE=$ROOT/build/nginx/ngx_http_rktls_module.so
@@ -84,15 +86,16 @@ for v in --tls12 --tls13; do
   check "ktls require $v: 8 MB byte-exact (client exit $crc)" [ "$crc" = 0 -a "$got" = "$want" ]
   check "ktls require $v: tls_stat counts nginx's offloaded socket (TlsTxSw +$dtx)" [ "$dtx" = 1 ]
   ku=$du
-  fetch $P1 $v; [ "$du" -lt "$ku" ] && ku=$du   # the lower of two: tick accounting is noisy under TCG
+  # the lowest of three: tick accounting under TCG is noisy
+  for r in 2 3; do fetch $P1 $v; [ "$du" -lt "$ku" ] && ku=$du; done
   fetch $P2 $v small; echo "     (userspace $v: a connection for 6 bytes: $du ticks)"
   fetch $P2 $v
   check "ktls off $v: 8 MB byte-exact (client exit $crc)" [ "$crc" = 0 -a "$got" = "$want" ]
   check "ktls off $v: no kernel TLS socket (TlsTxSw +$dtx)" [ "$dtx" = 0 ]
   uu=$du
-  fetch $P2 $v; [ "$du" -lt "$uu" ] && uu=$du
-  check "worker user CPU for 8 MB $v: kernel TLS $ku ticks, userspace $uu ticks (kTLS <= 1/4)" \
-    [ "$uu" -ge 20 -a $((ku * 4)) -le "$uu" ]
+  for r in 2 3; do fetch $P2 $v; [ "$du" -lt "$uu" ] && uu=$du; done
+  check "worker user CPU for 8 MB $v: kernel TLS $ku ticks, userspace $uu ticks (kTLS <= 1/3)" \
+    [ "$uu" -ge 20 -a $((ku * 3)) -le "$uu" ]
 done
 sleep 0.3
 grep -q "^$P1 200 TLSv1.2 ktls=tx+rx" $W/access.log && grep -q "^$P1 200 TLSv1.3 ktls=tx+rx" $W/access.log
@@ -100,6 +103,32 @@ check "access log: \$rktls_ktls is tx+rx on the kTLS server (TLS 1.2 and 1.3)" [
 check "access log: \$rktls_ktls is off on the other" grep -q "^$P2 200 TLSv1.3 ktls=off" $W/access.log
 cat $W/access.log
 grep TlsTxSw /proc/net/tls_stat; grep TlsRxSw /proc/net/tls_stat
+# A TLS 1.3 KeyUpdate from openssl s_client (its "K" command: update and ask
+# for ours) on the kTLS server, between two requests on one connection. A
+# kernel that can rekey (>= 6.14) installs the new keys and the second
+# request is answered; 6.12 cannot: nginx's read ends with
+# RKTLS_ERR_KTLS_NO_REKEY, after answering the first, and the client is told
+# with an alert. (s_client reads commands from a pipe, so the steps are paced.)
+kmaj=$(uname -r | cut -d. -f1) kmin=$(uname -r | cut -d. -f2)
+rk0=$(stat_of TlsRxRekeyOk)
+req='GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n'
+( printf "$req"; sleep 2; echo K; sleep 2; printf "$req"; sleep 3 ) |
+  timeout 30 openssl s_client -connect 127.0.0.1:$P1 -servername localhost -tls1_3 \
+    -CAfile $C/ca.pem > $W/ku.out 2>&1
+n200=$(grep -c '^HTTP/1.1 200' $W/ku.out)
+grep -q KEYUPDATE $W/ku.out
+check "s_client sent its KeyUpdate" [ $? = 0 ]
+if [ "$kmaj" -gt 6 ] || { [ "$kmaj" = 6 ] && [ "$kmin" -ge 14 ]; }; then
+  rk1=$(stat_of TlsRxRekeyOk)
+  check "rekey kernel: both requests answered across the KeyUpdate ($n200 responses)" [ "$n200" = 2 ]
+  check "rekey kernel: the kernel installed new RX keys (TlsRxRekeyOk $rk0 -> $rk1)" [ "${rk1:-0}" -gt "${rk0:-0}" ]
+else
+  check "6.12: the first request answered, none after the KeyUpdate ($n200 responses)" [ "$n200" = 1 ]
+  check "6.12: nginx logged the KeyUpdate it cannot follow" grep -q 'new keys\|rekey\|KTLS_NO_REKEY\|cannot install' $W/error.log
+fi
+tail -5 $W/ku.out
+grep -i 'rktls' $W/error.log | tail -3
+
 kill -QUIT $npid
 i=0
 while kill -0 $npid 2>/dev/null && [ $i -lt 100 ]; do i=$((i + 1)); sleep 0.1; done
