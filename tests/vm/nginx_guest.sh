@@ -110,7 +110,7 @@ grep TlsTxSw /proc/net/tls_stat; grep TlsRxSw /proc/net/tls_stat
 # RKTLS_ERR_KTLS_NO_REKEY, after answering the first, and the client is told
 # with an alert. (s_client reads commands from a pipe, so the steps are paced.)
 kmaj=$(uname -r | cut -d. -f1) kmin=$(uname -r | cut -d. -f2)
-rk0=$(stat_of TlsRxRekeyOk)
+rk0=$(stat_of TlsRxRekeyOk) tk0=$(stat_of TlsTxRekeyOk)
 req='GET /small HTTP/1.1\r\nHost: localhost\r\n\r\n'
 ( printf "$req"; sleep 2; echo K; sleep 2; printf "$req"; sleep 3 ) |
   timeout 30 openssl s_client -connect 127.0.0.1:$P1 -servername localhost -tls1_3 \
@@ -119,9 +119,10 @@ n200=$(grep -c '^HTTP/1.1 200' $W/ku.out)
 grep -q KEYUPDATE $W/ku.out
 check "s_client sent its KeyUpdate" [ $? = 0 ]
 if [ "$kmaj" -gt 6 ] || { [ "$kmaj" = 6 ] && [ "$kmin" -ge 14 ]; }; then
-  rk1=$(stat_of TlsRxRekeyOk)
+  rk1=$(stat_of TlsRxRekeyOk) tk1=$(stat_of TlsTxRekeyOk)
   check "rekey kernel: both requests answered across the KeyUpdate ($n200 responses)" [ "$n200" = 2 ]
   check "rekey kernel: the kernel installed new RX keys (TlsRxRekeyOk $rk0 -> $rk1)" [ "${rk1:-0}" -gt "${rk0:-0}" ]
+  check "rekey kernel: and new TX keys after our KeyUpdate (TlsTxRekeyOk $tk0 -> $tk1)" [ "${tk1:-0}" -gt "${tk0:-0}" ]
 else
   check "6.12: the first request answered, none after the KeyUpdate ($n200 responses)" [ "$n200" = 1 ]
   check "6.12: nginx logged the KeyUpdate it cannot follow" grep -q 'new keys\|rekey\|KTLS_NO_REKEY\|cannot install' $W/error.log
