@@ -183,6 +183,16 @@ grep -q 'rktls: ClientHello refused\|rktls: handshake refused' "$T/nginx/error.l
 check "nginx logged the refusals with the alert sent" \
   grep -q 'alert protocol_version sent' "$T/nginx/error.log"
 
+# Reload (SIGHUP): the new configuration's rktls configs and sockets serve.
+nw=$(grep -c 'start worker process' "$T/nginx/error.log")
+kill -HUP "$npid"
+WAIT=30 wait_for "$T/nginx/error.log" 'gracefully shutting down' "$npid"
+end=$((SECONDS + 30))
+until [ "$(grep -c 'start worker process' "$T/nginx/error.log")" -gt "$nw" ] || [ $SECONDS -ge $end ]; do sleep 0.05; done
+wpid=$(sed -n 's/.*start worker process \([0-9]*\).*/\1/p' "$T/nginx/error.log" | tail -1)
+body=$("${CURL[@]}" --resolve "other.test:$pa:127.0.0.1" "https://other.test:$pa/who")
+check "after a reload (HUP): a new worker ($wpid) serves over rktls, SNI included [$body]" [ "$body" = "other.test here" ]
+
 # close_notify: (1) nginx closes an idle keep-alive connection (port C,
 # keepalive_timeout 1s); (2) nginx shuts down with one idle.
 closer() { # PORT -> "close_notify" or what happened instead
