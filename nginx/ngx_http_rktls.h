@@ -73,5 +73,6 @@ extern ngx_module_t  ngx_http_rktls_module;
 void ngx_http_rktls_init_connection(ngx_connection_t *c);
 ngx_http_rktls_conn_t *ngx_http_rktls_get_conn(ngx_connection_t *c);
 ngx_int_t ngx_http_rktls_init_worker(ngx_cycle_t *cycle);
+void ngx_http_rktls_exit_worker(ngx_cycle_t *cycle);
 
 #endif /* NGX_HTTP_RKTLS_H */

@@ -57,6 +57,15 @@ ngx_http_rktls_init_worker(ngx_cycle_t *cycle)
 }
 
 
+void
+ngx_http_rktls_exit_worker(ngx_cycle_t *cycle)
+{
+    ngx_free(ngx_http_rktls_conns);
+    ngx_http_rktls_conns = NULL;
+    ngx_http_rktls_nconns = 0;
+}
+
+
 ngx_http_rktls_conn_t *
 ngx_http_rktls_get_conn(ngx_connection_t *c)
 {

@@ -130,7 +130,7 @@ ngx_module_t  ngx_http_rktls_module = {
     ngx_http_rktls_init_process,           /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_rktls_exit_worker,            /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };

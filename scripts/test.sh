@@ -41,6 +41,7 @@ step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step nginx-module nginx/build.sh
 step nginx env CERTS="$certs" tests/nginx.sh
 step nginx-load env BIN=build/examples CERTS="$certs" tests/nginx_load.sh
+step nginx-valgrind env CERTS="$certs" tests/nginx_valgrind.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step nginx-ktls-vm tests/vm/nginx.sh
