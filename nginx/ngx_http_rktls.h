@@ -70,8 +70,34 @@ typedef struct {
 
 extern ngx_module_t  ngx_http_rktls_module;
 
+/* configuration (ngx_http_rktls_config.c) */
+char *ngx_http_rktls_on(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_rktls_certificate_key(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_rktls_protocols(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_http_rktls_ciphers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+char *ngx_http_rktls_build(ngx_conf_t *cf, ngx_http_rktls_srv_conf_t *rscf);
+ngx_str_t *ngx_http_rktls_protocol_name(uint16_t version);
+
+/* accept and handshake (ngx_http_rktls_conn.c) */
 void ngx_http_rktls_init_connection(ngx_connection_t *c);
 ngx_http_rktls_conn_t *ngx_http_rktls_get_conn(ngx_connection_t *c);
+void ngx_http_rktls_forget_conn(ngx_http_rktls_conn_t *rc);
+void ngx_http_rktls_log_error(ngx_http_rktls_conn_t *rc, ngx_uint_t level,
+    rktls_result r, const char *what);
+
+/* data (ngx_http_rktls_io.c) */
+ssize_t ngx_http_rktls_recv(ngx_connection_t *c, u_char *buf, size_t size);
+ssize_t ngx_http_rktls_recv_chain(ngx_connection_t *c, ngx_chain_t *cl,
+    off_t limit);
+ssize_t ngx_http_rktls_send(ngx_connection_t *c, u_char *buf, size_t size);
+ngx_chain_t *ngx_http_rktls_send_chain(ngx_connection_t *c, ngx_chain_t *in,
+    off_t limit);
+
+/* close (ngx_http_rktls_close.c) */
+void ngx_http_rktls_cleanup(void *data);
+ngx_int_t ngx_http_rktls_drain(rktls_connection *conn);
 ngx_int_t ngx_http_rktls_init_worker(ngx_cycle_t *cycle);
 void ngx_http_rktls_exit_worker(ngx_cycle_t *cycle);
 
