@@ -2,7 +2,9 @@
 # Load test of Debian's nginx with ngx_http_rktls_module: the mix of
 # tests/load.sh (200 clients at once, twice: 50 curl, 40 openssl s_client,
 # 40 of the example client, 70 misbehaving ones from tests/load_bad.py) against
-# one nginx worker, rktls_handshake_timeout and client_header_timeout 3 s.
+# one nginx worker, rktls_handshake_timeout and client_header_timeout 15 s
+# (this 2-core machine is shared: at load averages of 20-36 clients were
+# starved for several seconds between connect and ClientHello).
 #
 # Asserts: every good client got its file intact (sha256); every bad one got
 # an alert or a close and none hung; stalled ones were closed by nginx's
@@ -24,7 +26,7 @@ for t in curl openssl python3 timeout sha256sum "$NGINX"; do command -v $t >/dev
 [ -f "$MODULE" ] || { echo "missing $MODULE: run nginx/build.sh"; exit 2; }
 [ "$(ulimit -n)" -ge 1024 ] || ulimit -n 1024 || { echo "cannot raise ulimit -n to 1024"; exit 2; }
 
-TIMEOUT_MS=8000
+TIMEOUT_MS=15000
 CA=$CERTS/ca.pem
 mkdir -p "$T/www"
 head -c 1000 /dev/urandom > "$T/www/f1"
