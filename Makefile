@@ -9,6 +9,7 @@
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
 #   make bench      benchmarks (results in bench/RESULTS.md)
+#   make nginx      the nginx module (nginx/) against a staged install: build/nginx/
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -26,7 +27,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check
+.PHONY: all lib install stage examples examples-san nginx demo demo-vm test bench clean header-check
 
 all: lib
 
@@ -81,6 +82,10 @@ examples-san: stage
 	    $$(PKG_CONFIG_PATH=$(STAGE)/lib/pkgconfig pkg-config --cflags --libs rktls) \
 	    -Wl,-rpath,$(STAGE)/lib || exit 1; \
 	done
+
+# The nginx module, built with Debian's nginx-dev against the staged install.
+nginx: stage
+	nginx/build.sh $(STAGE)
 
 demo:
 	scripts/demo.sh $(ARGS)

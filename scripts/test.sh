@@ -40,8 +40,14 @@ step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step sanitizers env SAN=build/examples-san CERTS="$certs" tests/sanitizers.sh
 step fleet env BIN=build/examples CERTS="$certs" tests/fleet.sh
+step nginx-module nginx/build.sh
+step nginx env CERTS="$certs" tests/nginx.sh
+step nginx-load env BIN=build/examples CERTS="$certs" tests/nginx_load.sh
+step nginx-valgrind env CERTS="$certs" tests/nginx_valgrind.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
+step nginx-ktls-vm tests/vm/nginx.sh
+step nginx-ktls-vm-rekey env VM_KERNEL=rekey tests/vm/nginx.sh
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 echo
