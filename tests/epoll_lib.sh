@@ -32,4 +32,3 @@ wait_log() {
   done
 }
 
-sha() { sha256sum "$1" | cut -d' ' -f1; }

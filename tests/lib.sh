@@ -9,6 +9,9 @@
 # `on_fail` to show more on a failure. `summary` prints "N passed, M
 # failed" and returns non-zero if anything failed.
 
+# sha FILE: its sha256, hex.
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+
 # $ROOT: the repository.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 

@@ -13,7 +13,6 @@ check() { # NAME COMMAND...: ok if the command succeeds
   local name=$1; shift
   if "$@"; then ok "$name"; else bad "$name"; fi
 }
-sha() { sha256sum "$1" | cut -d' ' -f1; }
 
 # free_ports N: N distinct loopback ports the kernel picked (bound with port 0
 # and released at once) in $ports.
