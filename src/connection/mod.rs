@@ -606,6 +606,57 @@ mod tests {
         assert_eq!(e.code, RKTLS_ERR_TRUNCATED);
     }
 
+    /// Found by the stream fuzzers: data, then a record header over the
+    /// size limit. rustls must see no input after its fatal error (a
+    /// second fatal alert trips its debug assertion), and the peer gets
+    /// exactly one alert: record_overflow.
+    #[test]
+    fn oversized_record_after_data_fails_once() {
+        for (v, suite) in [(0x0304, 0x1301), (0x0303, 0xc02b)] {
+            let o = Opts {
+                versions: Some(vec![v]),
+                suites: Some(vec![suite]),
+                alpn: None,
+            };
+            let (mut s, mut c) = pair(&o);
+            assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+            s.write(&[7u8; 64]).unwrap();
+            let mut bytes = vec![0u8; 4096];
+            let n = s.take(&mut bytes).unwrap();
+            bytes.truncate(n);
+            bytes.extend_from_slice(&[
+                crate::wire::CT_APPLICATION_DATA,
+                3,
+                3,
+                0x91,
+                0x94,
+                0x57,
+                0x40,
+            ]);
+            c.feed(&bytes).unwrap();
+            assert_eq!(read_all(&mut c, 64), [7u8; 64]);
+            let mut buf = [0u8; 64];
+            let mut alerts = Vec::new();
+            let err = loop {
+                match c.read(&mut buf) {
+                    Ok((RKTLS_WANT_WRITE, 0)) => {
+                        let mut out = [0u8; 256];
+                        let n = c.take(&mut out).unwrap();
+                        alerts.extend_from_slice(&out[..n]);
+                    }
+                    Ok(other) => panic!("{other:?}"),
+                    Err(e) => break e.code,
+                }
+            };
+            assert_ne!(err, RKTLS_ERR_PANIC, "version {v:x}");
+            assert_eq!(c.alert_sent, Some(22), "version {v:x}");
+            // One encrypted alert record, no second one.
+            let recs: Vec<_> = crate::wire::records(&alerts).collect();
+            assert_eq!(recs.len(), 1, "version {v:x}: {alerts:02x?}");
+            assert_eq!(c.read(&mut buf).unwrap_err().code, err);
+        }
+    }
+
     #[test]
     fn data_before_a_bad_record_is_delivered_first() {
         let (mut s, mut c) = pair(&Opts::default());
@@ -703,6 +754,45 @@ mod tests {
             c.set_fd(a.as_raw_fd()).unwrap_err().code,
             RKTLS_ERR_WRONG_STATE
         );
+    }
+
+    /// Found by the fault walk: a send failing after `write` queued its
+    /// data reported an error with nothing accepted, so a caller retrying
+    /// sent the data twice. Now the data counts as accepted and the error
+    /// is sticky, returned by the next call.
+    #[test]
+    fn write_accepts_what_it_queued_even_if_the_send_fails() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut c2 = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
+        let mut s2 = Connection::server(server_config(&Opts::default())).unwrap();
+        c2.set_fd(a.as_raw_fd()).unwrap();
+        b.set_nonblocking(false).unwrap();
+        let peer = std::thread::spawn(move || {
+            let mut b = b;
+            let fd = b.as_raw_fd();
+            s2.set_fd(fd).unwrap();
+            // (Its tickets may meet the closed socket: only what it reads counts.)
+            let _ = s2.handshake();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok((RKTLS_OK, n)) = s2.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = b.flush();
+            got
+        });
+        assert_eq!(c2.handshake().unwrap(), RKTLS_OK);
+        fault::inject(fault::Op::Send, libc::ECONNRESET);
+        assert_eq!(c2.write(b"once").unwrap(), (RKTLS_OK, 4));
+        // The failure comes now, and stays; nothing is sent again.
+        assert_eq!(c2.write(b"once").unwrap_err().code, RKTLS_ERR_IO);
+        assert_eq!(c2.flush().unwrap_err().code, RKTLS_ERR_IO);
+        assert_eq!(c2.errno, libc::ECONNRESET);
+        drop(c2);
+        // SAFETY: `a` is open; the peer sees the end of the stream.
+        unsafe { libc::shutdown(a.as_raw_fd(), libc::SHUT_RDWR) };
+        let got = peer.join().unwrap();
+        assert!(got.len() <= 4 && b"once".starts_with(&got), "{got:?}");
     }
 
     #[test]

@@ -169,7 +169,13 @@ impl Connection {
         if !matches!(act, Action::None) {
             return Err(Error::state("connection is closed for writing"));
         }
-        self.flush_out()?;
+        // The data is encrypted and queued: it is accepted, whatever the
+        // socket says now. A failure to send it is the connection's sticky
+        // error, returned by the next call; reporting it here (with nothing
+        // accepted) would make a caller that retries send it twice.
+        if let Err(e) = self.flush_out() {
+            self.sticky(e);
+        }
         Ok((RKTLS_OK, n))
     }
 
