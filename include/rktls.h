@@ -1624,10 +1624,30 @@ uint16_t rktls_connection_cipher_suite(const struct rktls_connection *conn);
 
 /*
  The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
- "unknown". Static string: never free it. Thread-safe. (A static lookup
- that cannot fail, so it needs no panic guard.)
+ "unknown" for an id rktls does not support. Static string: never free
+ it. Thread-safe. (A static lookup that cannot fail, so it needs no panic
+ guard.)
  */
 const char *rktls_cipher_suite_name(uint16_t id);
+
+/*
+ The IANA id of a cipher suite rktls supports, by name, for
+ `rktls_*_config_builder_set_cipher_suites()`. `name` is a
+ NUL-terminated string, read during the call only (the caller keeps
+ ownership); ASCII case is ignored. Accepted: the IANA name
+ ("TLS_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+ OpenSSL names the TLS 1.3 suites this way too), rustls' name of a TLS 1.3
+ suite ("TLS13_AES_128_GCM_SHA256") and OpenSSL's name of a TLS 1.2 suite
+ ("ECDHE-ECDSA-AES128-GCM-SHA256"). `rktls_cipher_suite_name()` is the
+ reverse (IANA names only).
+
+ Returns RKTLS_OK and writes `*out_id`; RKTLS_ERR_INVALID_ARGUMENT for a
+ name that names no suite rktls supports (including OpenSSL's cipher
+ strings such as "HIGH" or "ALL") or that is not UTF-8;
+ RKTLS_ERR_NULL_ARGUMENT when `name` or `out_id` is NULL. `*out_id` is
+ written only on success. Thread-safe (a static table).
+ */
+rktls_result rktls_cipher_suite_from_name(const char *name, uint16_t *out_id);
 
 /*
  The negotiated ALPN protocol: `*proto` points into the connection (not

@@ -1,7 +1,7 @@
 //! The C API of a connection: every `rktls_connection_*` function (and the
 //! two constructors), each a checked call into the Rust methods.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 
 use super::events::rktls_events;
 use super::{rktls_connection, Connection};
@@ -269,28 +269,46 @@ pub extern "C" fn rktls_connection_cipher_suite(conn: *const rktls_connection) -
 }
 
 /// The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
-/// "unknown". Static string: never free it. Thread-safe. (A static lookup
-/// that cannot fail, so it needs no panic guard.)
+/// "unknown" for an id rktls does not support. Static string: never free
+/// it. Thread-safe. (A static lookup that cannot fail, so it needs no panic
+/// guard.)
 #[no_mangle]
 pub extern "C" fn rktls_cipher_suite_name(id: u16) -> *const c_char {
-    use rustls::CipherSuite as C;
-    let name: &'static CStr = match C::from(id) {
-        C::TLS13_AES_128_GCM_SHA256 => c"TLS_AES_128_GCM_SHA256",
-        C::TLS13_AES_256_GCM_SHA384 => c"TLS_AES_256_GCM_SHA384",
-        C::TLS13_CHACHA20_POLY1305_SHA256 => c"TLS_CHACHA20_POLY1305_SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            c"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
-        }
-        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            c"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
-        }
-        _ => c"unknown",
-    };
-    name.as_ptr()
+    crate::suites::name(id).as_ptr()
+}
+
+/// The IANA id of a cipher suite rktls supports, by name, for
+/// `rktls_*_config_builder_set_cipher_suites()`. `name` is a
+/// NUL-terminated string, read during the call only (the caller keeps
+/// ownership); ASCII case is ignored. Accepted: the IANA name
+/// ("TLS_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+/// OpenSSL names the TLS 1.3 suites this way too), rustls' name of a TLS 1.3
+/// suite ("TLS13_AES_128_GCM_SHA256") and OpenSSL's name of a TLS 1.2 suite
+/// ("ECDHE-ECDSA-AES128-GCM-SHA256"). `rktls_cipher_suite_name()` is the
+/// reverse (IANA names only).
+///
+/// Returns RKTLS_OK and writes `*out_id`; RKTLS_ERR_INVALID_ARGUMENT for a
+/// name that names no suite rktls supports (including OpenSSL's cipher
+/// strings such as "HIGH" or "ALL") or that is not UTF-8;
+/// RKTLS_ERR_NULL_ARGUMENT when `name` or `out_id` is NULL. `*out_id` is
+/// written only on success. Thread-safe (a static table).
+#[no_mangle]
+pub extern "C" fn rktls_cipher_suite_from_name(
+    name: *const c_char,
+    out_id: *mut u16,
+) -> rktls_result {
+    guard(|| {
+        let n = unsafe { cstr(name, "name")? };
+        let o = unsafe { out(out_id, "out_id")? };
+        let Some(id) = crate::suites::from_name(n) else {
+            return Err(Error::new(
+                RKTLS_ERR_INVALID_ARGUMENT,
+                format!("unknown or unsupported cipher suite name {n:?}"),
+            ));
+        };
+        *o = id;
+        Ok(RKTLS_OK)
+    })
 }
 
 /// The negotiated ALPN protocol: `*proto` points into the connection (not
