@@ -109,6 +109,26 @@ pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rkt
 /// renegotiation was refused and ended the connection; the error message
 /// says how and what to fix), or another error. Data decrypted before an
 /// error is delivered before the error.
+///
+/// `RKTLS_WANT_WRITE` from a read means exactly one of:
+/// - the handshake is not complete (read completes it) and its next flight
+///   has not all left: fd mode, the socket's send buffer is full; buffer
+///   mode, it waits in `rktls_connection_take_tls()`. The same while the
+///   connection switches to kernel TLS, which waits until every queued
+///   byte has left;
+/// - the connection has failed (a fatal error, a refused renegotiation)
+///   and the alert (and close_notify) owed to the peer has not all left;
+///   the call after it has returns the error.
+///
+/// Then wait until the fd is writable (buffer mode: take the output) and
+/// call `rktls_connection_read()` again. `rktls_connection_flush()` sends
+/// the same bytes (and, after a failure, then returns the error), but does
+/// not go on with the handshake: read again after it. Records answered
+/// after the handshake never make a read return `RKTLS_WANT_WRITE`, while
+/// it returns data or `RKTLS_WANT_READ` as usual: the answer to a peer's
+/// KeyUpdate leaves before the next data written (in userspace) or is
+/// queued and sent by later calls as the socket allows (offloaded; so is
+/// the close_notify answering the peer's).
 #[no_mangle]
 pub extern "C" fn rktls_connection_read(
     conn: *mut rktls_connection,
@@ -133,7 +153,18 @@ pub extern "C" fn rktls_connection_read(
 /// Completes the handshake first if needed. Accepted bytes are queued and,
 /// in fd mode, sent as far as the socket allows; the rest leaves with later
 /// calls or `rktls_connection_flush()`. Returns `RKTLS_WANT_WRITE` with
-/// `*out_n == 0` when 64 KiB or more is already queued.
+/// `*out_n == 0` when 64 KiB or more is already queued (or the handshake's
+/// flight has not all left, as for `rktls_connection_read()`).
+///
+/// `RKTLS_WANT_READ` (with `*out_n == 0`) comes only before the data can
+/// be encrypted: the handshake is not complete and needs the peer's next
+/// flight, or the switch to kernel TLS waits for the rest of a record the
+/// peer has begun to send. Wait until the fd is readable (buffer mode:
+/// feed the peer's bytes) and call write again (or read, which completes
+/// the handshake too). After the handshake (and the switch) a write never
+/// returns `RKTLS_WANT_READ`: it does not wait for the peer.
+/// `rktls_connection_sendfile()` and `rktls_connection_refresh_keys()`
+/// behave the same.
 #[no_mangle]
 pub extern "C" fn rktls_connection_write(
     conn: *mut rktls_connection,
