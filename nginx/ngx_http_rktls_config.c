@@ -142,8 +142,9 @@ ngx_http_rktls_protocols(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* Cipher suites by their IANA names ("TLS_AES_128_GCM_SHA256"), several
- * arguments or one colon-separated list, in preference order. */
+/* Cipher suites by their IANA names ("TLS_AES_128_GCM_SHA256") or OpenSSL's
+ * ("ECDHE-RSA-AES128-GCM-SHA256"), several arguments or one colon-separated
+ * list, in preference order. */
 
 char *
 ngx_http_rktls_ciphers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -151,12 +152,11 @@ ngx_http_rktls_ciphers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_http_rktls_srv_conf_t  *rscf = conf;
 
     u_char      *p, *end, *start;
+    char         name[64];
     size_t       len;
-    uint16_t    *id;
-    uint32_t     s;
+    uint16_t    *id, suite;
     ngx_str_t   *value;
     ngx_uint_t   i;
-    const char  *name;
 
     if (rscf->ciphers) {
         return "is duplicate";
@@ -185,22 +185,20 @@ ngx_http_rktls_ciphers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 continue;
             }
 
-            /* every id rktls can name */
-            for (s = 0; s <= 0xffff; s++) {
-                name = rktls_cipher_suite_name((uint16_t) s);
-                if (ngx_strlen(name) == len
-                    && ngx_strncmp(name, start, len) == 0
-                    && ngx_strcmp(name, "unknown") != 0)
-                {
-                    break;
-                }
+            /* a longer one names no suite */
+            if (len < sizeof(name)) {
+                ngx_memcpy(name, start, len);
+                name[len] = '\0';
             }
 
-            if (s > 0xffff) {
+            if (len >= sizeof(name)
+                || rktls_cipher_suite_from_name(name, &suite) != RKTLS_OK)
+            {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "unknown cipher suite \"%*s\" in \"%V\" "
                                    "(use IANA names such as "
-                                   "TLS_AES_128_GCM_SHA256)",
+                                   "TLS_AES_128_GCM_SHA256 or OpenSSL's "
+                                   "such as ECDHE-RSA-AES128-GCM-SHA256)",
                                    len, start, &cmd->name);
                 return NGX_CONF_ERROR;
             }
@@ -210,7 +208,7 @@ ngx_http_rktls_ciphers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                 return NGX_CONF_ERROR;
             }
 
-            *id = (uint16_t) s;
+            *id = suite;
         }
     }
 

@@ -53,6 +53,7 @@ pub mod logging;
 pub mod offload;
 mod record;
 pub mod result;
+mod suites;
 mod sys;
 mod wire;
 

@@ -66,7 +66,7 @@ nginx_conf "$T/nginx.conf" "
         server_name localhost;
         rktls on; $(cert server)
         rktls_protocols TLSv1.2;
-        rktls_ciphers TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        rktls_ciphers ECDHE-ECDSA-AES128-GCM-SHA256;
         keepalive_timeout 1s;
         root $T/www;
     }"
@@ -173,6 +173,9 @@ PY
 got=$(raw_alert "$pb" TLSv1_2 -)
 check "TLS 1.2-only client vs TLS 1.3-only server: fatal protocol_version alert, then FIN [$got]" \
   [ "$got" = 15030300020246 ]
+code=$("${CURL[@]}" --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-GCM-SHA256 -o /dev/null \
+  -w '%{http_code}' "https://localhost:$pc/f1")
+check "rktls_ciphers by OpenSSL name: that suite is served [$code]" [ "$code" = 200 ]
 got=$(raw_alert "$pc" TLSv1_2 ECDHE-ECDSA-CHACHA20-POLY1305)
 check "no common cipher suite: fatal handshake_failure alert, then FIN [$got]" \
   [ "$got" = 15030300020228 ]

@@ -1,7 +1,7 @@
 //! The C API of a connection: every `rktls_connection_*` function (and the
 //! two constructors), each a checked call into the Rust methods.
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 
 use super::events::rktls_events;
 use super::{rktls_connection, Connection};
@@ -109,6 +109,26 @@ pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rkt
 /// renegotiation was refused and ended the connection; the error message
 /// says how and what to fix), or another error. Data decrypted before an
 /// error is delivered before the error.
+///
+/// `RKTLS_WANT_WRITE` from a read means exactly one of:
+/// - the handshake is not complete (read completes it) and its next flight
+///   has not all left: fd mode, the socket's send buffer is full; buffer
+///   mode, it waits in `rktls_connection_take_tls()`. The same while the
+///   connection switches to kernel TLS, which waits until every queued
+///   byte has left;
+/// - the connection has failed (a fatal error, a refused renegotiation)
+///   and the alert (and close_notify) owed to the peer has not all left;
+///   the call after it has returns the error.
+///
+/// Then wait until the fd is writable (buffer mode: take the output) and
+/// call `rktls_connection_read()` again. `rktls_connection_flush()` sends
+/// the same bytes (and, after a failure, then returns the error), but does
+/// not go on with the handshake: read again after it. Records answered
+/// after the handshake never make a read return `RKTLS_WANT_WRITE`, while
+/// it returns data or `RKTLS_WANT_READ` as usual: the answer to a peer's
+/// KeyUpdate leaves before the next data written (in userspace) or is
+/// queued and sent by later calls as the socket allows (offloaded; so is
+/// the close_notify answering the peer's).
 #[no_mangle]
 pub extern "C" fn rktls_connection_read(
     conn: *mut rktls_connection,
@@ -133,7 +153,18 @@ pub extern "C" fn rktls_connection_read(
 /// Completes the handshake first if needed. Accepted bytes are queued and,
 /// in fd mode, sent as far as the socket allows; the rest leaves with later
 /// calls or `rktls_connection_flush()`. Returns `RKTLS_WANT_WRITE` with
-/// `*out_n == 0` when 64 KiB or more is already queued.
+/// `*out_n == 0` when 64 KiB or more is already queued (or the handshake's
+/// flight has not all left, as for `rktls_connection_read()`).
+///
+/// `RKTLS_WANT_READ` (with `*out_n == 0`) comes only before the data can
+/// be encrypted: the handshake is not complete and needs the peer's next
+/// flight, or the switch to kernel TLS waits for the rest of a record the
+/// peer has begun to send. Wait until the fd is readable (buffer mode:
+/// feed the peer's bytes) and call write again (or read, which completes
+/// the handshake too). After the handshake (and the switch) a write never
+/// returns `RKTLS_WANT_READ`: it does not wait for the peer.
+/// `rktls_connection_sendfile()` and `rktls_connection_refresh_keys()`
+/// behave the same.
 #[no_mangle]
 pub extern "C" fn rktls_connection_write(
     conn: *mut rktls_connection,
@@ -269,28 +300,46 @@ pub extern "C" fn rktls_connection_cipher_suite(conn: *const rktls_connection) -
 }
 
 /// The IANA name of a cipher suite id ("TLS_AES_128_GCM_SHA256"), or
-/// "unknown". Static string: never free it. Thread-safe. (A static lookup
-/// that cannot fail, so it needs no panic guard.)
+/// "unknown" for an id rktls does not support. Static string: never free
+/// it. Thread-safe. (A static lookup that cannot fail, so it needs no panic
+/// guard.)
 #[no_mangle]
 pub extern "C" fn rktls_cipher_suite_name(id: u16) -> *const c_char {
-    use rustls::CipherSuite as C;
-    let name: &'static CStr = match C::from(id) {
-        C::TLS13_AES_128_GCM_SHA256 => c"TLS_AES_128_GCM_SHA256",
-        C::TLS13_AES_256_GCM_SHA384 => c"TLS_AES_256_GCM_SHA384",
-        C::TLS13_CHACHA20_POLY1305_SHA256 => c"TLS_CHACHA20_POLY1305_SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            c"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
-        }
-        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => c"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => c"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => {
-            c"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"
-        }
-        _ => c"unknown",
-    };
-    name.as_ptr()
+    crate::suites::name(id).as_ptr()
+}
+
+/// The IANA id of a cipher suite rktls supports, by name, for
+/// `rktls_*_config_builder_set_cipher_suites()`. `name` is a
+/// NUL-terminated string, read during the call only (the caller keeps
+/// ownership); ASCII case is ignored. Accepted: the IANA name
+/// ("TLS_AES_128_GCM_SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256";
+/// OpenSSL names the TLS 1.3 suites this way too), rustls' name of a TLS 1.3
+/// suite ("TLS13_AES_128_GCM_SHA256") and OpenSSL's name of a TLS 1.2 suite
+/// ("ECDHE-ECDSA-AES128-GCM-SHA256"). `rktls_cipher_suite_name()` is the
+/// reverse (IANA names only).
+///
+/// Returns RKTLS_OK and writes `*out_id`; RKTLS_ERR_INVALID_ARGUMENT for a
+/// name that names no suite rktls supports (including OpenSSL's cipher
+/// strings such as "HIGH" or "ALL") or that is not UTF-8;
+/// RKTLS_ERR_NULL_ARGUMENT when `name` or `out_id` is NULL. `*out_id` is
+/// written only on success. Thread-safe (a static table).
+#[no_mangle]
+pub extern "C" fn rktls_cipher_suite_from_name(
+    name: *const c_char,
+    out_id: *mut u16,
+) -> rktls_result {
+    guard(|| {
+        let n = unsafe { cstr(name, "name")? };
+        let o = unsafe { out(out_id, "out_id")? };
+        let Some(id) = crate::suites::from_name(n) else {
+            return Err(Error::new(
+                RKTLS_ERR_INVALID_ARGUMENT,
+                format!("unknown or unsupported cipher suite name {n:?}"),
+            ));
+        };
+        *o = id;
+        Ok(RKTLS_OK)
+    })
 }
 
 /// The negotiated ALPN protocol: `*proto` points into the connection (not

@@ -442,6 +442,39 @@ mod tests {
     }
 
     #[test]
+    fn want_write_from_read_and_want_read_from_write_as_documented() {
+        let o = Opts {
+            versions: Some(vec![0x0304]),
+            ..Opts::default()
+        };
+        let (mut s, mut c) = pair(&o);
+        let mut buf = [0u8; 64];
+        // Write before the handshake: the ClientHello waits to be taken,
+        // then the server's flight is needed.
+        assert_eq!(c.write(b"early").unwrap(), (RKTLS_WANT_WRITE, 0));
+        shuttle(&mut c, &mut s);
+        assert_eq!(c.write(b"early").unwrap(), (RKTLS_WANT_READ, 0));
+        // Read completing the handshake: its flight waits to be taken.
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_WRITE, 0));
+        shuttle(&mut s, &mut c);
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        assert_eq!(handshake_buffers(&mut s, &mut c), (RKTLS_OK, RKTLS_OK));
+        // After it, a KeyUpdate asking for an answer is no WANT_WRITE: the
+        // answer leaves before the next data written.
+        assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_WANT_WRITE);
+        shuttle(&mut c, &mut s);
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        assert_eq!(s.pending_out(), 0);
+        // And a write does not wait for the peer.
+        assert_eq!(s.write(b"x").unwrap(), (RKTLS_OK, 1));
+        let mut wire = [0u8; 4096];
+        let n = s.take(&mut wire).unwrap();
+        assert!(n > 2 * (5 + 17), "KeyUpdate and data: {n} bytes");
+        c.feed(&wire[..n]).unwrap();
+        assert_eq!(read_all(&mut c, 1), b"x");
+    }
+
+    #[test]
     fn buffer_mode_every_version_and_suite() {
         for (v, suite) in crate::testutil::versions_and_suites() {
             let o = Opts {

@@ -31,6 +31,11 @@
 //!   level (illegal_parameter) and a TLS 1.3 warning (decode_error); the
 //!   record rustls consumed last tells them apart (`alert_rustls_sent`).
 //!
+//! - A third valid ChangeCipherSpec in a handshake (`screen`): rustls
+//!   0.23 drops two in a TLS 1.3 handshake and closes silently on the
+//!   next; rktls refuses it with unexpected_message (RFC 8446 §5), as the
+//!   offloaded path answers a peer over its limits.
+//!
 //! During a TLS 1.3 handshake, once our records are encrypted, rustls
 //! cannot hand its keys over (only after the handshake). There rktls makes
 //! rustls send unexpected_message itself: an invalid ChangeCipherSpec in
@@ -43,6 +48,14 @@
 //! decode_error beyond 2^14 + 2048); data between handshake fragments and
 //! an oversized handshake message end without an alert (rustls' silence).
 //! What is reported is always what was sent (nothing, when nothing was).
+//!
+//! Also without an alert: too many warning alerts (rustls 0.23 takes four)
+//! and too many KeyUpdates without data between them (32). rustls fails
+//! without an alert and then keeps its keys; the record over the limit is
+//! encrypted (its type hidden in TLS 1.3, its level and description in
+//! TLS 1.2), so rktls cannot tell it from a close_notify or data before
+//! rustls opens it, and opening it itself would take rustls' keys for the
+//! rest of the connection.
 
 use rustls::{ContentType, PeerIncompatible, PeerMisbehaved, ProtocolVersion};
 
@@ -75,7 +88,14 @@ pub(super) struct Screen {
     hello: Option<HelloFacts>,
     /// The renegotiation_info check was done (or is not needed).
     reneg_info_checked: bool,
+    /// Valid ChangeCipherSpec records screened during the handshake.
+    handshake_ccs: u8,
 }
+
+/// rustls 0.23 drops this many valid ChangeCipherSpec records during a
+/// TLS 1.3 handshake (RFC 8446 §5 middlebox compatibility; one per
+/// ClientHello) and fails on the next without an alert.
+const MIDDLEBOX_CCS_LIMIT: u8 = 2;
 
 /// A record rktls answers itself.
 pub(super) struct Refusal {
@@ -110,6 +130,7 @@ impl Connection {
             return None;
         }
         let version = self.common()?.protocol_version();
+        let handshaking = self.common()?.is_handshaking();
         let tls13 = version == Some(ProtocolVersion::TLSv1_3);
         let server = matches!(self.tls, Tls::Server(_));
         if server && self.screen.hello.is_none() && version.is_none() {
@@ -159,6 +180,23 @@ impl Connection {
             }
             if pos + HEADER + len > buf.len() {
                 break;
+            }
+            // rustls 0.23: closes silently on a third valid ChangeCipherSpec
+            // in a TLS 1.3 handshake. More than two is never right (TLS 1.2
+            // has one), so this is judged before the version is known: a
+            // ClientHello and its ChangeCipherSpecs arrive together.
+            let valid_ccs = typ == CT_CHANGE_CIPHER_SPEC && buf[pos + HEADER..][..len] == [1];
+            if valid_ccs && handshaking {
+                if self.screen.handshake_ccs >= MIDDLEBOX_CCS_LIMIT {
+                    // Counted once: screening resumes at this record.
+                    self.screen.screened = pos;
+                    return refuse(
+                        RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+                        RKTLS_ERR_PEER_MISBEHAVED,
+                        "the peer sent more than two ChangeCipherSpec records in the handshake",
+                    );
+                }
+                self.screen.handshake_ccs += 1;
             }
             self.screen.peer_ccs |= typ == CT_CHANGE_CIPHER_SPEC && !tls13;
             pos += HEADER + len;

@@ -2,6 +2,8 @@
  * C test of the configuration API: every supported key type handshakes, SNI
  * picks between certificates, and each kind of bad input gets its own code
  * and a message naming the problem, leaving the builder usable.
+ * Cipher suites are found by their IANA, rustls and OpenSSL names, and a
+ * suite chosen by name is the one negotiated.
  *
  *   config_test CERTDIR
  */
@@ -46,7 +48,8 @@ static int move(rktls_connection *from, rktls_connection *to)
 
 /* Handshake in buffer mode; returns the server's and client's final results. */
 static void handshake(const rktls_server_config *s_cfg, const rktls_client_config *c_cfg,
-                      const char *sni, rktls_result *rs, rktls_result *rc, char *got_sni)
+                      const char *sni, rktls_result *rs, rktls_result *rc, char *got_sni,
+                      uint16_t *suite)
 {
     rktls_connection *s = NULL, *c = NULL;
     rktls_server_connection_new(s_cfg, &s);
@@ -63,6 +66,8 @@ static void handshake(const rktls_server_config *s_cfg, const rktls_client_confi
     size_t n;
     if (got_sni)
         rktls_connection_server_name(s, got_sni, 256, &n);
+    if (suite)
+        *suite = rktls_connection_cipher_suite(c);
     rktls_connection_free(s);
     rktls_connection_free(c);
 }
@@ -94,7 +99,7 @@ static void key_types(void)
         EXPECT(rktls_server_config_builder_build(b, &cfg) == RKTLS_OK, "build %s", kinds[i][0]);
         rktls_result rs, rc;
         const char *name = i == 1 ? "other.test" : "localhost";
-        handshake(cfg, ccfg, name, &rs, &rc, NULL);
+        handshake(cfg, ccfg, name, &rs, &rc, NULL, NULL);
         EXPECT(rs == RKTLS_OK && rc == RKTLS_OK, "%s handshake: server %s, client %s",
                kinds[i][0], rktls_result_str(rs), rktls_result_str(rc));
         rktls_server_config_free(cfg);
@@ -115,7 +120,7 @@ static void sni_choice(void)
     for (int i = 0; i < 3; i++) {
         rktls_result rs, rc;
         char got[256] = "";
-        handshake(cfg, ccfg, names[i], &rs, &rc, got);
+        handshake(cfg, ccfg, names[i], &rs, &rc, got, NULL);
         EXPECT(rs == RKTLS_OK && rc == RKTLS_OK, "SNI %s: %s / %s", names[i],
                rktls_result_str(rs), rktls_result_str(rc));
         EXPECT(strcmp(got, names[i]) == 0, "server saw SNI '%s', want '%s'", got, names[i]);
@@ -186,6 +191,88 @@ static void bad_input(void)
     rktls_connection_free(NULL);
 }
 
+static void suite_names(void)
+{
+    static const struct {
+        const char *name;
+        uint16_t id;
+    } known[] = {
+        {"TLS_AES_128_GCM_SHA256", 0x1301},
+        {"TLS13_AES_128_GCM_SHA256", 0x1301},
+        {"TLS_AES_256_GCM_SHA384", 0x1302},
+        {"TLS13_AES_256_GCM_SHA384", 0x1302},
+        {"TLS_CHACHA20_POLY1305_SHA256", 0x1303},
+        {"TLS13_CHACHA20_POLY1305_SHA256", 0x1303},
+        {"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256", 0xc02b},
+        {"ECDHE-ECDSA-AES128-GCM-SHA256", 0xc02b},
+        {"ecdhe-ecdsa-aes128-gcm-sha256", 0xc02b},
+        {"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 0xc02c},
+        {"ECDHE-ECDSA-AES256-GCM-SHA384", 0xc02c},
+        {"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca9},
+        {"ECDHE-ECDSA-CHACHA20-POLY1305", 0xcca9},
+        {"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", 0xc02f},
+        {"ECDHE-RSA-AES128-GCM-SHA256", 0xc02f},
+        {"TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", 0xc030},
+        {"ECDHE-RSA-AES256-GCM-SHA384", 0xc030},
+        {"TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256", 0xcca8},
+        {"ECDHE-RSA-CHACHA20-POLY1305", 0xcca8},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
+        uint16_t id = 0;
+        rktls_result r = rktls_cipher_suite_from_name(known[i].name, &id);
+        EXPECT(r == RKTLS_OK && id == known[i].id, "%s: %s, 0x%04x, want 0x%04x", known[i].name,
+               rktls_result_str(r), id, known[i].id);
+        /* The IANA name comes back for the id whatever name found it. */
+        const char *iana = rktls_cipher_suite_name(id);
+        uint16_t again = 0;
+        EXPECT(strncmp(iana, "TLS_", 4) == 0 &&
+                   rktls_cipher_suite_from_name(iana, &again) == RKTLS_OK && again == id,
+               "0x%04x named %s", id, iana);
+    }
+
+    const char *unknown[] = {"\xff\xfe", "",    "unknown", "TLS_RSA_WITH_AES_128_GCM_SHA256",
+                             "HIGH",     "ALL", "ECDHE-RSA-AES128-GCM-SHA256:HIGH",
+                             "TLS_AES_128_GCM_SHA256 ", "RC4-SHA"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        uint16_t id = 0xbeef;
+        rktls_result r = rktls_cipher_suite_from_name(unknown[i], &id);
+        EXPECT(r == RKTLS_ERR_INVALID_ARGUMENT, "\"%s\": %s", unknown[i], rktls_result_str(r));
+        EXPECT(id == 0xbeef, "\"%s\": out_id written on failure (0x%04x)", unknown[i], id);
+    }
+    EXPECT(strstr(last_error(), "RC4-SHA") != NULL, "message: %s", last_error());
+    uint16_t id = 0xbeef;
+    EXPECT(rktls_cipher_suite_from_name(NULL, &id) == RKTLS_ERR_NULL_ARGUMENT && id == 0xbeef,
+           "NULL name");
+    EXPECT(rktls_cipher_suite_from_name("TLS_AES_128_GCM_SHA256", NULL) ==
+               RKTLS_ERR_NULL_ARGUMENT,
+           "NULL out_id");
+    EXPECT(strcmp(rktls_cipher_suite_name(0x0005), "unknown") == 0, "RC4 has no name");
+
+    /* A TLS 1.2 suite chosen by its OpenSSL name is the one negotiated. */
+    const char *want[] = {"ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-ECDSA-AES256-GCM-SHA384"};
+    const rktls_client_config *ccfg = client_cfg();
+    for (size_t i = 0; i < 2; i++) {
+        uint16_t suite = 0, got = 0;
+        EXPECT(rktls_cipher_suite_from_name(want[i], &suite) == RKTLS_OK, "%s", want[i]);
+        rktls_server_config_builder *b = NULL;
+        const rktls_server_config *cfg = NULL;
+        rktls_server_config_builder_new(&b);
+        rktls_server_config_builder_add_cert_key_files(b, path("server.pem"), path("server.key"));
+        uint16_t tls12 = 0x0303;
+        EXPECT(rktls_server_config_builder_set_versions(b, &tls12, 1) == RKTLS_OK, "TLS 1.2");
+        rktls_result r = rktls_server_config_builder_set_cipher_suites(b, &suite, 1);
+        EXPECT(r == RKTLS_OK, "set %s: %s: %s", want[i], rktls_result_str(r), last_error());
+        EXPECT(rktls_server_config_builder_build(b, &cfg) == RKTLS_OK, "build: %s", last_error());
+        rktls_result rs, rc;
+        handshake(cfg, ccfg, "localhost", &rs, &rc, NULL, &got);
+        EXPECT(rs == RKTLS_OK && rc == RKTLS_OK && got == suite,
+               "%s: server %s, client %s, negotiated 0x%04x (%s)", want[i], rktls_result_str(rs),
+               rktls_result_str(rc), got, rktls_cipher_suite_name(got));
+        rktls_server_config_free(cfg);
+    }
+    rktls_client_config_free(ccfg);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -196,5 +283,6 @@ int main(int argc, char **argv)
     key_types();
     sni_choice();
     bad_input();
+    suite_names();
     return expect_summary();
 }

@@ -865,3 +865,117 @@ fn records_after_close_notify_are_not_answered() {
         assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing sent");
     }
 }
+
+/// A valid ChangeCipherSpec record.
+const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
+
+#[test]
+fn server_sends_unexpected_message_for_a_third_change_cipher_spec() {
+    // rustls 0.23 drops two middlebox ChangeCipherSpecs in a TLS 1.3
+    // handshake and closes silently on the third: rktls refuses it with
+    // unexpected_message, as the offloaded path does. The client's flight
+    // (its own ChangeCipherSpec, then Finished) gets three more before its
+    // Finished.
+    for acc in [false, true] {
+        let (e, reported, got) = tampered_finished(acc, |_, r| {
+            let mut out = CCS.repeat(3);
+            out.extend_from_slice(r);
+            out
+        });
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(got, fatal(desc), "acceptor={acc}");
+        assert_eq!(reported, Some(desc), "acceptor={acc}");
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+        assert!(
+            e.msg.contains("ChangeCipherSpec")
+                && e.msg.ends_with("(sent alert unexpected_message)"),
+            "{}",
+            e.msg
+        );
+    }
+}
+
+/// A TLS 1.3 client against a server whose flight gets `extra` more
+/// ChangeCipherSpec records after its own. The client's result, the alert
+/// it reports and its encrypted records (decrypted with its handshake key)
+/// and plaintext ones.
+fn client_sees_ccs(
+    extra: usize,
+) -> (
+    Result<rktls_result, Error>,
+    Option<u8>,
+    Records,
+    Vec<Vec<u8>>,
+) {
+    let o = Opts {
+        versions: Some(vec![TLS13]),
+        suites: Some(vec![0x1301]),
+        alpn: None,
+    };
+    let secrets = Arc::new(LoggedSecrets::default());
+    let mut ccfg = (*client_config(&o)).clone();
+    ccfg.key_log = secrets.clone();
+    let mut c = Connection::client(Arc::new(ccfg), "localhost").unwrap();
+    let mut buf = vec![0u8; 65536];
+    assert_eq!(c.handshake().unwrap(), RKTLS_WANT_WRITE);
+    let n = c.take(&mut buf).unwrap();
+    let mut s = Connection::server(server_config(&o)).unwrap();
+    s.feed(&buf[..n]).unwrap();
+    let mut flight = Vec::new();
+    while s.handshake().unwrap() == RKTLS_WANT_WRITE {
+        let n = s.take(&mut buf).unwrap();
+        flight.extend_from_slice(&buf[..n]);
+    }
+    let mut tampered = Vec::new();
+    let mut server_ccs = 0;
+    for r in records(&flight) {
+        tampered.extend_from_slice(&r);
+        if r[0] == CT_CHANGE_CIPHER_SPEC {
+            server_ccs += 1;
+            tampered.extend(CCS.repeat(extra));
+        }
+    }
+    assert_eq!(
+        server_ccs, 1,
+        "the server sends one middlebox ChangeCipherSpec"
+    );
+    c.feed(&tampered).unwrap();
+    let mut out = Vec::new();
+    let r = loop {
+        let r = c.handshake();
+        let n = c.take(&mut buf).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        if r != Ok(RKTLS_WANT_WRITE) {
+            break r;
+        }
+    };
+    let mut chs = Tls13Key::from_secret(&secrets.get("CLIENT_HANDSHAKE_TRAFFIC_SECRET"));
+    let (sealed, plain): (Vec<_>, Vec<_>) = records(&out)
+        .into_iter()
+        .partition(|r| r[0] == CT_APPLICATION_DATA);
+    let got = sealed.iter().map(|r| chs.open(r)).collect();
+    (r, c.alert_sent(), got, plain)
+}
+
+#[test]
+fn client_sends_unexpected_message_for_a_third_change_cipher_spec() {
+    // Two in all: the handshake completes (rustls' own limit).
+    let (r, reported, _, _) = client_sees_ccs(1);
+    assert_eq!(r.unwrap(), RKTLS_OK);
+    assert_eq!(reported, None);
+    // Three: unexpected_message under the client's handshake key.
+    let (r, reported, got, plain) = client_sees_ccs(2);
+    let e = r.unwrap_err();
+    let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+    assert_eq!(got, fatal(desc));
+    assert_eq!(reported, Some(desc));
+    assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    assert!(
+        e.msg.ends_with("(sent alert unexpected_message)"),
+        "{}",
+        e.msg
+    );
+    // Nothing else left in plaintext but the client's own middlebox
+    // ChangeCipherSpec.
+    assert!(plain.iter().all(|r| r[..] == CCS), "{plain:?}");
+}
