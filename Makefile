@@ -9,6 +9,8 @@
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
 #   make bench      benchmarks (results in bench/RESULTS.md)
+#   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
+#   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -26,7 +28,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check
+.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check fuzz soak
 
 all: lib
 
@@ -93,6 +95,15 @@ test:
 
 bench:
 	scripts/bench.sh
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+SOAK_SECONDS ?= 240
+soak: examples
+	scripts/gen-certs.sh build/certs
+	env BIN=build/examples CERTS=build/certs SOAK_SECONDS=$(SOAK_SECONDS) tests/soak.sh
 
 header-check: lib
 	git diff --exit-code -- include/rktls.h || \

@@ -42,7 +42,7 @@ step sanitizers env SAN=build/examples-san CERTS="$certs" tests/sanitizers.sh
 step fleet env BIN=build/examples CERTS="$certs" tests/fleet.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
-step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-36}"
 
 echo
 [ "$fail" -eq 0 ] || echo "failed steps: ${failed[*]} (logs in $logs/)"
