@@ -33,8 +33,8 @@ for t in "${targets[@]}"; do
   for d in "$root/fuzz/seeds/$name" "$root/fuzz/regressions/$name"; do
     [ -d "$d" ] && cp "$d"/* "$corpus/"
   done
-  "$tools/bin/cargo-fuzz" build --sanitizer "$san" --target-dir "$tdir" "$name" 2>&1 | tail -3
   log=$root/target/fuzz-$t.log
+  # `run` builds the target first (not counted in SECONDS).
   if "$tools/bin/cargo-fuzz" run --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
       -max_total_time="$secs" -max_len="$maxlen" -print_final_stats=1 -timeout=20 > "$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

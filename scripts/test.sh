@@ -40,6 +40,7 @@ step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step sanitizers env SAN=build/examples-san CERTS="$certs" tests/sanitizers.sh
 step fleet env BIN=build/examples CERTS="$certs" tests/fleet.sh
+step soak env BIN=build/examples CERTS="$certs" SOAK_SECONDS=60 tests/soak.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-36}"
