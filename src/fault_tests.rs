@@ -21,6 +21,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use crate::connection::Connection;
+use crate::ktls::rktls_ktls_mode;
 use crate::result::rktls_result::{self, *};
 use crate::sys::fault::{self, Op};
 use crate::testutil::{client_config, server_config, Opts};
@@ -104,6 +105,11 @@ impl Peer {
 
 /// One life of a connection; `arm` sets the fault plan once both ends exist.
 fn life(role: Role, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
+    life_ktls(role, None, arm)
+}
+
+/// The same, with kTLS in `mode` on the emulated kernel (src/kernel_emul.rs).
+fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
     let (a, b) = UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
@@ -127,6 +133,9 @@ fn life(role: Role, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
         }
     };
     c.set_fd(a.as_raw_fd()).unwrap();
+    if let Some(m) = mode {
+        c.set_ktls_mode(m, Default::default());
+    }
     let request = pattern(1, REQUEST);
     let response = pattern(2, RESPONSE);
     let mut peer = Peer {
@@ -343,6 +352,53 @@ fn clear_counting() {
     }
     LAST.with(|l| l.set(v));
     fault::clear();
+}
+
+/// The kernel refuses each setsockopt of the switch in turn (the ULP, TX,
+/// RX): PREFER carries on without the refused part, byte-exact; REQUIRE
+/// ends with RKTLS_ERR_KTLS_UNAVAILABLE and the peer sees no data lost (it
+/// got a prefix, and a close rather than garbage).
+#[test]
+fn every_setsockopt_of_the_switch_refused_once() {
+    let mut cases = 0;
+    for role in [Role::Server, Role::Client] {
+        crate::kernel_emul::install(true);
+        let (end, ..) = life_ktls(role, Some(rktls_ktls_mode::RKTLS_KTLS_REQUIRE), &|| {
+            fault::fail_nth(Op::SetSockOpt, u64::MAX, 0)
+        });
+        crate::kernel_emul::remove();
+        assert_eq!(end, End::Complete(vec![]), "{role:?}: clean offloaded life");
+        let total = LAST.with(|l| l.get())[Op::SetSockOpt as usize];
+        assert!(total >= 3, "{role:?}: {total} setsockopt calls");
+        // The switch itself: TCP_ULP, TLS_TX, TLS_RX (later calls are
+        // rekeys, which offload.rs tests cover).
+        for nth in 0..3 {
+            for errno in [libc::ENOPROTOOPT, libc::EINVAL] {
+                for mode in [
+                    rktls_ktls_mode::RKTLS_KTLS_PREFER,
+                    rktls_ktls_mode::RKTLS_KTLS_REQUIRE,
+                ] {
+                    let case = format!(
+                        "{role:?} {mode:?}: setsockopt #{nth} of {total} fails with {errno}"
+                    );
+                    crate::kernel_emul::install(true);
+                    let (end, got, peer_got) = life_ktls(role, Some(mode), &|| {
+                        fault::fail_nth(Op::SetSockOpt, nth, errno)
+                    });
+                    crate::kernel_emul::remove();
+                    check_prefixes(role, &case, &got, &peer_got);
+                    if mode == rktls_ktls_mode::RKTLS_KTLS_PREFER {
+                        assert_eq!(end, End::Complete(vec![]), "{case}");
+                        assert_eq!((got.len(), peer_got.len()), (REQUEST, RESPONSE), "{case}");
+                    } else {
+                        assert_eq!(end, End::Failed(RKTLS_ERR_KTLS_UNAVAILABLE, 0), "{case}");
+                    }
+                    cases += 1;
+                }
+            }
+        }
+    }
+    eprintln!("setsockopt fault cases: {cases}");
 }
 
 #[test]
