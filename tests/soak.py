@@ -95,7 +95,7 @@ def get(s, name, slow=False):
 
 def run(kind, n, sessions):
     name = random.choice(list(files))
-    v = 12 + n % 2
+    v = 12 + (n // len(KINDS)) % 2
     if kind in ("full", "resumed", "slow"):
         sess = sessions.get(v) if kind == "resumed" else None
         with CTX[v].wrap_socket(connect(), server_hostname="localhost", session=sess) as s:
@@ -129,9 +129,12 @@ def run(kind, n, sessions):
 def worker(w):
     end = time.monotonic() + seconds
     sessions = {}
-    n = w
+    i = 0
     while time.monotonic() < end:
-        kind = KINDS[n % len(KINDS)]
+        # Each worker walks the kinds in turn, from its own offset.
+        n = w + i * threads
+        kind = KINDS[(w + i) % len(KINDS)]
+        i += 1
         try:
             run(kind, n, sessions)
             ok = True
@@ -142,7 +145,6 @@ def worker(w):
                     failures.append("%s #%d: %r" % (kind, n, e))
         with lock:
             stats[kind][0 if ok else 1] += 1
-        n += threads
 
 
 ts = [threading.Thread(target=worker, args=(w,)) for w in range(threads)]
