@@ -40,9 +40,18 @@ for t in "${targets[@]}"; do
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "fuzz: $t: ${execs:-?} executions in ${secs}s, no crash (corpus $(ls "$corpus" | wc -l))"
   else
-    status=1
-    grep -vE '^#[0-9]+' "$log" | tail -40
-    echo "fuzz: $t: CRASH (input in fuzz/artifacts/$name/)"
+    known=""
+    while IFS=$'\t' read -r id re; do
+      case $id in ''|'#'*) continue;; esac
+      if grep -qE -- "$re" "$log"; then known=$id; break; fi
+    done < "$root/fuzz/pending/KNOWN"
+    if [ -n "$known" ]; then
+      echo "fuzz: $t: known defect $known reproduced (see fuzz/pending/README.md; input in fuzz/artifacts/$name/), not a new failure"
+    else
+      status=1
+      grep -vE '^#[0-9]+' "$log" | tail -40
+      echo "fuzz: $t: CRASH (input in fuzz/artifacts/$name/)"
+    fi
   fi
 done
 exit $status
