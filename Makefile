@@ -10,6 +10,7 @@
 #   make test       the README's second command: every test
 #   make bench      benchmarks (results in bench/RESULTS.md)
 #   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
+#   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
 #   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
 
 PREFIX     ?= /usr/local
@@ -28,7 +29,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check fuzz soak
+.PHONY: all lib install examples examples-san demo demo-vm test bench clean header-check fuzz soak miri
 
 all: lib
 
@@ -99,6 +100,9 @@ bench:
 FUZZ_SECONDS ?= 300
 fuzz:
 	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+miri:
+	scripts/miri.sh
 
 SOAK_SECONDS ?= 240
 soak: examples
