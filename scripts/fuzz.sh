@@ -25,8 +25,12 @@ root=$PWD
 cd fuzz
 status=0
 for t in "${targets[@]}"; do
-  name=${t%-asan}; san=none; tdir=$root/fuzz/target
+  name=${t%-asan}; san=none; tdir=$root/fuzz/target; opt=()
   if [ "$t" != "$name" ]; then san=address; tdir=$root/target/fuzz-asan; fi
+  # While known defect H3 is open (fuzz/pending/README.md), the rustls debug
+  # assertion it trips stops the stream targets within seconds: build them
+  # without debug assertions (-O) so they look further. Remove with H3.
+  case $name in server_stream|client_stream) opt=(-O); tdir=$root/target/fuzz-noassert;; esac
   maxlen=8192; [ "$name" = acceptor ] && maxlen=4096
   corpus=$root/target/fuzz-corpus/$name
   mkdir -p "$corpus"
@@ -35,7 +39,7 @@ for t in "${targets[@]}"; do
   done
   log=$root/target/fuzz-$t.log
   # `run` builds the target first (not counted in SECONDS).
-  if "$tools/bin/cargo-fuzz" run --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
+  if "$tools/bin/cargo-fuzz" run ${opt[@]+"${opt[@]}"} --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
       -max_total_time="$secs" -max_len="$maxlen" -print_final_stats=1 -timeout=20 > "$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "fuzz: $t: ${execs:-?} executions in ${secs}s, no crash (corpus $(ls "$corpus" | wc -l))"
