@@ -25,12 +25,8 @@ root=$PWD
 cd fuzz
 status=0
 for t in "${targets[@]}"; do
-  name=${t%-asan}; san=none; tdir=$root/fuzz/target; opt=()
+  name=${t%-asan}; san=none; tdir=$root/fuzz/target
   if [ "$t" != "$name" ]; then san=address; tdir=$root/target/fuzz-asan; fi
-  # While known defect H3 is open (fuzz/pending/README.md), the rustls debug
-  # assertion it trips stops the stream targets within seconds: build them
-  # without debug assertions (-O) so they look further. Remove with H3.
-  case $name in server_stream|client_stream) opt=(-O); tdir=$root/target/fuzz-noassert;; esac
   maxlen=8192; [ "$name" = acceptor ] && maxlen=4096
   corpus=$root/target/fuzz-corpus/$name
   mkdir -p "$corpus"
@@ -39,7 +35,7 @@ for t in "${targets[@]}"; do
   done
   log=$root/target/fuzz-$t.log
   # `run` builds the target first (not counted in SECONDS).
-  if "$tools/bin/cargo-fuzz" run ${opt[@]+"${opt[@]}"} --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
+  if "$tools/bin/cargo-fuzz" run --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
       -max_total_time="$secs" -max_len="$maxlen" -print_final_stats=1 -timeout=20 > "$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     echo "fuzz: $t: ${execs:-?} executions in ${secs}s, no crash (corpus $(ls "$corpus" | wc -l))"
@@ -50,7 +46,8 @@ for t in "${targets[@]}"; do
       if grep -qE -- "$re" "$log"; then known=$id; break; fi
     done < "$root/fuzz/pending/KNOWN"
     if [ -n "$known" ]; then
-      echo "fuzz: $t: known defect $known reproduced (see fuzz/pending/README.md; input in fuzz/artifacts/$name/), not a new failure"
+      execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+      echo "fuzz: $t: known defect $known reproduced after ${execs:-?} executions (see fuzz/pending/README.md; input in fuzz/artifacts/$name/), not a new failure"
     else
       status=1
       grep -vE '^#[0-9]+' "$log" | tail -40

@@ -64,6 +64,7 @@ const KNOWN_NO_ALERT: &[&str] = &[
     "TooManyWarningAlertsReceived",
     "IllegalTlsInnerPlaintext",
     "HandshakePayloadTooLarge",
+    "TooManyKeyUpdateRequests",
 ];
 
 fn strict() -> bool {
