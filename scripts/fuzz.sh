@@ -9,7 +9,8 @@
 # it with RUSTC_BOOTSTRAP=1. Corpora live under target/fuzz-corpus/TARGET,
 # seeded from fuzz/seeds/TARGET and fuzz/regressions/TARGET.
 # Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 36 s; all targets)
-# A crash leaves its input in fuzz/artifacts/TARGET/: once fixed, add it to
+# Crashes are replayed and must match a known defect (fuzz/pending/KNOWN);
+# a new one fails the run. Its input is in fuzz/artifacts/TARGET/: once fixed, add it to
 # fuzz/regressions/TARGET/ (replayed by `cargo test`); until then keep it in
 # fuzz/pending/TARGET/ with a note in fuzz/pending/README.md.
 set -euo pipefail
@@ -34,25 +35,33 @@ for t in "${targets[@]}"; do
     [ -d "$d" ] && cp "$d"/* "$corpus/"
   done
   log=$root/target/fuzz-$t.log
+  art=$root/fuzz/artifacts/$name
+  mkdir -p "$art"; ls "$art" > "$log.before"
+  # Fork mode with -ignore_crashes: a known defect does not stop the search;
+  # every crash found is replayed below and must match fuzz/pending/KNOWN.
   # `run` builds the target first (not counted in SECONDS).
-  if "$tools/bin/cargo-fuzz" run --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
-      -max_total_time="$secs" -max_len="$maxlen" -print_final_stats=1 -timeout=20 > "$log" 2>&1; then
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-    echo "fuzz: $t: ${execs:-?} executions in ${secs}s, no crash (corpus $(ls "$corpus" | wc -l))"
-  else
+  "$tools/bin/cargo-fuzz" run --sanitizer "$san" --target-dir "$tdir" "$name" "$corpus" -- \
+      -max_total_time="$secs" -max_len="$maxlen" -timeout=20 -fork=1 -ignore_crashes=1 > "$log" 2>&1 || true
+  execs=$(grep -oE '^#[0-9]+' "$log" | tail -1 | tr -d '#' || true)
+  bin=$tdir/x86_64-unknown-linux-gnu/release/$name
+  new=$(ls "$art" | grep -vxF -f "$log.before" | grep '^crash-' || true)
+  known_n=0 unknown=()
+  for c in $new; do
+    out=$("$bin" "$art/$c" 2>&1 || true)
     known=""
     while IFS=$'\t' read -r id re; do
       case $id in ''|'#'*) continue;; esac
-      if grep -qE -- "$re" "$log"; then known=$id; break; fi
+      if grep -qE -- "$re" <<<"$out"; then known=$id; break; fi
     done < "$root/fuzz/pending/KNOWN"
-    if [ -n "$known" ]; then
-      execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-      echo "fuzz: $t: known defect $known reproduced after ${execs:-?} executions (see fuzz/pending/README.md; input in fuzz/artifacts/$name/), not a new failure"
-    else
-      status=1
-      grep -vE '^#[0-9]+' "$log" | tail -40
-      echo "fuzz: $t: CRASH (input in fuzz/artifacts/$name/)"
-    fi
+    if [ -n "$known" ]; then known_n=$((known_n + 1)); else unknown+=("$c"); echo "$out" | grep -A3 panicked | head -8; fi
+  done
+  if [ -z "$execs" ] || ! grep -q 'INFO: -fork=1' "$log"; then
+    status=1; tail -30 "$log"; echo "fuzz: $t: did not run"
+  elif [ ${#unknown[@]} -gt 0 ]; then
+    status=1
+    echo "fuzz: $t: ${#unknown[@]} NEW CRASH(ES) in $execs executions: ${unknown[*]} (in fuzz/artifacts/$name/)"
+  else
+    echo "fuzz: $t: $execs executions in ${secs}s, no new crash ($known_n reproducing known defects of fuzz/pending/KNOWN; corpus $(ls "$corpus" | wc -l))"
   fi
 done
 exit $status

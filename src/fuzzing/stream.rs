@@ -65,6 +65,7 @@ const KNOWN_NO_ALERT: &[&str] = &[
     "IllegalTlsInnerPlaintext",
     "HandshakePayloadTooLarge",
     "TooManyKeyUpdateRequests",
+    "MessageInterleavedWithHandshakeMessage",
 ];
 
 fn strict() -> bool {
