@@ -10,6 +10,9 @@
 #   make test       the README's second command: every test
 #   make bench      benchmarks (results in bench/RESULTS.md)
 #   make nginx      the nginx module (nginx/) against a staged install: build/nginx/
+#   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
+#   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
+#   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -27,7 +30,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install stage examples examples-san nginx demo demo-vm test bench clean header-check
+.PHONY: all lib install stage examples examples-san nginx demo demo-vm test bench clean header-check fuzz soak miri
 
 all: lib
 
@@ -98,6 +101,18 @@ test:
 
 bench:
 	scripts/bench.sh
+
+FUZZ_SECONDS ?= 300
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+miri:
+	scripts/miri.sh
+
+SOAK_SECONDS ?= 240
+soak: examples
+	scripts/gen-certs.sh build/certs
+	env BIN=build/examples CERTS=build/certs SOAK_SECONDS=$(SOAK_SECONDS) tests/soak.sh
 
 header-check: lib
 	git diff --exit-code -- include/rktls.h || \

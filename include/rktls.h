@@ -47,6 +47,12 @@
 #define RKTLS_SESSION_KEY_MAX 64
 
 /*
+ Heap growth allowed over the start of a run, beyond what the harness
+ itself holds in its queues: a few records of buffering on each side.
+ */
+#define MEMORY_LIMIT (4 << 20)
+
+/*
  kTLS direction flag: the kernel encrypts what is sent.
  */
 #define RKTLS_KTLS_TX 1

@@ -44,11 +44,12 @@ step nginx-module nginx/build.sh
 step nginx env CERTS="$certs" tests/nginx.sh
 step nginx-load env BIN=build/examples CERTS="$certs" tests/nginx_load.sh
 step nginx-valgrind env CERTS="$certs" tests/nginx_valgrind.sh
+step soak env BIN=build/examples CERTS="$certs" SOAK_SECONDS=60 tests/soak.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step nginx-ktls-vm tests/vm/nginx.sh
 step nginx-ktls-vm-rekey env VM_KERNEL=rekey tests/vm/nginx.sh
-step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-36}"
 
 echo
 [ "$fail" -eq 0 ] || echo "failed steps: ${failed[*]} (logs in $logs/)"

@@ -60,6 +60,9 @@ mod wire;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(test)]
+mod fault_tests;
+
 /// The library version ("MAJOR.MINOR.PATCH") and crypto provider, e.g.
 /// "rktls 0.1.0 (rustls, aws-lc-rs)". Static string: never free it.
 /// Compare with the `RKTLS_VERSION_*` macros to detect a header/library

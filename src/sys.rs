@@ -25,8 +25,9 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             }
             return Err(e);
         }
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let r = check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) });
+        let len = short_len(fault::Op::Read, buf.len());
+        // SAFETY: buf is valid for writes of buf.len() >= len bytes.
+        let r = check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             r => return r,
@@ -45,9 +46,8 @@ pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             return Err(e);
         }
         // SAFETY: buf is valid for writes of buf.len() bytes.
-        let r = check(unsafe {
-            libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
-        });
+        let len = short_len(fault::Op::Read, buf.len());
+        let r = check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
@@ -76,12 +76,12 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, crate::wire::CT_APPLICATION_DATA, buf);
         }
-        // SAFETY: buf is valid for reads of buf.len() bytes.
-        let mut r =
-            check(unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) });
+        let len = short_len(fault::Op::Send, buf.len());
+        // SAFETY: buf is valid for reads of buf.len() >= len bytes.
+        let mut r = check(unsafe { libc::send(fd, buf.as_ptr().cast(), len, libc::MSG_NOSIGNAL) });
         if matches!(&r, Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK)) {
             // SAFETY: as above.
-            r = check(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) });
+            r = check(unsafe { libc::write(fd, buf.as_ptr().cast(), len) });
         }
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -109,6 +109,16 @@ fn injected(op: fault::Op) -> Option<io::Error> {
         fault::take(op).map(io::Error::from_raw_os_error)
     } else {
         None
+    }
+}
+
+/// `len`, or 1 when a test cuts `op` to single bytes; never in other builds.
+#[inline]
+fn short_len(op: fault::Op, len: usize) -> usize {
+    if cfg!(test) && fault::is_short(op) {
+        len.min(1)
+    } else {
+        len
     }
 }
 
@@ -366,8 +376,11 @@ pub(crate) fn sendfile(
 
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) mod fault {
-    //! Test-only fault injection, per thread (consulted only in test builds).
-    use std::cell::RefCell;
+    //! Test-only fault injection, per thread (consulted only in test builds):
+    //! a queue of one-shot failures, a plan that fails the Nth call of one
+    //! kind (for tests that walk every call of a connection's life), and a
+    //! mode that cuts reads or sends to one byte.
+    use std::cell::{Cell, RefCell};
     use std::collections::VecDeque;
 
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -382,8 +395,27 @@ pub(crate) mod fault {
         TlsRx(std::os::fd::RawFd),
     }
 
+    impl Op {
+        /// Its slot in the per-kind call counts (a TLS_RX setsockopt counts
+        /// as a setsockopt).
+        pub(crate) fn slot(self) -> usize {
+            match self {
+                Op::Read => 0,
+                Op::Send => 1,
+                Op::SetSockOpt | Op::TlsRx(_) => 2,
+                Op::RecvMsg => 3,
+                Op::SendMsg => 4,
+                Op::SendFile => 5,
+            }
+        }
+    }
+
     thread_local! {
         static QUEUE: RefCell<VecDeque<(Op, i32)>> = const { RefCell::new(VecDeque::new()) };
+        /// (op, index of the call to fail, errno).
+        static PLAN: Cell<Option<(Op, u64, i32)>> = const { Cell::new(None) };
+        static COUNTS: RefCell<[u64; 6]> = const { RefCell::new([0; 6]) };
+        static SHORT: Cell<Option<Op>> = const { Cell::new(None) };
     }
 
     /// The next call of `op` on this thread fails with `errno`.
@@ -391,11 +423,53 @@ pub(crate) mod fault {
         QUEUE.with(|q| q.borrow_mut().push_back((op, errno)));
     }
 
+    /// Call `nth` (0-based, counted from now) of `op` on this thread fails
+    /// with `errno`; the counts restart.
+    pub fn fail_nth(op: Op, nth: u64, errno: i32) {
+        reset_counts();
+        PLAN.with(|p| p.set(Some((op, nth, errno))));
+    }
+
+    /// Reads (or sends) on this thread move at most one byte per call.
+    pub fn short(op: Option<Op>) {
+        SHORT.with(|s| s.set(op));
+    }
+
+    pub(crate) fn is_short(op: Op) -> bool {
+        SHORT.with(|s| s.get() == Some(op))
+    }
+
+    /// How many calls of `op` this thread made since the counts restarted.
+    pub fn count(op: Op) -> u64 {
+        COUNTS.with(|c| c.borrow()[op.slot()])
+    }
+
+    /// Forget the plan, the short mode and the queue; restart the counts.
+    pub fn clear() {
+        PLAN.with(|p| p.set(None));
+        SHORT.with(|s| s.set(None));
+        QUEUE.with(|q| q.borrow_mut().clear());
+        reset_counts();
+    }
+
+    fn reset_counts() {
+        COUNTS.with(|c| *c.borrow_mut() = [0; 6]);
+    }
+
     pub(crate) fn take(op: Op) -> Option<i32> {
-        QUEUE.with(|q| {
+        let n = COUNTS.with(|c| {
+            let mut c = c.borrow_mut();
+            c[op.slot()] += 1;
+            c[op.slot()] - 1
+        });
+        let queued = QUEUE.with(|q| {
             let mut q = q.borrow_mut();
             let pos = q.iter().position(|(o, _)| *o == op)?;
             q.remove(pos).map(|(_, e)| e)
+        });
+        queued.or_else(|| match PLAN.with(|p| p.get()) {
+            Some((o, nth, errno)) if o == op && n == nth => Some(errno),
+            _ => None,
         })
     }
 }

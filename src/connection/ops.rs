@@ -128,6 +128,9 @@ impl Connection {
         if self.error.is_some() {
             return self.deliver_error().map(Some);
         }
+        if let Some(e) = self.send_error.take() {
+            return Err(e);
+        }
         if self.needs_handshake() {
             match self.handshake()? {
                 RKTLS_OK => {}
@@ -170,11 +173,12 @@ impl Connection {
             return Err(Error::state("connection is closed for writing"));
         }
         // The data is encrypted and queued: it is accepted, whatever the
-        // socket says now. A failure to send it is the connection's sticky
-        // error, returned by the next call; reporting it here (with nothing
-        // accepted) would make a caller that retries send it twice.
+        // socket says now. A failure to send it is returned by the next
+        // call (once, like any I/O error; the queue stays and leaves when
+        // the socket takes it); reporting it here, with nothing accepted,
+        // would make a caller that retries send the data twice.
         if let Err(e) = self.flush_out() {
-            self.sticky(e);
+            self.send_error = Some(e);
         }
         Ok((RKTLS_OK, n))
     }
@@ -182,6 +186,9 @@ impl Connection {
     pub(crate) fn flush(&mut self) -> Result<rktls_result, Error> {
         if self.error.is_some() {
             return self.deliver_error();
+        }
+        if let Some(e) = self.send_error.take() {
+            return Err(e);
         }
         Ok(if self.flush_out()? {
             RKTLS_OK

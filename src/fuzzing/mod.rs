@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+pub mod api;
+pub mod stream;
+
 use crate::acceptor::{Acceptor, Outcome};
 use crate::config::ServerConfigBuilder;
 use crate::connection::Connection;
@@ -162,25 +165,99 @@ impl AcceptorParity {
     }
 }
 
+/// Every input kept for a target: its seeds (`fuzz/seeds/TARGET/`, real
+/// traffic) and its regressions (`fuzz/regressions/TARGET/`, crashes found
+/// and fixed). `fuzz/pending/` holds crashes not fixed yet: not replayed.
+#[cfg(test)]
+pub(crate) fn kept_inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut v = Vec::new();
+    for kind in ["seeds", "regressions"] {
+        let Ok(dir) = std::fs::read_dir(root.join(kind).join(target)) else {
+            continue;
+        };
+        for entry in dir {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            v.push((path, data));
+        }
+    }
+    v.sort();
+    v
+}
+
+/// Run `f` on every kept input of `target`, naming the one that fails.
+#[cfg(test)]
+pub(crate) fn replay(target: &str, f: impl Fn(&[u8])) {
+    let inputs = kept_inputs(target);
+    assert!(!inputs.is_empty(), "no kept inputs for {target}");
+    let mut failed = Vec::new();
+    for (path, data) in inputs {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&data)));
+        if r.is_err() {
+            failed.push(path.display().to_string());
+        }
+    }
+    assert!(failed.is_empty(), "kept inputs fail: {failed:#?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Replays every input the fuzzer kept (fuzz/regressions/) and a few
-    /// seeds, so its findings stay fixed without cargo-fuzz installed.
+    /// Replays every input the fuzzer kept for the acceptor, so its
+    /// findings stay fixed without cargo-fuzz installed.
     #[test]
-    fn replay_fuzz_regressions() {
+    fn replay_acceptor() {
         let (cert, key) = crate::testutil::pems();
         let t = AcceptorParity::new(cert.as_bytes(), key.as_bytes());
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-        let mut n = 0;
-        for entry in std::fs::read_dir(&dir).expect("fuzz/regressions exists") {
-            let path = entry.unwrap().path();
-            let data = std::fs::read(&path).unwrap();
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| t.run(&data)));
-            assert!(r.is_ok(), "regression {} fails", path.display());
-            n += 1;
+        replay("acceptor", |d| t.run(d));
+    }
+
+    fn pems() -> stream::Pems {
+        let p = crate::testutil::pki();
+        stream::Pems {
+            ca: p.ca_pem.clone().into_bytes(),
+            cert: p.server.0.clone().into_bytes(),
+            key: p.server.1.clone().into_bytes(),
         }
-        assert!(n > 0, "no regression inputs in {}", dir.display());
+    }
+
+    #[test]
+    fn replay_server_stream() {
+        let t = stream::StreamTarget::new(stream::Side::Server, &pems());
+        replay("server_stream", |d| t.run(d, None));
+    }
+
+    #[test]
+    fn replay_client_stream() {
+        let t = stream::StreamTarget::new(stream::Side::Client, &pems());
+        replay("client_stream", |d| t.run(d, None));
+    }
+
+    #[test]
+    fn replay_api_sequence() {
+        let p = pems();
+        replay("api_sequence", |d| api::run(&p, d, None));
+    }
+
+    /// Regenerates the seed inputs from real traffic:
+    /// `cargo test write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_fuzz_seeds() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+        for target in ["server_stream", "client_stream"] {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, data) in stream::seeds() {
+                std::fs::write(dir.join(name), data).unwrap();
+            }
+        }
+        let dir = root.join("api_sequence");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in api::seeds() {
+            std::fs::write(dir.join(name), data).unwrap();
+        }
     }
 }
