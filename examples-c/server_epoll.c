@@ -5,7 +5,7 @@
  *
  *   server_epoll --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                [--port N] [--root DIR] [--ktls off|prefer|require] [--alpn LIST]
- *                [--timeout-ms N] [--drain-ms N] [--stats]
+ *                [--timeout-ms N] [--drain-ms N] [--stats] [--quiet]
  *
  * Each connection is a small state machine driven by readiness events:
  *
@@ -39,7 +39,8 @@
  *   connection ended: WHY requests=N           errors, truncation, a vanished peer
  *   timeout: in STATE requests=N
  * With --stats, a "stats: ..." line at exit (peak= is the most connections
- * open at once).
+ * open at once). --quiet prints only the READY and stats lines (for
+ * benchmarks: no per-connection output to measure).
  */
 #include "common.h"
 
@@ -106,7 +107,7 @@ struct timer_list {
 static struct timer_list active_list, linger_list;
 static struct cert_set certs; /* one config per certificate */
 static int epfd = -1, listen_fd = -1, sig_fd = -1, root_fd = -1, spare_fd = -1;
-static int draining, drain_ms = 5000;
+static int draining, drain_ms = 5000, quiet;
 static uint64_t drain_deadline;
 static unsigned long nconns;
 static struct {
@@ -124,6 +125,8 @@ static uint64_t now_ms(void)
 
 static void logline(const char *fmt, ...)
 {
+    if (quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -138,6 +141,8 @@ static void report(struct conn *c, const char *fmt, ...)
     if (c->reported)
         return;
     c->reported = 1;
+    if (quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -808,7 +813,7 @@ static void usage(void)
     fprintf(stderr, "usage: server_epoll --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] "
                     "[--ktls off|prefer|require] [--alpn LIST] [--timeout-ms N] [--drain-ms N] "
-                    "[--stats]\n");
+                    "[--stats] [--quiet]\n");
     exit(2);
 }
 
@@ -843,6 +848,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stats")) {
             want_stats = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
             continue;
         }
         if (!v)
@@ -912,7 +921,8 @@ int main(int argc, char **argv)
         perror("listen");
         return 1;
     }
-    logline("READY port=%d", ntohs(sa.sin_port));
+    printf("READY port=%d\n", ntohs(sa.sin_port)); /* even with --quiet */
+    fflush(stdout);
 
     struct epoll_event evs[256];
     int signalled = 0;
@@ -955,11 +965,13 @@ int main(int argc, char **argv)
             start_draining(signalled);
         expire_timers();
     }
-    if (want_stats)
+    if (want_stats) {
+        quiet = 0; /* the stats line is printed even with --quiet */
         logline("stats: accepted=%lu handshakes=%lu rejected=%lu requests=%lu timeouts=%lu "
                 "ended=%lu peak=%lu",
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
+    }
     cert_set_free(&certs);
     close(epfd);
     close(sig_fd);
