@@ -6,7 +6,8 @@
 #   make demo       the README's first command: build everything, run a server and client
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
-#   make bench      benchmarks (results in bench/RESULTS.md)
+#   make bench      benchmarks vs OpenSSL and rustls-ffi (writes BENCHMARKS.md; ~15 min)
+#   make bench-quick the same harness with small counts (build/bench/quick/; < 3 min)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -24,7 +25,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install examples demo demo-vm test bench clean header-check
+.PHONY: all lib install examples demo demo-vm test bench bench-quick clean header-check
 
 all: lib
 
@@ -72,6 +73,9 @@ test:
 
 bench:
 	scripts/bench.sh
+
+bench-quick:
+	scripts/bench.sh --quick
 
 header-check: lib
 	git diff --exit-code -- include/rktls.h || \

@@ -40,6 +40,7 @@ step curl env BIN=build/examples CERTS="$certs" tests/curl.sh
 step load env BIN=build/examples CERTS="$certs" tests/load.sh
 step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
+step bench-quick make bench-quick
 step fuzz-acceptor scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
 
 echo
