@@ -488,7 +488,9 @@ def report(R, out, quick):
       "connections, TLS 1.3 only, X25519 only, no certificate verification, "
       f"`GET /small` ({SMALL}-byte body, `Connection: close`), response read to its end; "
       "`resume` first makes one full handshake for a ticket, then resumes each connection with the "
-      "newest ticket, and the run fails unless every one of the N was resumed.")
+      "newest ticket, and the run fails unless every one of the N was resumed. The suite "
+      "negotiated is TLS_AES_256_GCM_SHA384 for every server (the client's first choice, and "
+      "OpenSSL's own first; rktls and rustls-ffi follow the client's order).")
     w("- rktls: `build/examples/server_epoll --cert C --key K --root WWW --ktls off --quiet` "
       "(the acceptor path: ClientHello → SNI → config; `--quiet`: no per-connection log line; "
       "`--ktls off` because this host kernel has no kTLS).")
