@@ -406,6 +406,7 @@ def main():
     R["seconds"] = time.time() - t_start
     R["date"] = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
     R["versions"] = cmd_versions()
+    R["earlier"] = EARLIER
     shutil.rmtree(tmp, ignore_errors=True)
     if a.json:
         with open(a.json, "w") as f:
@@ -645,7 +646,7 @@ def report(R, out, quick):
     w("Raw numbers of the last run: build/bench/results.json; callgrind profiles of the 4N runs: "
       "build/bench/callgrind/ (`callgrind_annotate --inclusive=yes FILE`).\n")
     w("## Earlier figures (scripts/bench.sh before issue #14, bench/RESULTS.md)\n")
-    w(EARLIER)
+    w(R.get("earlier", EARLIER))
     if vm and vm.get("heap"):
         w("Userspace heap held per established server connection (tests/vm/mem_probe.c, "
           "mallinfo2, TLS 1.3, 64 connections, in the VM):\n")
