@@ -346,7 +346,7 @@ def ratio(a, b):
 
 
 def r2(x):
-    return "—" if x is None else f"{x:.2f}"
+    return "—" if x is None else f"{x:.3f}"
 
 
 def main():
