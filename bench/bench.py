@@ -316,7 +316,7 @@ def vm_figures(quick):
         if l.startswith("BENCHVM bulk"):
             gb = int(kv["bytes"]) / 1e9
             res["bulk"].setdefault(kv["sys"], []).append(
-                {"user": int(kv["utime"]) / TICK / gb, "sys": int(kv["stime"]) / TICK / gb,
+                {"user": max(int(kv["utime"]), 0) / TICK / gb, "sys": max(int(kv["stime"]), 0) / TICK / gb,
                  "offloaded": int(kv.get("txsw", 0))})
         elif l.startswith("BENCHVM hold"):
             res["mem"].setdefault(kv["sys"], []).append(
@@ -570,7 +570,10 @@ def report(R, out, quick):
           f"--ktls require|off --quiet` and `openssl s_server -WWW -quiet`, client `loadclient "
           f"bulk` of a {vp['mib']} MiB file, AES-128-GCM, {vp['reps']} repetition(s). "
           "rktls kTLS: TX and RX in the kernel, body by `sendfile(2)` "
-          "(checked: /proc/net/tls_stat TlsTxSw grows in every such run, else the figure counts as missing).\n")
+          "(checked: /proc/net/tls_stat TlsTxSw grows in every such run, else the figure counts as missing). "
+          "Each download's server CPU is net of one `GET /small` connection measured just before "
+          "on the same server (the handshake, slow under emulation, would otherwise dominate the "
+          "kTLS user time). CPU from /proc/PID/stat in 10 ms ticks.\n")
         w("| system | user CPU s/GB | system CPU s/GB | total s/GB | total vs rktls userspace |")
         w("|---|---|---|---|---|")
         for s in ("rktls-ktls", "rktls-user", "openssl"):
