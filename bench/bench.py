@@ -297,7 +297,7 @@ def crypto_bound(seconds):
 
 def vm_figures(quick):
     """kTLS bulk and memory after offload, in the test VM (bench/vm_guest.sh)."""
-    p = {"reps": 1 if quick else 3, "mib": 8 if quick else 48, "warm": 10 if quick else 100,
+    p = {"reps": 1 if quick else 3, "mib": 8 if quick else 128, "warm": 10 if quick else 100,
          "n": 100 if quick else 1000}
     guest = os.path.join(BB, "vm_guest.sh")
     with open(os.path.join(ROOT, "bench", "vm_guest.sh")) as src, open(guest, "w") as dst:
