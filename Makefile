@@ -8,11 +8,12 @@
 #   make demo       the README's first command: build everything, run a server and client
 #   make demo-vm    the same demo inside the kTLS test VM (or: make demo ARGS=--vm)
 #   make test       the README's second command: every test
-#   make bench      benchmarks (results in bench/RESULTS.md)
 #   make nginx      the nginx module (nginx/) against a staged install: build/nginx/
 #   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
 #   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
 #   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
+#   make bench      benchmarks vs OpenSSL and rustls-ffi (writes BENCHMARKS.md; ~15 min)
+#   make bench-quick the same harness with small counts (build/bench/quick/; < 3 min)
 
 PREFIX     ?= /usr/local
 LIBDIR     ?= $(PREFIX)/lib
@@ -30,7 +31,7 @@ STAGE      := $(CURDIR)/build/stage
 EXAMPLES   := server_blocking server_epoll client
 EX_BIN     := $(addprefix build/examples/,$(EXAMPLES))
 
-.PHONY: all lib install stage examples examples-san nginx demo demo-vm test bench clean header-check fuzz soak miri
+.PHONY: all lib install stage examples examples-san nginx demo demo-vm test bench bench-quick clean header-check fuzz soak miri
 
 all: lib
 
@@ -113,6 +114,9 @@ SOAK_SECONDS ?= 240
 soak: examples
 	scripts/gen-certs.sh build/certs
 	env BIN=build/examples CERTS=build/certs SOAK_SECONDS=$(SOAK_SECONDS) tests/soak.sh
+
+bench-quick:
+	scripts/bench.sh --quick
 
 header-check: lib
 	git diff --exit-code -- include/rktls.h || \

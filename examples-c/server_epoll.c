@@ -5,7 +5,7 @@
  *
  *   server_epoll --cert FILE --key FILE [--sni NAME] [--cert F --key F --sni NAME]...
  *                [--port N] [--root DIR] [--ktls off|prefer|require] [--alpn LIST]
- *                [--timeout-ms N] [--drain-ms N] [--stats]
+ *                [--timeout-ms N] [--drain-ms N] [--stats] [--quiet]
  *                [--workers N] [--ticket-key FILE]... [--redis SOCKET]
  *
  * Several workers or machines: --workers N forks N worker processes that
@@ -49,7 +49,8 @@
  *   connection ended: WHY requests=N           errors, truncation, a vanished peer
  *   timeout: in STATE requests=N
  * With --stats, a "stats: ..." line at exit (peak= is the most connections
- * open at once).
+ * open at once). --quiet prints only the READY and stats lines (for
+ * benchmarks: no per-connection output to measure).
  */
 #include "common.h"
 #include "workers.h"
@@ -121,7 +122,7 @@ struct timer_list {
 static struct timer_list active_list, linger_list;
 static struct cert_set certs; /* one config per certificate */
 static int epfd = -1, listen_fd = -1, sig_fd = -1, root_fd = -1, spare_fd = -1;
-static int draining, drain_ms = 5000;
+static int draining, drain_ms = 5000, quiet;
 static char worker_tag[32]; /* " worker=PID" in a --workers child */
 static uint64_t drain_deadline;
 static unsigned long nconns;
@@ -140,6 +141,8 @@ static uint64_t now_ms(void)
 
 static void logline(const char *fmt, ...)
 {
+    if (quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -154,6 +157,8 @@ static void report(struct conn *c, const char *fmt, ...)
     if (c->reported)
         return;
     c->reported = 1;
+    if (quiet)
+        return;
     va_list ap;
     va_start(ap, fmt);
     vprintf(fmt, ap);
@@ -824,7 +829,7 @@ static void usage(void)
     fprintf(stderr, "usage: server_epoll --cert FILE --key FILE [--sni NAME] "
                     "[--cert F --key F --sni NAME]... [--port N] [--root DIR] "
                     "[--ktls off|prefer|require] [--alpn LIST] [--timeout-ms N] [--drain-ms N] "
-                    "[--stats] [--workers N] [--ticket-key FILE]... [--redis SOCKET]\n");
+                    "[--stats] [--quiet] [--workers N] [--ticket-key FILE]... [--redis SOCKET]\n");
     exit(2);
 }
 
@@ -886,6 +891,10 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stats")) {
             want_stats = 1;
+            continue;
+        }
+        if (!strcmp(a, "--quiet")) {
+            quiet = 1;
             continue;
         }
         if (!v)
@@ -956,7 +965,8 @@ int main(int argc, char **argv)
     }
     port = ntohs(sa.sin_port);
     if (workers && workers_start(workers)) {
-        logline("READY port=%d", port);
+        printf("READY port=%d\n", port); /* even with --quiet */
+        fflush(stdout);
         workers_supervise(); /* the parent: never returns */
     }
     if (workers)
@@ -982,8 +992,10 @@ int main(int argc, char **argv)
         perror("listen");
         return 1;
     }
-    if (!workers)
-        logline("READY port=%d", port);
+    if (!workers) {
+        printf("READY port=%d\n", port); /* even with --quiet */
+        fflush(stdout);
+    }
 
     struct epoll_event evs[256];
     int signalled = 0;
@@ -1030,11 +1042,13 @@ int main(int argc, char **argv)
             start_draining(signalled);
         expire_timers();
     }
-    if (want_stats)
+    if (want_stats) {
+        quiet = 0; /* the stats line is printed even with --quiet */
         logline("stats: accepted=%lu handshakes=%lu rejected=%lu requests=%lu timeouts=%lu "
                 "ended=%lu peak=%lu",
                 stats.accepted, stats.handshakes, stats.rejected, stats.requests, stats.timeouts,
                 stats.ended, stats.peak);
+    }
     cert_set_free(&certs);
     rktls_ticket_keys_free(shared_keys);
 #ifdef RKTLS_EXAMPLE_REDIS

@@ -1,35 +1,57 @@
 #!/usr/bin/env bash
-# Benchmarks (make bench): userspace record-layer throughput per suite, as
-# ratios to memcpy measured in the same run, and the userspace memory an
-# established connection holds with and without kTLS (in the test VM).
-# Writes bench/RESULTS.md.
+# Benchmarks: rktls vs OpenSSL vs rustls-ffi (issue #14).
+#
+#   scripts/bench.sh           (make bench)        writes BENCHMARKS.md and
+#                                                  BENCHMARKS-ratios.png (committed)
+#   scripts/bench.sh --quick   (make bench-quick)  small counts, into build/bench/quick/;
+#                                                  fails unless every figure was produced
+#
+# Builds in release mode (the library, the examples, bench/loadclient.c,
+# bench/hold.c per library, rustls-ffi's example server via
+# bench/rustls-ffi.sh), then runs bench/bench.py. Also folds in the figures
+# this script made before (bench/throughput.c: record-layer MB/s per suite;
+# tests/vm/mem_probe.c: heap per connection, in the VM run of bench.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = --quick ] && quick=1
 scripts/deps.sh
-make -s stage >/dev/null
+missing=()
+for p in strace valgrind gnuplot-nox util-linux openssl libssl-dev; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+make -s stage examples >/dev/null
 scripts/gen-certs.sh build/certs
-mkdir -p build/bench build/vm
-gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Ibuild/stage/include -o build/bench/throughput \
-  bench/throughput.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
-gcc -O2 -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE -Ibuild/stage/include -o build/vm/mem_probe \
-  tests/vm/mem_probe.c -Lbuild/stage/lib -lrktls -Wl,-rpath,"$PWD/build/stage/lib"
-tput=$(build/bench/throughput build/certs "${BENCH_MIB:-256}")
-printf '#!/bin/sh\n%s/build/vm/mem_probe %s/build/certs\n' "$PWD" "$PWD" > build/bench/mem.sh
-mem=$(tests/vm/run.sh build/bench/mem.sh "$PWD/build/vm" "$PWD/build/certs" 2>/dev/null \
-  | grep -E '^(userspace|ktls):' || echo "memory probe failed (see target/vm/logs)")
+B=build/bench
+mkdir -p $B
+W="-O2 -g -Wall -Wextra -Werror -std=c11 -D_GNU_SOURCE"
+RK="-Ibuild/stage/include -Lbuild/stage/lib -lrktls -Wl,-rpath,$PWD/build/stage/lib"
+gcc $W -o $B/loadclient bench/loadclient.c -lssl -lcrypto
+gcc $W -o $B/throughput bench/throughput.c $RK
+gcc $W -o $B/mem_probe tests/vm/mem_probe.c $RK
+gcc $W -DHOLD_RKTLS -o $B/hold-rktls bench/hold.c $RK
+gcc $W -DHOLD_OPENSSL -o $B/hold-openssl bench/hold.c -lssl -lcrypto
+bench/rustls-ffi.sh $B
+gcc $W -DHOLD_RUSTLS -I$B -o $B/hold-rustls-ffi bench/hold.c $B/librustls_ffi.a \
+  -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+mib=256
+[ $quick = 1 ] && mib=16
 {
-  echo "# rktls benchmark results"
+  echo "Record layer in one process (bench/throughput.c, rktls buffer mode, one thread):"
+  echo "$mib MiB client → server in 16 KiB writes."
   echo
-  echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), $(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1), $(cargo tree -e normal -i aws-lc-rs 2>/dev/null | head -1 || echo provider)."
-  echo
-  echo "## Userspace record layer, ${BENCH_MIB:-256} MiB client -> server in 16 KiB writes (buffer mode, one thread)"
-  echo
-  echo "$tput"
-  echo
-  echo "## Userspace heap held per established server connection (TLS 1.3, 64 connections, Linux 6.12 VM)"
-  echo
-  echo '```'
-  echo "$mem"
-  echo '```'
-} > bench/RESULTS.md
-cat bench/RESULTS.md
+  taskset -c 0 $B/throughput build/certs "$mib"
+} > $B/earlier.md
+
+if [ $quick = 1 ]; then
+  mkdir -p $B/quick
+  python3 bench/bench.py --quick --out $B/quick/BENCHMARKS.md --json $B/quick/results.json
+else
+  python3 bench/bench.py --out BENCHMARKS.md --json $B/results.json
+fi
