@@ -1794,8 +1794,9 @@ mod tests {
 
     #[test]
     fn kernel_refusing_rx_after_tx_ends_with_an_alert() {
+        // REQUIRE, or RX the only direction asked for: the connection ends,
+        // and the peer receives internal_error.
         for (mode, dirs) in [
-            (RKTLS_KTLS_PREFER, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
             (RKTLS_KTLS_REQUIRE, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
             (RKTLS_KTLS_PREFER, RKTLS_KTLS_RX),
         ] {
@@ -1811,15 +1812,17 @@ mod tests {
                     libc::ENOMEM,
                 );
                 let r = s.handshake().map_err(|e| (e.code, e.msg));
+                let dirs_seen = (s.ktls_tx(), s.ktls_rx());
                 kernel_emul::remove();
-                r
+                (r, dirs_seen)
             });
             let mut c = Connection::client(client_config(&opts(0x1301)), "localhost").unwrap();
             c.set_fd(b.as_raw_fd()).unwrap();
             assert_eq!(c.handshake().unwrap(), RKTLS_OK);
             let mut buf = [0u8; 16];
             let r = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
-            let (code, msg) = server.join().unwrap().unwrap_err();
+            let (r_srv, dirs_seen) = server.join().unwrap();
+            let (code, msg) = r_srv.unwrap_err();
             assert_eq!(code, RKTLS_ERR_KTLS_UNAVAILABLE, "{msg}");
             assert!(
                 msg.contains("TLS_RX") && msg.contains("sent alert internal_error"),
@@ -1830,6 +1833,72 @@ mod tests {
                 (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
                 "the peer receives internal_error, not a truncated stream ({mode:?})"
             );
+            // The kernel keeps TX keys it took: ktls_tx says so.
+            assert_eq!(
+                dirs_seen,
+                (dirs & RKTLS_KTLS_TX != 0, false),
+                "({mode:?}, dirs {dirs})"
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_refusing_rx_after_tx_in_prefer_mode_keeps_rx_in_userspace() {
+        for suite in TLS13.into_iter().chain(TLS12) {
+            let (a, b) = UnixStream::pair().unwrap();
+            let scfg = server_config(&opts(suite));
+            let up = pattern(50_000, 7);
+            let down = pattern(60_000, 8);
+            let (up2, down2) = (up.clone(), down.clone());
+            let server = std::thread::spawn(move || {
+                kernel_emul::install(true);
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                let dirs = RKTLS_KTLS_TX | RKTLS_KTLS_RX;
+                s.set_ktls_mode(RKTLS_KTLS_PREFER, Options { dirs, key_limit: 0 });
+                crate::sys::fault::inject(
+                    crate::sys::fault::Op::TlsRx(a.as_raw_fd()),
+                    libc::ENOMEM,
+                );
+                assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+                let dirs_seen = (s.ktls_tx(), s.ktls_rx());
+                let got = read_n(&mut s, up2.len());
+                write_all(&mut s, &down2).unwrap();
+                assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                let mut b = [0u8; 10];
+                let end = s.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                let emu = kernel_emul::remove().unwrap();
+                let fd = a.as_raw_fd();
+                let installs: Vec<i32> = emu
+                    .log
+                    .iter()
+                    .filter(|(f, _, _)| *f == fd)
+                    .map(|(_, d, _)| *d)
+                    .collect();
+                let (sent, recvd) = emu.records.get(&fd).copied().unwrap_or((0, 0));
+                (dirs_seen, got, end, installs, sent, recvd)
+            });
+            let mut c = Connection::client(client_config(&opts(suite)), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            write_all(&mut c, &up).unwrap();
+            let got = read_n(&mut c, down.len()).unwrap();
+            let mut buf = [0u8; 16];
+            let end_c = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
+            assert_eq!(c.shutdown().unwrap(), RKTLS_OK);
+            let (dirs_seen, got_s, end_s, installs, sent, recvd) = server.join().unwrap();
+            assert_eq!(
+                dirs_seen,
+                (true, false),
+                "suite {suite:04x}: TX kernel, RX here"
+            );
+            assert!(got_s.unwrap() == up, "suite {suite:04x}: upload intact");
+            assert!(got == down, "suite {suite:04x}: download intact");
+            assert_eq!(end_c, Ok(RKTLS_CLOSED), "suite {suite:04x}: close_notify");
+            assert_eq!(end_s, Ok(RKTLS_CLOSED), "suite {suite:04x}: ours answered");
+            // Only TX went into the (emulated) kernel, and it sealed records.
+            assert_eq!(installs, vec![libc::TLS_TX], "suite {suite:04x}");
+            assert!(sent > 0 && recvd == 0, "suite {suite:04x}: {sent} {recvd}");
         }
     }
 

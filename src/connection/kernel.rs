@@ -48,8 +48,10 @@ fn not_offloaded() -> Error {
 }
 
 impl Connection {
+    /// The kernel holds the TX keys: also after a switch that failed once
+    /// TX was set (the socket encrypts what is written to it).
     pub(crate) fn ktls_tx(&self) -> bool {
-        matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
+        self.kernel_tx_set || matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
     }
 
     pub(crate) fn ktls_rx(&self) -> bool {
