@@ -132,9 +132,6 @@ pub(crate) struct Offload {
     pending_tx: Option<(u64, ConnectionTrafficSecrets)>,
     /// We asked the peer to update its keys and wait for its KeyUpdate.
     rx_update_asked: bool,
-    /// The peer asked for our KeyUpdate and we cannot give one: sending
-    /// application data is no longer allowed.
-    update_owed: bool,
     fail_fast: bool,
     rx_key_updates: u64,
     tx_key_updates: u64,
@@ -206,7 +203,6 @@ impl Offload {
             hs: Vec::new(),
             pending_tx: None,
             rx_update_asked: false,
-            update_owed: false,
             fail_fast,
             rx_key_updates: 0,
             tx_key_updates: 0,
@@ -254,12 +250,6 @@ impl Offload {
                 "the kernel opens the records received on this connection",
             )),
         }
-    }
-
-    /// The peer asked for our KeyUpdate and this kernel cannot give one:
-    /// no more application data may be sent.
-    pub(crate) fn update_owed(&self) -> bool {
-        self.update_owed
     }
 
     /// Records sent and received with the current keys, and key updates
@@ -707,22 +697,27 @@ impl Offload {
                          set RKTLS_KTLS_RX_NEEDS_REKEY (RX stays in userspace on such kernels)",
                     ));
                 }
+                // Our answer would need new TX keys this kernel cannot
+                // install: end now, under the current TX key, before the
+                // answer is due (a close_notify would claim a clean end).
+                if req && !self.can_update_tx() {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_KTLS_NO_REKEY,
+                        RKTLS_ALERT_INTERNAL_ERROR,
+                        "the peer asked for a TLS 1.3 key update, and this kernel cannot install \
+                         new TX keys on an offloaded socket (Linux 6.14 or later can); all data \
+                         received before the request was delivered",
+                    ));
+                }
                 if let Err(e) = self.update_rx(fd) {
                     log::warn!("peer's KeyUpdate: {}", e.msg);
                     return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                 }
                 ev.push(Event::RxKeyUpdated);
                 if req {
-                    if self.can_update_tx() {
-                        if let Err(e) = self.begin_tx_update(false, ev) {
-                            return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
-                        }
-                    } else {
-                        log::warn!(
-                            "peer asked for a key update this kernel cannot make; \
-                             sending will fail with RKTLS_ERR_KTLS_NO_REKEY"
-                        );
-                        self.update_owed = true;
+                    if let Err(e) = self.begin_tx_update(false, ev) {
+                        return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                     }
                 }
                 Ok(())
@@ -984,16 +979,27 @@ mod tests {
         }
     }
 
-    /// Server reads `before`, the client then updates its keys (rustls asks
-    /// for ours too), and sends `after`.
-    fn peer_key_update(srv: Side, suite: u16) -> (ReadResult, Vec<u8>) {
+    /// What the peer (a userspace client) saw at the end: its read's
+    /// result and the alert it received.
+    type PeerEnd = (Result<rktls_result, rktls_result>, Option<u8>);
+
+    /// Server reads `before`, the client then updates its keys three times
+    /// (asking for ours when `request`), and sends `after`. rustls in
+    /// userspace always asks, so a client that does not is offloaded (to
+    /// an emulated kernel with rekey).
+    fn peer_key_update(srv: Side, suite: u16, request: bool) -> (ReadResult, Vec<u8>, PeerEnd) {
         let before = pattern(30_000, 3);
         let after = pattern(20_000, 4);
         let (b2, a2) = (before.clone(), after.clone());
-        let ((got_before, rest), ()) = run(
+        let cli = if request {
+            USER
+        } else {
+            kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0)
+        };
+        let ((got_before, rest), peer) = run(
             &opts(suite),
             srv,
-            USER,
+            cli,
             (None, None),
             move |s| {
                 let got = read_n(s, b2.len()).unwrap();
@@ -1008,19 +1014,20 @@ mod tests {
                 write_all(c, &before).unwrap();
                 for _ in 0..3 {
                     // Several in a row.
-                    assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
+                    assert_eq!(c.refresh_keys(request).unwrap(), RKTLS_OK);
                 }
                 write_all(c, &after).unwrap();
                 unsafe { libc::shutdown(c.raw_fd(), libc::SHUT_WR) };
                 let mut b = [0u8; 64];
-                let _ = c.read(&mut b);
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
             },
         );
         assert!(
             got_before == before,
             "data before the KeyUpdate is delivered"
         );
-        (rest, after)
+        (rest, after, peer)
     }
 
     #[test]
@@ -1077,9 +1084,48 @@ mod tests {
     #[test]
     fn peer_key_update_on_a_kernel_without_rekey_ends_with_its_own_code() {
         for suite in TLS13 {
-            let (rest, _) = peer_key_update(kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0), suite);
-            let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
-            assert_eq!(code, Err((RKTLS_ERR_KTLS_NO_REKEY, 0)), "suite {suite:04x}");
+            for request in [false, true] {
+                let srv = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+                let (rest, _, peer) = peer_key_update(srv, suite, request);
+                let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
+                assert_eq!(code, Err((RKTLS_ERR_KTLS_NO_REKEY, 0)), "suite {suite:04x}");
+                assert_eq!(
+                    peer,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                    "suite {suite:04x}: the peer receives internal_error"
+                );
+            }
+        }
+    }
+
+    /// TX in a kernel without rekey, RX here: a peer KeyUpdate that asks
+    /// for ours ends the connection with internal_error (under the current
+    /// TX key) once the data before it is read; one that does not ask is
+    /// handled here and the data after it flows.
+    #[test]
+    fn peer_key_update_request_with_tx_in_a_kernel_without_rekey() {
+        for suite in TLS13 {
+            for dirs in [
+                RKTLS_KTLS_TX,
+                RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
+            ] {
+                let (rest, _, peer) = peer_key_update(kernel(false, dirs, 0), suite, true);
+                let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
+                assert_eq!(
+                    code,
+                    Err((RKTLS_ERR_KTLS_NO_REKEY, 0)),
+                    "suite {suite:04x} dirs {dirs}: nothing after the request"
+                );
+                assert_eq!(
+                    peer,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                    "suite {suite:04x} dirs {dirs}: the peer receives internal_error, \
+                     not close_notify"
+                );
+                let (rest, after, _) = peer_key_update(kernel(false, dirs, 0), suite, false);
+                let rest = rest.map_err(|(c, p)| (c, p.len()));
+                assert!(rest == Ok(after), "suite {suite:04x} dirs {dirs}");
+            }
         }
     }
 
@@ -1091,7 +1137,7 @@ mod tests {
                 RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
                 0,
             );
-            let (rest, after) = peer_key_update(srv, suite);
+            let (rest, after, _) = peer_key_update(srv, suite, false);
             let rest = rest.map_err(|(c, p)| (c, p.len()));
             assert!(
                 rest == Ok(after),

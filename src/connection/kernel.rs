@@ -422,14 +422,6 @@ impl Connection {
         if !self.flush_control()? {
             return Ok(0);
         }
-        if self.offload()?.update_owed() {
-            return Err(self.offload_close(Error::new(
-                RKTLS_ERR_KTLS_NO_REKEY,
-                "the peer asked for a TLS 1.3 key update, and this kernel cannot install new \
-                 TX keys on an offloaded socket (Linux 6.14 or later can); nothing more can be \
-                 sent on this connection",
-            )));
-        }
         let mut allow = self.offload()?.tx_allowance(want);
         if allow == 0 {
             if !self.offload()?.can_update_tx() {
