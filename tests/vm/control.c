@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -329,6 +330,56 @@ static void raw_record(uint16_t version, uint8_t type, const uint8_t *rec, size_
         printf("  got %s, alert sent %u received %u\n", rktls_result_str(r), sent, recvd);
     check(ok, what);
     done(&p);
+}
+
+/* An offloaded client that wrote after its last read (an echo) while the
+ * server ends the connection first (vm-bugs.md #1): with close_notify, the
+ * client's read returns RKTLS_CLOSED and the server receives the client's
+ * close_notify; with a bare TCP close (what openssl s_server does when its
+ * stdin ends: it closes the socket before SSL_shutdown), the read returns
+ * RKTLS_ERR_TRUNCATED. A read that blocked would time out (SO_RCVTIMEO) and
+ * fail the case instead of hanging it. */
+static void server_closes_first(uint16_t version)
+{
+    for (int clean = 1; clean >= 0; clean--) {
+        char what[200];
+        snprintf(what, sizeof what,
+                 "TLS 1.%d offloaded client, the server ends first %s -> client read %s",
+                 version == 0x0304 ? 3 : 2, clean ? "with close_notify" : "by a TCP FIN only",
+                 clean ? "RKTLS_CLOSED, its close_notify reaches the server"
+                       : "RKTLS_ERR_TRUNCATED");
+        struct opts o = {.version = version, .client_offloaded = 1};
+        struct pair p;
+        if (handshake(&o, &p) != 0) {
+            check(0, what);
+            continue;
+        }
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(p.cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(p.sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char got[64];
+        size_t n;
+        int ok = rktls_connection_ktls_tx(p.c) && rktls_connection_ktls_rx(p.c) &&
+                 write_all(p.s, "s1\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK &&
+                 write_all(p.c, got, 3) == 0 && read_upto(p.s, got, 3, &n) == RKTLS_OK &&
+                 !memcmp(got, "s1\n", 3);
+        rktls_result cr = RKTLS_OK, sr = RKTLS_OK;
+        if (clean) {
+            ok = ok && rktls_connection_shutdown(p.s) == RKTLS_OK;
+            cr = read_upto(p.c, got, 1, &n);
+            sr = read_upto(p.s, got, 1, &n); /* the client's answer */
+            ok = ok && cr == RKTLS_CLOSED && sr == RKTLS_CLOSED;
+        } else {
+            ok = ok && shutdown(p.sfd, SHUT_WR) == 0;
+            cr = read_upto(p.c, got, 1, &n);
+            ok = ok && cr == RKTLS_ERR_TRUNCATED;
+        }
+        if (!ok)
+            printf("  client read: %s, server read: %s (%s)\n", rktls_result_str(cr),
+                   rktls_result_str(sr), errmsg(p.c));
+        check(ok, what);
+        done(&p);
+    }
 }
 
 /* The event style: the caller reads records itself and passes them in. */
@@ -695,6 +746,8 @@ int main(int argc, char **argv)
                "TLS 1.2 renegotiating ClientHello -> no_renegotiation, RKTLS_ERR_RENEGOTIATION");
     raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
                "unknown record type -> unexpected_message");
+    server_closes_first(0x0304);
+    server_closes_first(0x0303);
     event_style();
     kernel_read_failures();
     interleaved();
