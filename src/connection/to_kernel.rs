@@ -7,7 +7,9 @@
 //!    traffic secrets and its record layer is gone;
 //! 3. build and install (`Switch`): the kernel crypto info of each
 //!    offloaded direction, the userspace record layer of the others, the
-//!    keys given to the kernel; a failure here is a sticky error;
+//!    keys given to the kernel; a failure here is a sticky error, except
+//!    the kernel refusing RX after taking TX in PREFER mode: RX then stays
+//!    in userspace (from the RX secrets kept until TLS_RX succeeded);
 //! 4. commit (`commit_kernel`), which cannot fail.
 
 use std::os::fd::RawFd;
