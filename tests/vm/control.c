@@ -339,13 +339,17 @@ static void raw_record(uint16_t version, uint8_t type, const uint8_t *rec, size_
  * stdin ends: it closes the socket before SSL_shutdown), the read returns
  * RKTLS_ERR_TRUNCATED. A read that blocked would time out (SO_RCVTIMEO) and
  * fail the case instead of hanging it. */
-static void server_closes_first(uint16_t version)
+static long tls_stat(const char *name);
+
+static void server_closes_first(uint16_t version, int update)
 {
     for (int clean = 1; clean >= 0; clean--) {
-        char what[200];
+        char what[240];
         snprintf(what, sizeof what,
-                 "TLS 1.%d offloaded client, the server ends first %s -> client read %s",
-                 version == 0x0304 ? 3 : 2, clean ? "with close_notify" : "by a TCP FIN only",
+                 "TLS 1.%d offloaded client%s, the server ends first %s -> client read %s",
+                 version == 0x0304 ? 3 : 2,
+                 update ? " after KeyUpdates both ways (its RX rekeyed)" : "",
+                 clean ? "with close_notify" : "by a TCP FIN only",
                  clean ? "RKTLS_CLOSED, its close_notify reaches the server"
                        : "RKTLS_ERR_TRUNCATED");
         struct opts o = {.version = version, .client_offloaded = 1};
@@ -359,10 +363,20 @@ static void server_closes_first(uint16_t version)
         setsockopt(p.sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         char got[64];
         size_t n;
+        long rx0 = tls_stat("TlsRxRekeyOk");
         int ok = rktls_connection_ktls_tx(p.c) && rktls_connection_ktls_rx(p.c) &&
-                 write_all(p.s, "s1\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK &&
+                 write_all(p.s, "s1\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK;
+        /* As with s_server's UPDATE: the client asks for the server's
+         * KeyUpdate, which it reads before "s2". */
+        if (update)
+            ok = ok && rktls_connection_refresh_keys(p.c, true) == RKTLS_OK;
+        ok = ok && write_all(p.c, got, 3) == 0 && read_upto(p.s, got, 3, &n) == RKTLS_OK &&
+             !memcmp(got, "s1\n", 3);
+        if (update)
+            ok = ok && write_all(p.s, "s2\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK &&
                  write_all(p.c, got, 3) == 0 && read_upto(p.s, got, 3, &n) == RKTLS_OK &&
-                 !memcmp(got, "s1\n", 3);
+                 !memcmp(got, "s2\n", 3) &&
+                 tls_stat("TlsRxRekeyOk") == rx0 + 2; /* both ends' RX, in the kernel */
         rktls_result cr = RKTLS_OK, sr = RKTLS_OK;
         if (clean) {
             ok = ok && rktls_connection_shutdown(p.s) == RKTLS_OK;
@@ -746,8 +760,10 @@ int main(int argc, char **argv)
                "TLS 1.2 renegotiating ClientHello -> no_renegotiation, RKTLS_ERR_RENEGOTIATION");
     raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
                "unknown record type -> unexpected_message");
-    server_closes_first(0x0304);
-    server_closes_first(0x0303);
+    server_closes_first(0x0304, 0);
+    server_closes_first(0x0303, 0);
+    if (kernel_can_rekey())
+        server_closes_first(0x0304, 1);
     event_style();
     kernel_read_failures();
     interleaved();

@@ -12,7 +12,7 @@
 # ok/bad functions, wait_for (tests/lib.sh); ports from serve.sh's READY line.
 
 # Result codes (include/rktls.h).
-R_CLOSED=200 R_TRUNCATED=201 R_KEY_EXHAUSTED=409 R_NO_REKEY=411
+R_CLOSED=200 R_KEY_EXHAUSTED=409 R_NO_REKEY=411
 
 # peer_start NAME CMD...: run CMD with stdin from a fifo kept open on fd 3,
 # stdout in $T/NAME.out, stderr in $T/NAME.err; sets $ppid.
@@ -229,10 +229,12 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
       { bad "event style with s_client K on 6.12"; detail d "$line"; }
   fi
 
-  # 6. The offloaded rktls client in the VM against s_server here, which
-  # ends the connection first: when its stdin ends, s_server closes the
-  # socket before SSL_shutdown, so no close_notify leaves and the client's
-  # read (after it echoed s4) must end with RKTLS_ERR_TRUNCATED, not block.
+  # 6. The offloaded rktls client in the VM against s_server here. The
+  # client ends the connection (BYE): the guest reaches s_server through
+  # qemu's guestfwd, which never passes the host side's close on to the
+  # guest (qemu's net/slirp.c sets no chardev event handler for it), so a
+  # client waiting for s_server to close would wait until the timeout.
+  # Servers ending first are control.c's cases, inside the VM.
   ppid=$SSERVER_PID; P=$T/sserver; exec 3>&5 5>&-
   ok=0
   if seen "$P.out" '^hello from rktls$' && say s1 && seen "$P.out" '^s1$'; then
@@ -242,7 +244,7 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
         count_is "$P.out" "$KU_SENT" 2 && say s3 && seen "$P.out" '^s3$' &&
         count_is "$P.out" "$KU_RECV" 1 && [ "$(ku_bytes "$P.out" 1)" = "18 00 00 01 00" ] &&
         say UPDATE && count_is "$P.out" "$KU_RECV" 2 && [ "$(ku_bytes "$P.out" 2)" = "18 00 00 01 01" ] &&
-        say s4 && seen "$P.out" '^s4$' && ok=1
+        say s4 && seen "$P.out" '^s4$' && say BYE && seen "$P.out" '^CONNECTION CLOSED' && ok=1
     else
       seen "$P.out" "$INTERNAL_ERROR" && ok=1
     fi
@@ -251,8 +253,8 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
   line=$(end_line client 1) || line="(no end line)"
   grep -aq "^\[client\] can_rekey=$want$" "$VMLOG" || ok=0
   if [ "$VM_KERNEL" = rekey ]; then
-    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_TRUNCATED ] && stats_are "$line" 3 2 3 &&
-      ok "offloaded client <- host s_server: k, K (answered), refresh_keys(request_peer); data intact; RX +3 TX +2; s_server closed first (TCP only) -> RKTLS_ERR_TRUNCATED" ||
+    [ $ok = 1 ] && [ "$(field "$line" end)" = $R_CLOSED ] && stats_are "$line" 3 2 3 &&
+      ok "offloaded client <- host s_server: k, K (answered), refresh_keys(request_peer); data intact; RX +3 TX +2" ||
       { bad "offloaded client vs s_server k/K"; detail sserver "$line"; }
   else
     [ $ok = 1 ] && [ "$(field "$line" end)" = $R_NO_REKEY ] && [ "$(field "$line" alert_sent)" = 80 ] &&
