@@ -65,7 +65,8 @@
 /*
  kTLS direction flag: for TLS 1.3, give RX to the kernel only if it can
  install new keys (Linux >= 6.14); otherwise RX stays in userspace, so a
- peer's KeyUpdate does not end the connection.
+ peer's KeyUpdate does not end the connection (one asking for our
+ KeyUpdate still does while TX is in such a kernel).
  */
 #define RKTLS_KTLS_RX_NEEDS_REKEY 4
 
@@ -1129,7 +1130,9 @@ rktls_result rktls_client_config_builder_set_ktls(struct rktls_client_config_bui
  when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
  plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
  userspace on kernels that cannot install new keys, so the peer's
- KeyUpdate does not end the connection). The other direction is then
+ KeyUpdate does not end the connection; one that asks for ours still
+ does while TX is in such a kernel: `RKTLS_ERR_KTLS_NO_REKEY`, and
+ internal_error to the peer). The other direction is then
  protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
  unknown set. Not thread-safe for the same builder.
  */
@@ -1366,7 +1369,9 @@ rktls_result rktls_server_config_builder_set_ktls(struct rktls_server_config_bui
  when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
  plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
  userspace on kernels that cannot install new keys, so the peer's
- KeyUpdate does not end the connection). The other direction is then
+ KeyUpdate does not end the connection; one that asks for ours still
+ does while TX is in such a kernel: `RKTLS_ERR_KTLS_NO_REKEY`, and
+ internal_error to the peer). The other direction is then
  protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
  unknown set. Not thread-safe for the same builder.
  */

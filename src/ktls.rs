@@ -78,18 +78,21 @@ fn install_raw(fd: RawFd, dir: libc::c_int, info: &[u8]) -> io::Result<()> {
 }
 
 /// The kernel's crypto-info bytes for one direction's secrets.
+/// The secrets are only read: a caller can keep them for a userspace
+/// record layer in case the kernel refuses the keys.
 pub(crate) fn crypto_info(
     suite: SupportedCipherSuite,
-    (seq, secrets): (u64, ConnectionTrafficSecrets),
+    (seq, secrets): &(u64, ConnectionTrafficSecrets),
 ) -> Result<Vec<u8>, Error> {
     use ConnectionTrafficSecrets as S;
+    let seq = *seq;
     let unusable = |what: &str| {
         Error::new(
             RKTLS_ERR_KTLS_UNAVAILABLE,
             format!("kTLS cannot carry this suite: {what}"),
         )
     };
-    let (cipher, key, iv) = match &secrets {
+    let (cipher, key, iv) = match secrets {
         // rustls reports TLS 1.2 AES-256-GCM as `Aes128Gcm` with a 32-byte
         // key: the key length decides.
         S::Aes128Gcm { key, iv } | S::Aes256Gcm { key, iv } => match key.as_ref().len() {
@@ -188,7 +191,7 @@ fn set_keys(
     secrets: (u64, ConnectionTrafficSecrets),
     refused: rktls_result,
 ) -> Result<(), Error> {
-    let info = crypto_info(suite, secrets)?;
+    let info = crypto_info(suite, &secrets)?;
     set_info(fd, dir, &info, refused)
 }
 

@@ -13,7 +13,8 @@ pub const RKTLS_KTLS_RX: u32 = 2;
 
 /// kTLS direction flag: for TLS 1.3, give RX to the kernel only if it can
 /// install new keys (Linux >= 6.14); otherwise RX stays in userspace, so a
-/// peer's KeyUpdate does not end the connection.
+/// peer's KeyUpdate does not end the connection (one asking for our
+/// KeyUpdate still does while TX is in such a kernel).
 pub const RKTLS_KTLS_RX_NEEDS_REKEY: u32 = 4;
 
 /// Every direction flag.

@@ -356,7 +356,9 @@ pub extern "C" fn rktls_server_config_builder_set_ktls(
 /// when kTLS is used: `RKTLS_KTLS_TX`, `RKTLS_KTLS_RX` (default: both),
 /// plus optionally `RKTLS_KTLS_RX_NEEDS_REKEY` (for TLS 1.3, RX stays in
 /// userspace on kernels that cannot install new keys, so the peer's
-/// KeyUpdate does not end the connection). The other direction is then
+/// KeyUpdate does not end the connection; one that asks for ours still
+/// does while TX is in such a kernel: `RKTLS_ERR_KTLS_NO_REKEY`, and
+/// internal_error to the peer). The other direction is then
 /// protected in userspace. `RKTLS_ERR_INVALID_ARGUMENT` for an empty or
 /// unknown set. Not thread-safe for the same builder.
 #[no_mangle]

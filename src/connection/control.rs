@@ -132,9 +132,6 @@ pub(crate) struct Offload {
     pending_tx: Option<(u64, ConnectionTrafficSecrets)>,
     /// We asked the peer to update its keys and wait for its KeyUpdate.
     rx_update_asked: bool,
-    /// The peer asked for our KeyUpdate and we cannot give one: sending
-    /// application data is no longer allowed.
-    update_owed: bool,
     fail_fast: bool,
     rx_key_updates: u64,
     tx_key_updates: u64,
@@ -206,7 +203,6 @@ impl Offload {
             hs: Vec::new(),
             pending_tx: None,
             rx_update_asked: false,
-            update_owed: false,
             fail_fast,
             rx_key_updates: 0,
             tx_key_updates: 0,
@@ -254,12 +250,6 @@ impl Offload {
                 "the kernel opens the records received on this connection",
             )),
         }
-    }
-
-    /// The peer asked for our KeyUpdate and this kernel cannot give one:
-    /// no more application data may be sent.
-    pub(crate) fn update_owed(&self) -> bool {
-        self.update_owed
     }
 
     /// Records sent and received with the current keys, and key updates
@@ -707,22 +697,27 @@ impl Offload {
                          set RKTLS_KTLS_RX_NEEDS_REKEY (RX stays in userspace on such kernels)",
                     ));
                 }
+                // Our answer would need new TX keys this kernel cannot
+                // install: end now, under the current TX key, before the
+                // answer is due (a close_notify would claim a clean end).
+                if req && !self.can_update_tx() {
+                    return Err(fatal(
+                        ev,
+                        RKTLS_ERR_KTLS_NO_REKEY,
+                        RKTLS_ALERT_INTERNAL_ERROR,
+                        "the peer asked for a TLS 1.3 key update, and this kernel cannot install \
+                         new TX keys on an offloaded socket (Linux 6.14 or later can); all data \
+                         received before the request was delivered",
+                    ));
+                }
                 if let Err(e) = self.update_rx(fd) {
                     log::warn!("peer's KeyUpdate: {}", e.msg);
                     return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                 }
                 ev.push(Event::RxKeyUpdated);
                 if req {
-                    if self.can_update_tx() {
-                        if let Err(e) = self.begin_tx_update(false, ev) {
-                            return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
-                        }
-                    } else {
-                        log::warn!(
-                            "peer asked for a key update this kernel cannot make; \
-                             sending will fail with RKTLS_ERR_KTLS_NO_REKEY"
-                        );
-                        self.update_owed = true;
+                    if let Err(e) = self.begin_tx_update(false, ev) {
+                        return Err(fatal(ev, e.code, RKTLS_ALERT_INTERNAL_ERROR, e.msg));
                     }
                 }
                 Ok(())
@@ -984,16 +979,27 @@ mod tests {
         }
     }
 
-    /// Server reads `before`, the client then updates its keys (rustls asks
-    /// for ours too), and sends `after`.
-    fn peer_key_update(srv: Side, suite: u16) -> (ReadResult, Vec<u8>) {
+    /// What the peer (a userspace client) saw at the end: its read's
+    /// result and the alert it received.
+    type PeerEnd = (Result<rktls_result, rktls_result>, Option<u8>);
+
+    /// Server reads `before`, the client then updates its keys three times
+    /// (asking for ours when `request`), and sends `after`. rustls in
+    /// userspace always asks, so a client that does not is offloaded (to
+    /// an emulated kernel with rekey).
+    fn peer_key_update(srv: Side, suite: u16, request: bool) -> (ReadResult, Vec<u8>, PeerEnd) {
         let before = pattern(30_000, 3);
         let after = pattern(20_000, 4);
         let (b2, a2) = (before.clone(), after.clone());
-        let ((got_before, rest), ()) = run(
+        let cli = if request {
+            USER
+        } else {
+            kernel(true, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0)
+        };
+        let ((got_before, rest), peer) = run(
             &opts(suite),
             srv,
-            USER,
+            cli,
             (None, None),
             move |s| {
                 let got = read_n(s, b2.len()).unwrap();
@@ -1008,19 +1014,20 @@ mod tests {
                 write_all(c, &before).unwrap();
                 for _ in 0..3 {
                     // Several in a row.
-                    assert_eq!(c.refresh_keys(true).unwrap(), RKTLS_OK);
+                    assert_eq!(c.refresh_keys(request).unwrap(), RKTLS_OK);
                 }
                 write_all(c, &after).unwrap();
                 unsafe { libc::shutdown(c.raw_fd(), libc::SHUT_WR) };
                 let mut b = [0u8; 64];
-                let _ = c.read(&mut b);
+                let r = c.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                (r, c.alert_received())
             },
         );
         assert!(
             got_before == before,
             "data before the KeyUpdate is delivered"
         );
-        (rest, after)
+        (rest, after, peer)
     }
 
     #[test]
@@ -1077,9 +1084,48 @@ mod tests {
     #[test]
     fn peer_key_update_on_a_kernel_without_rekey_ends_with_its_own_code() {
         for suite in TLS13 {
-            let (rest, _) = peer_key_update(kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0), suite);
-            let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
-            assert_eq!(code, Err((RKTLS_ERR_KTLS_NO_REKEY, 0)), "suite {suite:04x}");
+            for request in [false, true] {
+                let srv = kernel(false, RKTLS_KTLS_TX | RKTLS_KTLS_RX, 0);
+                let (rest, _, peer) = peer_key_update(srv, suite, request);
+                let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
+                assert_eq!(code, Err((RKTLS_ERR_KTLS_NO_REKEY, 0)), "suite {suite:04x}");
+                assert_eq!(
+                    peer,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                    "suite {suite:04x}: the peer receives internal_error"
+                );
+            }
+        }
+    }
+
+    /// TX in a kernel without rekey, RX here: a peer KeyUpdate that asks
+    /// for ours ends the connection with internal_error (under the current
+    /// TX key) once the data before it is read; one that does not ask is
+    /// handled here and the data after it flows.
+    #[test]
+    fn peer_key_update_request_with_tx_in_a_kernel_without_rekey() {
+        for suite in TLS13 {
+            for dirs in [
+                RKTLS_KTLS_TX,
+                RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
+            ] {
+                let (rest, _, peer) = peer_key_update(kernel(false, dirs, 0), suite, true);
+                let code = rest.map(|_| ()).map_err(|(c, partial)| (c, partial.len()));
+                assert_eq!(
+                    code,
+                    Err((RKTLS_ERR_KTLS_NO_REKEY, 0)),
+                    "suite {suite:04x} dirs {dirs}: nothing after the request"
+                );
+                assert_eq!(
+                    peer,
+                    (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
+                    "suite {suite:04x} dirs {dirs}: the peer receives internal_error, \
+                     not close_notify"
+                );
+                let (rest, after, _) = peer_key_update(kernel(false, dirs, 0), suite, false);
+                let rest = rest.map_err(|(c, p)| (c, p.len()));
+                assert!(rest == Ok(after), "suite {suite:04x} dirs {dirs}");
+            }
         }
     }
 
@@ -1091,7 +1137,7 @@ mod tests {
                 RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
                 0,
             );
-            let (rest, after) = peer_key_update(srv, suite);
+            let (rest, after, _) = peer_key_update(srv, suite, false);
             let rest = rest.map_err(|(c, p)| (c, p.len()));
             assert!(
                 rest == Ok(after),
@@ -1794,8 +1840,9 @@ mod tests {
 
     #[test]
     fn kernel_refusing_rx_after_tx_ends_with_an_alert() {
+        // REQUIRE, or RX the only direction asked for: the connection ends,
+        // and the peer receives internal_error.
         for (mode, dirs) in [
-            (RKTLS_KTLS_PREFER, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
             (RKTLS_KTLS_REQUIRE, RKTLS_KTLS_TX | RKTLS_KTLS_RX),
             (RKTLS_KTLS_PREFER, RKTLS_KTLS_RX),
         ] {
@@ -1811,15 +1858,17 @@ mod tests {
                     libc::ENOMEM,
                 );
                 let r = s.handshake().map_err(|e| (e.code, e.msg));
+                let dirs_seen = (s.ktls_tx(), s.ktls_rx());
                 kernel_emul::remove();
-                r
+                (r, dirs_seen)
             });
             let mut c = Connection::client(client_config(&opts(0x1301)), "localhost").unwrap();
             c.set_fd(b.as_raw_fd()).unwrap();
             assert_eq!(c.handshake().unwrap(), RKTLS_OK);
             let mut buf = [0u8; 16];
             let r = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
-            let (code, msg) = server.join().unwrap().unwrap_err();
+            let (r_srv, dirs_seen) = server.join().unwrap();
+            let (code, msg) = r_srv.unwrap_err();
             assert_eq!(code, RKTLS_ERR_KTLS_UNAVAILABLE, "{msg}");
             assert!(
                 msg.contains("TLS_RX") && msg.contains("sent alert internal_error"),
@@ -1830,6 +1879,72 @@ mod tests {
                 (Err(RKTLS_ERR_ALERT_RECEIVED), Some(80)),
                 "the peer receives internal_error, not a truncated stream ({mode:?})"
             );
+            // The kernel keeps TX keys it took: ktls_tx says so.
+            assert_eq!(
+                dirs_seen,
+                (dirs & RKTLS_KTLS_TX != 0, false),
+                "({mode:?}, dirs {dirs})"
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_refusing_rx_after_tx_in_prefer_mode_keeps_rx_in_userspace() {
+        for suite in TLS13.into_iter().chain(TLS12) {
+            let (a, b) = UnixStream::pair().unwrap();
+            let scfg = server_config(&opts(suite));
+            let up = pattern(50_000, 7);
+            let down = pattern(60_000, 8);
+            let (up2, down2) = (up.clone(), down.clone());
+            let server = std::thread::spawn(move || {
+                kernel_emul::install(true);
+                let mut s = Connection::server(scfg).unwrap();
+                s.set_fd(a.as_raw_fd()).unwrap();
+                let dirs = RKTLS_KTLS_TX | RKTLS_KTLS_RX;
+                s.set_ktls_mode(RKTLS_KTLS_PREFER, Options { dirs, key_limit: 0 });
+                crate::sys::fault::inject(
+                    crate::sys::fault::Op::TlsRx(a.as_raw_fd()),
+                    libc::ENOMEM,
+                );
+                assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+                let dirs_seen = (s.ktls_tx(), s.ktls_rx());
+                let got = read_n(&mut s, up2.len());
+                write_all(&mut s, &down2).unwrap();
+                assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+                let mut b = [0u8; 10];
+                let end = s.read(&mut b).map(|r| r.0).map_err(|e| e.code);
+                let emu = kernel_emul::remove().unwrap();
+                let fd = a.as_raw_fd();
+                let installs: Vec<i32> = emu
+                    .log
+                    .iter()
+                    .filter(|(f, _, _)| *f == fd)
+                    .map(|(_, d, _)| *d)
+                    .collect();
+                let (sent, recvd) = emu.records.get(&fd).copied().unwrap_or((0, 0));
+                (dirs_seen, got, end, installs, sent, recvd)
+            });
+            let mut c = Connection::client(client_config(&opts(suite)), "localhost").unwrap();
+            c.set_fd(b.as_raw_fd()).unwrap();
+            assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+            write_all(&mut c, &up).unwrap();
+            let got = read_n(&mut c, down.len()).unwrap();
+            let mut buf = [0u8; 16];
+            let end_c = c.read(&mut buf).map(|r| r.0).map_err(|e| e.code);
+            assert_eq!(c.shutdown().unwrap(), RKTLS_OK);
+            let (dirs_seen, got_s, end_s, installs, sent, recvd) = server.join().unwrap();
+            assert_eq!(
+                dirs_seen,
+                (true, false),
+                "suite {suite:04x}: TX kernel, RX here"
+            );
+            assert!(got_s.unwrap() == up, "suite {suite:04x}: upload intact");
+            assert!(got == down, "suite {suite:04x}: download intact");
+            assert_eq!(end_c, Ok(RKTLS_CLOSED), "suite {suite:04x}: close_notify");
+            assert_eq!(end_s, Ok(RKTLS_CLOSED), "suite {suite:04x}: ours answered");
+            // Only TX went into the (emulated) kernel, and it sealed records.
+            assert_eq!(installs, vec![libc::TLS_TX], "suite {suite:04x}");
+            assert!(sent > 0 && recvd == 0, "suite {suite:04x}: {sent} {recvd}");
         }
     }
 

@@ -48,8 +48,10 @@ fn not_offloaded() -> Error {
 }
 
 impl Connection {
+    /// The kernel holds the TX keys: also after a switch that failed once
+    /// TX was set (the socket encrypts what is written to it).
     pub(crate) fn ktls_tx(&self) -> bool {
-        matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
+        self.kernel_tx_set || matches!(&self.tls, Tls::Kernel(o) if o.tx_in_kernel())
     }
 
     pub(crate) fn ktls_rx(&self) -> bool {
@@ -419,14 +421,6 @@ impl Connection {
     pub(super) fn offload_tx_room(&mut self, want: usize) -> Result<usize, Error> {
         if !self.flush_control()? {
             return Ok(0);
-        }
-        if self.offload()?.update_owed() {
-            return Err(self.offload_close(Error::new(
-                RKTLS_ERR_KTLS_NO_REKEY,
-                "the peer asked for a TLS 1.3 key update, and this kernel cannot install new \
-                 TX keys on an offloaded socket (Linux 6.14 or later can); nothing more can be \
-                 sent on this connection",
-            )));
         }
         let mut allow = self.offload()?.tx_allowance(want);
         if allow == 0 {

@@ -106,6 +106,9 @@ pub(crate) struct Connection {
     ctl_out: VecDeque<Event>,
     /// The kernel conversion was attempted (it is tried once).
     ktls_tried: bool,
+    /// The kernel took the TX keys (it keeps them, even when the switch
+    /// failed afterwards): `ktls_tx()` stays true.
+    kernel_tx_set: bool,
     /// What the handshake negotiated, set once when it completes and never
     /// changed or dropped before the connection (see `keep_negotiated`).
     negotiated: Option<Negotiated>,
@@ -196,6 +199,7 @@ impl Connection {
             offload_opts: offload::Options::default(),
             ctl_out: VecDeque::new(),
             ktls_tried: false,
+            kernel_tx_set: false,
             negotiated: None,
             started: false,
             reneg_refused: false,

@@ -7,7 +7,9 @@
 //!    traffic secrets and its record layer is gone;
 //! 3. build and install (`Switch`): the kernel crypto info of each
 //!    offloaded direction, the userspace record layer of the others, the
-//!    keys given to the kernel; a failure here is a sticky error;
+//!    keys given to the kernel; a failure here is a sticky error, except
+//!    the kernel refusing RX after taking TX in PREFER mode: RX then stays
+//!    in userspace (from the RX secrets kept until TLS_RX succeeded);
 //! 4. commit (`commit_kernel`), which cannot fail.
 
 use std::os::fd::RawFd;
@@ -41,11 +43,16 @@ enum Ready<U> {
     User(U),
 }
 
+type Secrets = (u64, rustls::ConnectionTrafficSecrets);
+
 /// Everything the switch needs, built from rustls' secrets (step 3).
 struct Switch {
     kc: control::Kc,
     tx: Ready<Sealer>,
     rx: Ready<Opener>,
+    /// The RX secrets behind `rx`'s crypto info, kept until the kernel
+    /// took them: on a refusal RX can still move to userspace.
+    rx_secrets: Option<Secrets>,
 }
 
 impl Switch {
@@ -56,29 +63,41 @@ impl Switch {
     ) -> Result<Self, Error> {
         let suite = plan.suite;
         let tx = if plan.tx_kernel {
-            Ready::Kernel(ktls::crypto_info(suite, secrets.tx)?)
+            Ready::Kernel(ktls::crypto_info(suite, &secrets.tx)?)
         } else {
             Ready::User(Sealer::new(suite, secrets.tx))
         };
-        let rx = if plan.rx_kernel {
-            Ready::Kernel(ktls::crypto_info(suite, secrets.rx)?)
+        let (rx, rx_secrets) = if plan.rx_kernel {
+            let info = ktls::crypto_info(suite, &secrets.rx)?;
+            (Ready::Kernel(info), Some(secrets.rx))
         } else {
-            Ready::User(Opener::new(suite, secrets.rx))
+            (Ready::User(Opener::new(suite, secrets.rx)), None)
         };
-        Ok(Switch { kc, tx, rx })
+        Ok(Switch {
+            kc,
+            tx,
+            rx,
+            rx_secrets,
+        })
     }
 
     /// Give the kernel its keys (TX first); the offload state follows.
+    /// When the kernel refuses RX after taking TX, `rx_fallback` keeps RX
+    /// here (`ktls_rx` is false then); otherwise the connection ends with
+    /// internal_error.
     fn install(
         self,
         fd: RawFd,
         plan: &Plan,
         key_limit: u64,
         fail_fast: bool,
+        rx_fallback: bool,
+        tx_set: &mut bool,
     ) -> Result<Offload, Error> {
         let tx = match self.tx {
             Ready::Kernel(info) => {
                 ktls::install(fd, libc::TLS_TX, &info)?;
+                *tx_set = true;
                 control::Tx::Kernel
             }
             Ready::User(s) => control::Tx::User(s),
@@ -90,7 +109,13 @@ impl Switch {
                     rx_seq = ktls::info_seq(&info);
                     control::Rx::Kernel
                 }
-                Err(e) => return Err(rx_refused(fd, tx, e)),
+                Err(e) => match self.rx_secrets {
+                    Some(secrets) if rx_fallback && matches!(tx, control::Tx::Kernel) => {
+                        log::warn!("{}; RX stays in userspace (TX is in the kernel)", e.msg);
+                        control::Rx::User(Opener::new(plan.suite, secrets))
+                    }
+                    _ => return Err(rx_refused(fd, tx, e)),
+                },
             },
             Ready::User(o) => control::Rx::User(o),
         };
@@ -103,10 +128,9 @@ impl Switch {
 }
 
 /// The kernel refused the RX keys after TX was set up (in the kernel or
-/// here). rustls hands each direction's secrets over once, by value, and
-/// they went into the kernel's crypto info, so RX cannot stay in userspace
-/// instead: the connection ends, and the peer gets internal_error through
-/// the TX path rather than a truncated stream.
+/// here), and the mode or the directions do not allow RX in userspace:
+/// the connection ends, and the peer gets internal_error through the TX
+/// path rather than a truncated stream.
 fn rx_refused(fd: RawFd, tx: control::Tx, e: Error) -> Error {
     let alert = [2, A::RKTLS_ALERT_INTERNAL_ERROR as u8];
     let sent = match tx {
@@ -186,6 +210,9 @@ impl Connection {
         // 3. Build what each direction needs and give the kernel its keys.
         let fd = self.fd;
         let (key_limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
+        // PREFER keeps RX in userspace when the kernel refuses it after
+        // taking TX; REQUIRE ends the connection.
+        let rx_fallback = self.ktls_mode == rktls_ktls_mode::RKTLS_KTLS_PREFER;
         let built = taken
             .map_err(|e| {
                 Error::new(
@@ -194,11 +221,20 @@ impl Connection {
                 )
             })
             .and_then(|(secrets, kc)| Switch::build(&plan, secrets, kc))
-            .and_then(|sw| sw.install(fd, &plan, key_limit, fail_fast));
+            .and_then(|sw| {
+                sw.install(
+                    fd,
+                    &plan,
+                    key_limit,
+                    fail_fast,
+                    rx_fallback,
+                    &mut self.kernel_tx_set,
+                )
+            });
         match built {
             // 4. Commit: cannot fail.
             Ok(o) => {
-                self.commit_kernel(o, &plan);
+                self.commit_kernel(o);
                 Ok(RKTLS_OK)
             }
             Err(e) => {
@@ -253,10 +289,10 @@ impl Connection {
     }
 
     /// Step 4 of the switch: the record layer is in the kernel from now on.
-    pub(super) fn commit_kernel(&mut self, o: Offload, plan: &Plan) {
+    pub(super) fn commit_kernel(&mut self, o: Offload) {
         log::debug!(
             "record layer moved into the kernel ({})",
-            match (plan.tx_kernel, plan.rx_kernel) {
+            match (o.tx_in_kernel(), o.rx_in_kernel()) {
                 (true, true) => "TX and RX",
                 (true, false) => "TX; RX stays in userspace",
                 _ => "RX; TX stays in userspace",

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -270,19 +271,25 @@ static void peer_key_update(uint32_t dirs, const char *what_fmt)
     ok = ok && read_upto(p.s, got, 6, &n) == RKTLS_OK && !memcmp(got, "before", 6);
     rktls_result r = read_upto(p.s, got, 5, &n);
     int rx_user = (dirs & RKTLS_KTLS_RX_NEEDS_REKEY) && !rekey;
-    if (rekey || rx_user) {
+    if (rekey) {
         ok = ok && r == RKTLS_OK && !memcmp(got, "after", 5);
-        /* Answering update_requested needs new TX keys: fine where the
-         * kernel rekeys, refused with its own code where it cannot. */
+        /* Our answer to update_requested went out under new TX keys. */
         size_t wn = 0;
-        rktls_result w = rktls_connection_write(p.s, (const uint8_t *)"x", 1, &wn);
-        ok = ok && w == (rekey ? RKTLS_OK : RKTLS_ERR_KTLS_NO_REKEY);
-        ok = ok && rktls_connection_ktls_rx(p.s) == !rx_user;
+        ok = ok && rktls_connection_write(p.s, (const uint8_t *)"x", 1, &wn) == RKTLS_OK &&
+             read_upto(p.c, got, 1, &n) == RKTLS_OK && got[0] == 'x';
+        ok = ok && rktls_connection_ktls_rx(p.s);
     } else {
-        ok = ok && r == RKTLS_ERR_KTLS_NO_REKEY;
-        uint8_t a = 0;
+        /* The KeyUpdate asks for ours, which needs new TX keys this kernel
+         * cannot install (whether RX is in the kernel or here): the peer
+         * gets internal_error (under the current TX key), not "after". */
+        uint8_t a = 0, pa = 0;
         rktls_connection_alert_sent(p.s, &a);
-        ok = ok && a == 80;
+        rktls_result cr = read_upto(p.c, got, 1, &n);
+        rktls_connection_alert_received(p.c, &pa);
+        ok = ok && r == RKTLS_ERR_KTLS_NO_REKEY && a == 80 && cr == RKTLS_ERR_ALERT_RECEIVED &&
+             pa == 80 && rktls_connection_ktls_tx(p.s) && rktls_connection_ktls_rx(p.s) == !rx_user;
+        if (!ok)
+            printf("  peer read: %s, alert %u\n", rktls_result_str(cr), pa);
     }
     if (!ok)
         printf("  read after update: %s\n", rktls_result_str(r));
@@ -323,6 +330,70 @@ static void raw_record(uint16_t version, uint8_t type, const uint8_t *rec, size_
         printf("  got %s, alert sent %u received %u\n", rktls_result_str(r), sent, recvd);
     check(ok, what);
     done(&p);
+}
+
+/* An offloaded client that wrote after its last read (an echo) while the
+ * server ends the connection first (vm-bugs.md #1): with close_notify, the
+ * client's read returns RKTLS_CLOSED and the server receives the client's
+ * close_notify; with a bare TCP close (what openssl s_server does when its
+ * stdin ends: it closes the socket before SSL_shutdown), the read returns
+ * RKTLS_ERR_TRUNCATED. A read that blocked would time out (SO_RCVTIMEO) and
+ * fail the case instead of hanging it. */
+static long tls_stat(const char *name);
+
+static void server_closes_first(uint16_t version, int update)
+{
+    for (int clean = 1; clean >= 0; clean--) {
+        char what[240];
+        snprintf(what, sizeof what,
+                 "TLS 1.%d offloaded client%s, the server ends first %s -> client read %s",
+                 version == 0x0304 ? 3 : 2,
+                 update ? " after KeyUpdates both ways (its RX rekeyed)" : "",
+                 clean ? "with close_notify" : "by a TCP FIN only",
+                 clean ? "RKTLS_CLOSED, its close_notify reaches the server"
+                       : "RKTLS_ERR_TRUNCATED");
+        struct opts o = {.version = version, .client_offloaded = 1};
+        struct pair p;
+        if (handshake(&o, &p) != 0) {
+            check(0, what);
+            continue;
+        }
+        struct timeval tv = {.tv_sec = 10};
+        setsockopt(p.cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(p.sfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        char got[64];
+        size_t n;
+        long rx0 = tls_stat("TlsRxRekeyOk");
+        int ok = rktls_connection_ktls_tx(p.c) && rktls_connection_ktls_rx(p.c) &&
+                 write_all(p.s, "s1\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK;
+        /* As with s_server's UPDATE: the client asks for the server's
+         * KeyUpdate, which it reads before "s2". */
+        if (update)
+            ok = ok && rktls_connection_refresh_keys(p.c, true) == RKTLS_OK;
+        ok = ok && write_all(p.c, got, 3) == 0 && read_upto(p.s, got, 3, &n) == RKTLS_OK &&
+             !memcmp(got, "s1\n", 3);
+        if (update)
+            ok = ok && write_all(p.s, "s2\n", 3) == 0 && read_upto(p.c, got, 3, &n) == RKTLS_OK &&
+                 write_all(p.c, got, 3) == 0 && read_upto(p.s, got, 3, &n) == RKTLS_OK &&
+                 !memcmp(got, "s2\n", 3) &&
+                 tls_stat("TlsRxRekeyOk") == rx0 + 2; /* both ends' RX, in the kernel */
+        rktls_result cr = RKTLS_OK, sr = RKTLS_OK;
+        if (clean) {
+            ok = ok && rktls_connection_shutdown(p.s) == RKTLS_OK;
+            cr = read_upto(p.c, got, 1, &n);
+            sr = read_upto(p.s, got, 1, &n); /* the client's answer */
+            ok = ok && cr == RKTLS_CLOSED && sr == RKTLS_CLOSED;
+        } else {
+            ok = ok && shutdown(p.sfd, SHUT_WR) == 0;
+            cr = read_upto(p.c, got, 1, &n);
+            ok = ok && cr == RKTLS_ERR_TRUNCATED;
+        }
+        if (!ok)
+            printf("  client read: %s, server read: %s (%s)\n", rktls_result_str(cr),
+                   rktls_result_str(sr), errmsg(p.c));
+        check(ok, what);
+        done(&p);
+    }
 }
 
 /* The event style: the caller reads records itself and passes them in. */
@@ -673,7 +744,8 @@ int main(int argc, char **argv)
     peer_key_update(0, "peer KeyUpdate, kernel %s rekey: data before it delivered, then "
                        "RKTLS_ERR_KTLS_NO_REKEY and internal_error (or the data after it)");
     peer_key_update(RKTLS_KTLS_TX | RKTLS_KTLS_RX | RKTLS_KTLS_RX_NEEDS_REKEY,
-                    "RX_NEEDS_REKEY, kernel %s rekey: data after the peer's KeyUpdate arrives");
+                    "RX_NEEDS_REKEY, kernel %s rekey: a KeyUpdate asking for ours -> data after "
+                    "it (rekey) or RKTLS_ERR_KTLS_NO_REKEY, internal_error at the peer (RX here)");
     static const uint8_t fatal[] = {2, 40}, cert_req[] = {13, 0, 0, 0}, nst[] = {4, 0, 0, 0},
                          hello[] = {1, 0, 0, 0}, odd[] = {1, 2, 3};
     raw_record(0x0304, 21, fatal, 2, RKTLS_ERR_ALERT_RECEIVED, 0,
@@ -688,6 +760,10 @@ int main(int argc, char **argv)
                "TLS 1.2 renegotiating ClientHello -> no_renegotiation, RKTLS_ERR_RENEGOTIATION");
     raw_record(0x0304, 99, odd, 3, RKTLS_ERR_UNEXPECTED_MESSAGE, 10,
                "unknown record type -> unexpected_message");
+    server_closes_first(0x0304, 0);
+    server_closes_first(0x0303, 0);
+    if (kernel_can_rekey())
+        server_closes_first(0x0304, 1);
     event_style();
     kernel_read_failures();
     interleaved();

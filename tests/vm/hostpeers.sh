@@ -230,8 +230,11 @@ host_peers() { # PORTMAP (GP:HP,...) S_SERVER_PORT S_SERVER_LOG
   fi
 
   # 6. The offloaded rktls client in the VM against s_server here. The
-  # client ends the connection itself (BYE): it does not return from its
-  # read when s_server closes first (see the report of the vm branch).
+  # client ends the connection (BYE): the guest reaches s_server through
+  # qemu's guestfwd, which never passes the host side's close on to the
+  # guest (qemu's net/slirp.c sets no chardev event handler for it), so a
+  # client waiting for s_server to close would wait until the timeout.
+  # Servers ending first are control.c's cases, inside the VM.
   ppid=$SSERVER_PID; P=$T/sserver; exec 3>&5 5>&-
   ok=0
   if seen "$P.out" '^hello from rktls$' && say s1 && seen "$P.out" '^s1$'; then

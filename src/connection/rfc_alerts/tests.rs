@@ -251,7 +251,7 @@ impl Peer {
     fn take_over(mut conn: Connection) -> Peer {
         let suite = conn.common().unwrap().negotiated_cipher_suite().unwrap();
         let (secrets, _) = conn.take_secrets().unwrap().unwrap();
-        let key = |s| kernel_emul::parse(&crate::ktls::crypto_info(suite, s).unwrap()).unwrap();
+        let key = |s| kernel_emul::parse(&crate::ktls::crypto_info(suite, &s).unwrap()).unwrap();
         Peer {
             tx: key(secrets.tx),
             rx: key(secrets.rx),
