@@ -13,19 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int failures, checks;
-static const char *dir;
+#include "expect.h"
 
-#define EXPECT(cond, ...)                                                                          \
-    do {                                                                                           \
-        checks++;                                                                                  \
-        if (!(cond)) {                                                                             \
-            failures++;                                                                            \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                   \
-            fprintf(stderr, __VA_ARGS__);                                                          \
-            fprintf(stderr, "\n");                                                                 \
-        }                                                                                          \
-    } while (0)
+static const char *dir;
 
 static const char *path(const char *name)
 {
@@ -265,6 +255,5 @@ int main(int argc, char **argv)
     shared_keys();
     key_files();
     callbacks();
-    printf("fleet_test: %d checks, %d failed\n", checks, failures);
-    return failures != 0;
+    return expect_summary();
 }

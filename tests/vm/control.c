@@ -9,6 +9,8 @@
  */
 #include <rktls.h>
 
+#include "records.h"
+
 #include <arpa/inet.h>
 #include <linux/tls.h>
 #include <netinet/in.h>
@@ -25,9 +27,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-#ifndef SOL_TLS
-#define SOL_TLS 282
-#endif
 
 static char cert[512], key[512], ca[512];
 static int passed, failed;
@@ -130,63 +129,9 @@ static void done(struct pair *p)
     close(p->cfd);
 }
 
-static int write_all(rktls_connection *c, const char *d, size_t n)
-{
-    while (n > 0) {
-        size_t w = 0;
-        if (rktls_connection_write(c, (const uint8_t *)d, n, &w) != RKTLS_OK)
-            return -1;
-        d += w;
-        n -= w;
-    }
-    return 0;
-}
 
-/* Read until `want` bytes or a non-OK result, which is returned. */
-static rktls_result read_upto(rktls_connection *c, char *buf, size_t want, size_t *got)
-{
-    *got = 0;
-    while (*got < want) {
-        size_t n = 0;
-        rktls_result r = rktls_connection_read(c, (uint8_t *)buf + *got, want - *got, &n);
-        if (r != RKTLS_OK)
-            return r;
-        *got += n;
-    }
-    return RKTLS_OK;
-}
 
-/* sendmsg of one record of `type` on a TX-offloaded socket. */
-static int send_record(int fd, uint8_t type, const void *data, size_t len)
-{
-    char cbuf[CMSG_SPACE(1)];
-    struct iovec iov = {.iov_base = (void *)data, .iov_len = len};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                       .msg_controllen = sizeof cbuf};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(1);
-    *CMSG_DATA(c) = type;
-    return sendmsg(fd, &m, 0) == (ssize_t)len ? 0 : -1;
-}
 
-/* recvmsg of one record on an RX-offloaded socket: its type, or -1. */
-static int recv_record(int fd, void *buf, size_t cap, size_t *len)
-{
-    char cbuf[CMSG_SPACE(1)];
-    struct iovec iov = {.iov_base = buf, .iov_len = cap};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
-                       .msg_controllen = sizeof cbuf};
-    ssize_t n = recvmsg(fd, &m, 0);
-    if (n < 0)
-        return -1;
-    *len = (size_t)n;
-    struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-    if (c && c->cmsg_level == SOL_TLS && c->cmsg_type == TLS_GET_RECORD_TYPE)
-        return *CMSG_DATA(c);
-    return 23;
-}
 
 /* The connection's error message (static buffer, for diagnostics). */
 static const char *errmsg(const rktls_connection *c)
