@@ -95,7 +95,7 @@ for v in --tls12 --tls13; do
   uu=$du
   for r in 2 3; do fetch $P2 $v; [ "$du" -lt "$uu" ] && uu=$du; done
   check "worker user CPU for 8 MB $v: kernel TLS $ku ticks, userspace $uu ticks (kTLS <= 1/3)" \
-    [ "$uu" -ge 20 -a $((ku * 3)) -le "$uu" ]
+    [ "$uu" -ge 10 -a $((ku * 3)) -le "$uu" ]
 done
 sleep 0.3
 grep -q "^$P1 200 TLSv1.2 ktls=tx+rx" $W/access.log && grep -q "^$P1 200 TLSv1.3 ktls=tx+rx" $W/access.log
