@@ -154,3 +154,32 @@ pub fn client_auth_configs() -> (
         client_config(&Opts::default()),
     )
 }
+
+/// Move every byte `from` has to send into `to`, processing as it goes
+/// (buffered rustls connections, the tests' reference peers).
+pub(crate) fn transfer<A, B>(
+    from: &mut rustls::ConnectionCommon<A>,
+    to: &mut rustls::ConnectionCommon<B>,
+) {
+    let mut buf = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut buf).unwrap();
+    }
+    let mut rd = &buf[..];
+    while !rd.is_empty() {
+        to.read_tls(&mut rd).unwrap();
+        to.process_new_packets().unwrap();
+    }
+}
+
+/// `rounds` exchanges both ways between two buffered rustls connections.
+pub(crate) fn pump<A, B>(
+    a: &mut rustls::ConnectionCommon<A>,
+    b: &mut rustls::ConnectionCommon<B>,
+    rounds: usize,
+) {
+    for _ in 0..rounds {
+        transfer(a, b);
+        transfer(b, a);
+    }
+}

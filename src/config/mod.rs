@@ -224,26 +224,7 @@ mod resumption_tests {
         let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
         use std::io::Write;
         s.writer().write_all(b"hi").unwrap();
-        for _ in 0..20 {
-            let mut buf = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                s.read_tls(&mut rd).unwrap();
-            }
-            s.process_new_packets().unwrap();
-            let mut buf = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                c.read_tls(&mut rd).unwrap();
-            }
-            c.process_new_packets().unwrap();
-        }
+        crate::testutil::pump(&mut *c, &mut *s, 20);
         assert!(!c.is_handshaking() && !s.is_handshaking());
         s.handshake_kind().unwrap()
     }

@@ -469,26 +469,7 @@ fn rejected_early_data_is_skipped_as_plain_rustls_skips_it() {
         let mut c =
             rustls::ClientConnection::new(ccfg.clone(), "localhost".try_into().unwrap()).unwrap();
         let mut s = rustls::ServerConnection::new(issuer.clone()).unwrap();
-        for _ in 0..10 {
-            let mut buf = Vec::new();
-            while c.wants_write() {
-                c.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                s.read_tls(&mut rd).unwrap();
-                s.process_new_packets().unwrap();
-            }
-            let mut buf = Vec::new();
-            while s.wants_write() {
-                s.write_tls(&mut buf).unwrap();
-            }
-            let mut rd = &buf[..];
-            while !rd.is_empty() {
-                c.read_tls(&mut rd).unwrap();
-                c.process_new_packets().unwrap();
-            }
-        }
+        crate::testutil::pump(&mut *c, &mut *s, 10);
         assert!(!c.is_handshaking());
 
         // Resume against rktls with 0-RTT.
