@@ -211,6 +211,8 @@ fn held_back_tickets_leave_before_a_read_waits() {
     // A read that waits for the peer sends them first.
     assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
     assert_eq!(s.pending_out(), 0);
+    // And, waiting, the connection holds no input buffer.
+    assert_eq!(s.b.incoming.capacity(), 0);
     assert_eq!(receive(&mut c, &mut b), tickets);
     assert_eq!(client_reads(&mut c), (Vec::new(), RKTLS_WANT_READ));
     drop(a);

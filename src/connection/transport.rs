@@ -96,6 +96,11 @@ impl Connection {
             Ok(_) => Ok(Fill::Got),
             Err(e) => {
                 if sys::would_block(&e) {
+                    // Idle after the handshake: hold no input buffer while
+                    // waiting (greedy reads reserve up to 96 KiB).
+                    if !self.is_handshaking() {
+                        self.release_empty_input();
+                    }
                     Ok(Fill::WouldBlock)
                 } else {
                     self.errno = e.raw_os_error().unwrap_or(0);
@@ -106,8 +111,9 @@ impl Connection {
         }
     }
 
-    /// Once the handshake is over, an empty input buffer is released: an
-    /// idle connection holds none (the next read allocates what it needs).
+    /// After the handshake, an empty input buffer is released when the
+    /// connection waits: an idle connection holds none (the next read
+    /// allocates what it needs).
     pub(super) fn release_empty_input(&mut self) {
         if self.b.incoming.is_empty() && self.b.incoming.capacity() > 0 {
             self.b.incoming = Vec::new();
