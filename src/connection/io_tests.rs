@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use super::Connection;
 use crate::acceptor::{Acceptor, Outcome};
+use crate::ktls::rktls_ktls_mode::{self, *};
 use crate::result::rktls_result::{self, *};
 use crate::sys::fault::{self, Op};
 use crate::testutil::{client_config, server_config, Opts};
@@ -169,10 +170,18 @@ fn uncorked_every_write_sends_and_the_tickets_ride_with_the_first() {
 /// Handshake a server (fd mode, `a`) with a buffer-mode client over `b`;
 /// the client sends `after_finished` with its Finished.
 fn handshake_pair(after_finished: &[u8]) -> (Connection, Connection, UnixStream, UnixStream) {
+    handshake_pair_in(RKTLS_KTLS_OFF, after_finished)
+}
+
+fn handshake_pair_in(
+    mode: rktls_ktls_mode,
+    after_finished: &[u8],
+) -> (Connection, Connection, UnixStream, UnixStream) {
     let (a, mut b) = sockets();
     let mut c = Connection::client(client_config(&Opts::default()), "localhost").unwrap();
     let mut s = Connection::server(server_config(&Opts::default())).unwrap();
     s.set_fd(a.as_raw_fd()).unwrap();
+    s.set_ktls_mode(mode, Default::default());
     assert_eq!(c.handshake().unwrap(), RKTLS_WANT_WRITE);
     b.write_all(&take_all(&mut c)).unwrap();
     assert_eq!(s.handshake().unwrap(), RKTLS_WANT_READ);
@@ -307,4 +316,55 @@ fn a_bad_record_with_the_clients_finished_fails_the_first_read_not_the_handshake
     assert_eq!(r, RKTLS_ERR_ALERT_RECEIVED);
     assert_eq!(c.alert_received(), Some(20));
     drop(a);
+}
+
+#[test]
+fn c_api_cork_queues_and_uncork_sends() {
+    use super::ffi::{rktls_connection_cork, rktls_connection_free, rktls_connection_write};
+    assert_eq!(
+        rktls_connection_cork(std::ptr::null_mut(), true),
+        RKTLS_ERR_NULL_ARGUMENT
+    );
+    let (mut s, mut c, a, mut b) = handshake_pair(&[]);
+    assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+    receive(&mut c, &mut b);
+    let p = crate::ffi::box_into_ptr::<super::rktls_connection>(s);
+    assert_eq!(rktls_connection_cork(p, true), RKTLS_OK);
+    let mut n = 0;
+    assert_eq!(
+        rktls_connection_write(p, b"abc".as_ptr(), 3, &mut n),
+        RKTLS_OK
+    );
+    assert_eq!(n, 3, "accepted, though not sent");
+    assert_eq!(receive(&mut c, &mut b), 0);
+    assert_eq!(rktls_connection_cork(p, false), RKTLS_OK);
+    assert!(receive(&mut c, &mut b) > 0);
+    assert_eq!(client_reads(&mut c), (b"abc".to_vec(), RKTLS_WANT_READ));
+    rktls_connection_free(p);
+    drop(a);
+}
+
+#[test]
+fn with_a_ktls_mode_reads_stop_at_the_handshake_until_the_switch() {
+    // The client's data comes with its Finished. With a kTLS mode, the
+    // handshake must leave it in the socket for the kernel: record-exact
+    // reads. (A Unix socket takes no kTLS: PREFER then falls back to
+    // userspace, and reads are greedy from there on.)
+    let (mut s, mut c, a, mut b) = handshake_pair_in(RKTLS_KTLS_PREFER, &[]);
+    b.write_all(&client_data(&mut c, b"ping")).unwrap();
+    assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+    assert_eq!(s.pending_out(), 0, "no tickets held back with a kTLS mode");
+    assert!(!s.in_kernel());
+    let mut peek = [0u8; 5];
+    // SAFETY: peeking into a valid 5-byte buffer.
+    let n = unsafe { libc::recv(a.as_raw_fd(), peek.as_mut_ptr().cast(), 5, libc::MSG_PEEK) };
+    assert_eq!(
+        (n, peek[0]),
+        (5, 23),
+        "the data record is still in the socket"
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_OK, 4));
+    assert!(!s.exact_reads(), "after the fallback: greedy");
+    drop((a, b));
 }
