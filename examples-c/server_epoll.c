@@ -25,11 +25,16 @@
  *   handshake  RKTLS_WANT_READ / RKTLS_WANT_WRITE become EPOLLIN / EPOLLOUT
  *   request    reading an HTTP/1.x request head (keep-alive: many per connection)
  *   respond    header with rktls_connection_write, body with
- *              rktls_connection_sendfile (zero-copy once kTLS has the socket)
+ *              rktls_connection_sendfile (zero-copy once kTLS has the socket);
+ *              the connection is corked (rktls_connection_cork), so head,
+ *              body and, on the last response, close_notify leave in one send
  *   shutdown   sending close_notify
  *   linger     our side is closed; what the client still sends is read and
  *              dropped for a while so that the kernel does not answer it with a
- *              reset that would destroy our last bytes (the alert, the response)
+ *              reset that would destroy our last bytes (the alert, the response).
+ *              Skipped, as nginx does, when nothing suggests more is coming: the
+ *              client announced its last request (Connection: close) and every
+ *              byte it sent was read; then the socket is closed at once.
  *
  * A connection that makes no progress for --timeout-ms (default 10000) in the
  * accept, handshake or request phases, or while a response is blocked, is
@@ -63,8 +68,10 @@ static struct redis_cache redis;
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -82,6 +89,8 @@ static struct redis_cache redis;
 #define OUT_MAX 1024    /* response head (and small error bodies) */
 #define LINGER_MAX_MS 2000
 #define LINGER_MAX_BYTES (256 * 1024)
+/* Accepts per wake-up of the (level-triggered) listener: at most this many
+ * (see accept_new for how many). */
 #define ACCEPTS_PER_WAKEUP 64
 
 enum state { ST_ACCEPT, ST_ALERT, ST_HANDSHAKE, ST_REQUEST, ST_RESPOND, ST_SHUTDOWN, ST_LINGER };
@@ -103,13 +112,17 @@ struct conn {
     unsigned requests;        /* responses completed */
     int reported;             /* its final log line has been printed */
     int keep_alive;           /* for the response being sent */
+    int client_done;          /* the client announced its last request */
+    int drained;              /* the last read left nothing buffered in rktls */
     size_t linger_bytes;
-    char req[REQ_MAX + 1];
     size_t req_len;
-    char out[OUT_MAX];
     size_t out_len, out_off;
     int file_fd;
     int64_t file_off, file_end;
+    /* Last: the buffers, which conn_new does not zero (9 KiB a connection);
+     * req[0..req_len] and out[0..out_len] are written before they are read. */
+    char req[REQ_MAX + 1];
+    char out[OUT_MAX];
 };
 
 /* Every list's entries share one timeout, so appending keeps them sorted:
@@ -210,8 +223,7 @@ static void conn_free(struct conn *c)
     rktls_connection_free(c->tls);
     rktls_alert_free(c->alert);
     rktls_acceptor_free(c->acc);
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
+    close(c->fd); /* also removes it from epoll: the fd is not shared */
     free(c);
     nconns--;
 }
@@ -377,6 +389,7 @@ static void handle_request(struct conn *c, size_t head_len)
     char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(eol - sp1 - 1)) : NULL;
     c->file_fd = -1;
     c->file_off = c->file_end = 0;
+    c->client_done = 0;
     if (!sp1 || !sp2) {
         simple_response(c, 400, "Bad Request", 0, NULL);
         logline("request: - - 400 0");
@@ -413,6 +426,9 @@ static void handle_request(struct conn *c, size_t head_len)
         }
         line = le + 2;
     }
+    /* HTTP/1.1 with "Connection: close", or HTTP/1.0 without keep-alive: the
+     * client sends no further request (RFC 9112, section 9.6). */
+    c->client_done = !keep && !bad && (http11 || http10);
     char method[16] = "-";
     snprintf(method, sizeof method, "%.*s", (int)(mlen < 15 ? mlen : 15), p);
     if (bad || (!http11 && !http10)) {
@@ -548,6 +564,11 @@ static enum step step_handshake(struct conn *c)
             rktls_cipher_suite_name(rktls_connection_cipher_suite(c->tls)), sni[0] ? sni : "-",
             (int)(alpn_len ? alpn_len : 1), alpn_len ? (const char *)alpn : "-",
             rktls_connection_is_resumed(c->tls) ? "yes" : "no", ktls_state(c->tls), worker_tag);
+    /* Responses are written in pieces (head, body); corked, they leave in one
+     * send when step_respond flushes or step_shutdown adds the close_notify.
+     * Reading (step_request) sends anything still queued before it waits, so
+     * nothing corked is left behind while we wait for the client. */
+    rktls_connection_cork(c->tls, true);
     c->st = ST_REQUEST;
     timer_arm(c, &active_list); /* the request head has its own timeout */
     return STEP_AGAIN;
@@ -577,10 +598,10 @@ static enum step step_request(struct conn *c)
         }
         /* Drain rktls until it would block: with level-triggered epoll, bytes
          * it already decrypted would otherwise wait for the next packet. */
-        size_t n = 0;
-        rktls_result r =
-            rktls_connection_read(c->tls, (uint8_t *)c->req + c->req_len, REQ_MAX - c->req_len, &n);
+        size_t n = 0, room = REQ_MAX - c->req_len;
+        rktls_result r = rktls_connection_read(c->tls, (uint8_t *)c->req + c->req_len, room, &n);
         if (r == RKTLS_OK) {
+            c->drained = n < room; /* rktls had no more decrypted bytes */
             c->req_len += n;
             c->req[c->req_len] = '\0';
             if (memchr(c->req + c->req_len - n, '\0', n)) { /* NUL bytes: not HTTP */
@@ -596,6 +617,7 @@ static enum step step_request(struct conn *c)
         if (rktls_result_category(r) == RKTLS_CATEGORY_WOULD_BLOCK)
             return wait_for(r);
         if (r == RKTLS_CLOSED && c->req_len == 0) {
+            c->client_done = c->drained = 1; /* its close_notify: all was read */
             c->st = ST_SHUTDOWN; /* the client is done: answer its close_notify */
             return STEP_AGAIN;
         }
@@ -631,7 +653,9 @@ static enum step step_respond(struct conn *c)
         }
         timer_arm(c, &active_list); /* progress: a slow reader is not a stalled one */
     }
-    if ((r = rktls_connection_flush(c->tls)) != RKTLS_OK)
+    /* The last response: shutdown sends it with the close_notify, in one send. */
+    int last = !c->keep_alive || draining;
+    if (!last && (r = rktls_connection_flush(c->tls)) != RKTLS_OK)
         goto blocked;
     if (c->file_fd >= 0) {
         close(c->file_fd);
@@ -639,7 +663,7 @@ static enum step step_respond(struct conn *c)
     }
     c->requests++;
     stats.requests++;
-    if (c->keep_alive && !draining) {
+    if (!last) {
         c->st = ST_REQUEST;
         timer_arm(c, &active_list);
     } else {
@@ -663,6 +687,17 @@ static enum step step_shutdown(struct conn *c)
         return STEP_FREE;
     }
     report(c, "closed: clean requests=%u", c->requests);
+    /* Lingering (shutdown, then reading until the client's end of file)
+     * costs four system calls and a round trip per connection. It protects
+     * our last bytes against a reset, which the kernel sends when we close
+     * with unread bytes in the socket or when bytes arrive after the close;
+     * a reset can make the client drop what it has not read yet. Like nginx,
+     * linger only when more input is possible: not when the client announced
+     * its last request and everything it sent has been read. (A client that
+     * sends its close_notify before reading the response is the case left:
+     * its own bytes then meet a reset.) */
+    if (c->client_done && c->req_len == 0 && c->drained)
+        return STEP_FREE;
     start_linger(c);
     return STEP_AGAIN;
 }
@@ -730,9 +765,17 @@ static void drive(struct conn *c, uint32_t events)
 
 /* ---- listener, signals, main loop ------------------------------------------- */
 
-static void accept_new(void)
+/* Accept new connections. Accepting until EAGAIN costs a failed accept4 per
+ * wake-up, and one new connection per wake-up is the usual case; so, like
+ * nginx's default (multi_accept off), accept one, and let the level-triggered
+ * listener wake us again if more are queued. When it does at once (it was
+ * ready at the previous wake-up too: a burst), accept twice as many each time,
+ * up to ACCEPTS_PER_WAKEUP, so a burst is not taken in one at a time. */
+static void accept_new(int ready_before)
 {
-    for (int i = 0; i < ACCEPTS_PER_WAKEUP && !draining; i++) {
+    static int batch = 1;
+    batch = !ready_before ? 1 : batch < ACCEPTS_PER_WAKEUP ? 2 * batch : ACCEPTS_PER_WAKEUP;
+    for (int i = 0; i < batch && !draining; i++) {
         int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE) {
@@ -750,7 +793,9 @@ static void accept_new(void)
                 continue;
             return; /* EAGAIN: all taken */
         }
-        struct conn *c = calloc(1, sizeof *c);
+        struct conn *c = malloc(sizeof *c);
+        if (c) /* every field zero, but not the buffers (see struct conn) */
+            memset(c, 0, offsetof(struct conn, req));
         rktls_result r = c ? rktls_acceptor_new(&c->acc) : RKTLS_ERR_INTERNAL;
         if (r == RKTLS_OK)
             r = rktls_acceptor_set_fd(c->acc, fd);
@@ -772,7 +817,7 @@ static void accept_new(void)
         if (nconns > stats.peak)
             stats.peak = nconns;
         timer_arm(c, &active_list); /* ClientHello and handshake: one deadline */
-        drive(c, 0);                /* the ClientHello is often there already */
+        drive(c, 0); /* TCP_DEFER_ACCEPT: the ClientHello is (almost always) there */
     }
 }
 
@@ -955,6 +1000,12 @@ int main(int argc, char **argv)
     listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     setsockopt(listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* accept4 only once the client has sent something (its ClientHello), so
+     * the first read after accept finds it instead of EAGAIN and another
+     * epoll_wait. After the timeout (seconds) the connection is accepted
+     * anyway, and the ClientHello is waited for as usual. */
+    int defer_s = timeout_ms / 1000 > 0 ? timeout_ms / 1000 : 1;
+    setsockopt(listen_fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &defer_s, sizeof defer_s);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t sl = sizeof sa;
@@ -998,7 +1049,7 @@ int main(int argc, char **argv)
     }
 
     struct epoll_event evs[256];
-    int signalled = 0;
+    int signalled = 0, listener_ready = 0;
     for (;;) {
         if (draining) {
             if (nconns == 0)
@@ -1020,10 +1071,13 @@ int main(int argc, char **argv)
             perror("epoll_wait");
             return 1;
         }
+        int ready_before = listener_ready;
+        listener_ready = 0;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
             if (p == &listen_tag) {
-                accept_new();
+                accept_new(ready_before);
+                listener_ready = 1;
             } else if (p == &signal_tag) {
                 struct signalfd_siginfo si;
                 while (read(sig_fd, &si, sizeof si) == (ssize_t)sizeof si) {

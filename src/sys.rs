@@ -16,8 +16,18 @@ fn check(n: isize) -> io::Result<usize> {
     }
 }
 
-/// `read(2)`, retried on EINTR.
-pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// Read up to `max` bytes appended to `v`, straight into its spare
+/// capacity (nothing is zeroed first); retried on EINTR. `read(2)`, or with
+/// `dont_wait` `recv(2)` with MSG_DONTWAIT: what has already arrived, never
+/// waiting (EAGAIN otherwise, also on a blocking socket; on a non-socket,
+/// EAGAIN).
+pub(crate) fn read_append(
+    fd: RawFd,
+    v: &mut Vec<u8>,
+    max: usize,
+    dont_wait: bool,
+) -> io::Result<usize> {
+    v.reserve(max);
     loop {
         if let Some(e) = injected(fault::Op::Read) {
             if e.raw_os_error() == Some(libc::EINTR) {
@@ -25,33 +35,26 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
             }
             return Err(e);
         }
-        let len = short_len(fault::Op::Read, buf.len());
-        // SAFETY: buf is valid for writes of buf.len() >= len bytes.
-        let r = check(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), len) });
-        match r {
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            r => return r,
-        }
-    }
-}
-
-/// `recv(2)` with MSG_DONTWAIT: what has already arrived, never waiting
-/// (EAGAIN otherwise, also on a blocking socket; on a non-socket, EAGAIN).
-pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        if let Some(e) = injected(fault::Op::Read) {
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        let spare = v.spare_capacity_mut();
+        let len = short_len(fault::Op::Read, max.min(spare.len()));
+        let p = spare.as_mut_ptr().cast();
+        // SAFETY: p is valid for writes of len bytes (spare capacity).
+        let r = check(unsafe {
+            if dont_wait {
+                libc::recv(fd, p, len, libc::MSG_DONTWAIT)
+            } else {
+                libc::read(fd, p, len)
             }
-            return Err(e);
-        }
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let len = short_len(fault::Op::Read, buf.len());
-        let r = check(unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) });
+        });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => {
+            Err(e) if dont_wait && e.raw_os_error() == Some(libc::ENOTSOCK) => {
                 return Err(io::Error::from_raw_os_error(libc::EAGAIN))
+            }
+            Ok(n) => {
+                // SAFETY: the kernel initialised n <= len bytes past len().
+                unsafe { v.set_len(v.len() + n) };
+                return Ok(n);
             }
             r => return r,
         }

@@ -18,8 +18,13 @@
 //! `UnbufferedServerConnection` with the chosen config: the connection, and
 //! any alert it sends, are the direct path's own.
 //!
-//! In fd mode the acceptor reads one TLS record at a time, so it never takes
-//! bytes past the ClientHello's last record from the socket.
+//! In fd mode the acceptor reads what has arrived: the whole ClientHello in
+//! one read, usually. It may take more than the ClientHello, but only
+//! records of the same handshake: before the server's answer a client
+//! sends nothing else (at most a ChangeCipherSpec, or 0-RTT data, which
+//! rktls never accepts and rustls skips during the handshake). So nothing
+//! it reads belongs after the handshake, where the kernel may take the
+//! socket over; every byte is handed to the connection with the replay.
 
 use std::os::fd::RawFd;
 
@@ -38,6 +43,10 @@ pub use ffi::*;
 /// probe (a connection) decides, and refuses more with the direct path's
 /// alert.
 const MAX_HELLO: usize = IN_CAP;
+
+/// Bytes read at once at least (more when a record needs more): a whole
+/// ClientHello in one read.
+const HELLO_READ: usize = 4096;
 
 enum Phase {
     Reading,
@@ -205,18 +214,13 @@ impl Acceptor {
             while let Some(n) = wire::whole_record(&self.bytes[self.whole..]) {
                 self.whole += n;
             }
-            let want = wire::record_bytes_missing(&self.bytes[self.whole..])
-                .min(MAX_HELLO - self.bytes.len());
-            let start = self.bytes.len();
-            self.bytes.resize(start + want, 0);
-            let r = sys::read(self.fd, &mut self.bytes[start..]);
-            match r {
-                Ok(n) => {
-                    self.bytes.truncate(start + n);
-                    self.eof = n == 0;
-                }
+            // Greedy: whatever has arrived, the whole ClientHello in one
+            // read (see the module doc for why that is safe with kTLS).
+            let missing = wire::record_bytes_missing(&self.bytes[self.whole..]);
+            let want = missing.max(HELLO_READ).min(MAX_HELLO - self.bytes.len());
+            match sys::read_append(self.fd, &mut self.bytes, want, false) {
+                Ok(n) => self.eof = n == 0,
                 Err(e) => {
-                    self.bytes.truncate(start);
                     if sys::would_block(&e) {
                         return Ok(Outcome::Want(RKTLS_WANT_READ));
                     }

@@ -86,13 +86,21 @@ pub extern "C" fn rktls_connection_set_fd(conn: *mut rktls_connection, fd: i32) 
 /// Drive the handshake. Returns `RKTLS_OK` once it is complete and all its
 /// output has been sent (fd mode) or taken (buffer mode); otherwise
 /// `RKTLS_WANT_READ`/`RKTLS_WANT_WRITE` (call again when ready) or an error.
+/// One exception, fd mode without kTLS: when the client's first data came
+/// with its Finished, a server's TLS 1.3 session tickets stay queued and
+/// leave with its answer (the next write, sendfile, flush or shutdown) or
+/// when a read waits for input; the client waits for nothing in them.
 ///
 /// On a handshake failure the alert for the peer is sent (fd mode) or left
 /// to take (buffer mode, the call returns `RKTLS_WANT_WRITE` until it is
 /// taken) before the error is returned; `rktls_connection_alert_sent()`
-/// then says which alert it was. Reads in fd mode never go past the TLS
-/// record that completes the handshake. Calling it again after completion
-/// returns `RKTLS_OK`.
+/// then says which alert it was. With a kTLS mode, reads in fd mode never
+/// go past the TLS record that completes the handshake (the kernel takes
+/// over there); without one, a read takes whatever has arrived, and
+/// records that came with the peer's last flight are processed after the
+/// handshake: if they fail, the handshake still returns `RKTLS_OK` (once
+/// their alert has left) and the next read or write returns the error.
+/// Calling it again after completion returns `RKTLS_OK`.
 #[no_mangle]
 pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rktls_result {
     guard(|| unsafe { box_mut(conn, "conn")? }.handshake())
@@ -151,8 +159,9 @@ pub extern "C" fn rktls_connection_read(
 /// accepted (at most 64 KiB per call: loop until all are accepted).
 ///
 /// Completes the handshake first if needed. Accepted bytes are queued and,
-/// in fd mode, sent as far as the socket allows; the rest leaves with later
-/// calls or `rktls_connection_flush()`. Returns `RKTLS_WANT_WRITE` with
+/// in fd mode, sent as far as the socket allows (unless the connection is
+/// corked: `rktls_connection_cork()`); the rest leaves with later calls or
+/// `rktls_connection_flush()`. Returns `RKTLS_WANT_WRITE` with
 /// `*out_n == 0` when 64 KiB or more is already queued (or the handshake's
 /// flight has not all left, as for `rktls_connection_read()`).
 ///
@@ -189,6 +198,39 @@ pub extern "C" fn rktls_connection_write(
 #[no_mangle]
 pub extern "C" fn rktls_connection_flush(conn: *mut rktls_connection) -> rktls_result {
     guard(|| unsafe { box_mut(conn, "conn")? }.flush())
+}
+
+/// Cork (`on` true) or uncork (`on` false) the connection's output, like
+/// TCP_CORK: while corked, `rktls_connection_write()` and
+/// `rktls_connection_sendfile()` (userspace record layer) encrypt and queue
+/// their records without sending them, so a response's head, its body and
+/// the close_notify of `rktls_connection_shutdown()` leave in one send.
+/// Queued bytes are sent by the call that uncorks, by
+/// `rktls_connection_flush()` and `rktls_connection_shutdown()` (close_notify
+/// joins them), by `rktls_connection_read()` before it waits for the
+/// peer, and by a write or sendfile once 64 KiB or more is queued
+/// (`rktls_connection_handshake()` and `rktls_connection_refresh_keys()`
+/// send their own records, corked or not). Uncorked (the default),
+/// every call sends what it queued as far as the socket allows before it
+/// returns.
+///
+/// A corked caller must not wait for the peer (poll for readability, a
+/// blocking read of its own) with output still queued: flush, uncork or
+/// call `rktls_connection_read()` first. `*out_n` of a write still counts
+/// the bytes accepted: nothing accepted is lost, it is queued.
+/// Once TX is in the kernel (kTLS), data goes to the kernel at each call
+/// and corking has no effect; in buffer mode nothing is sent by rktls
+/// anyway (`rktls_connection_take_tls()` takes what is queued, corked or
+/// not).
+///
+/// Returns `RKTLS_OK` (corking, or uncorked with nothing left queued),
+/// `RKTLS_WANT_WRITE` (uncorked with bytes still queued: fd mode, the
+/// socket is full, flush when it is writable; buffer mode, take them), or,
+/// when uncorking, a send error or the connection's sticky error as
+/// `rktls_connection_flush()` does. `RKTLS_ERR_NULL_ARGUMENT` for NULL.
+#[no_mangle]
+pub extern "C" fn rktls_connection_cork(conn: *mut rktls_connection, on: bool) -> rktls_result {
+    guard(|| unsafe { box_mut(conn, "conn")? }.cork(on))
 }
 
 /// Send close_notify (once) and flush. Returns `RKTLS_OK` when it has been

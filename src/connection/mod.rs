@@ -7,9 +7,15 @@
 //! - buffer mode (the default): the caller feeds received TLS bytes and
 //!   takes TLS bytes to send.
 //!
-//! In fd mode every read during the handshake stops at a TLS record
-//! boundary, so when the handshake completes nothing past its last record
-//! has been taken from the socket and the kernel can take over there.
+//! In fd mode with a kTLS mode, every read stops at a TLS record boundary
+//! until the switch, so when the handshake completes nothing past its last
+//! record has been taken from the socket and the kernel can take over
+//! there. Without one (or after a fallback to userspace), reads are greedy:
+//! one read for whatever has arrived. Output is sent by the call that
+//! produced it, with two exceptions that coalesce sends: a corked
+//! connection (`rktls_connection_cork`), and a server's TLS 1.3 session
+//! tickets when the client's first data came with its Finished (they leave
+//! with the answer; see `Connection::handshake`).
 //!
 //! A fatal error is sticky. Its alert always leaves before the error is
 //! returned: until the alert is written (fd mode) or taken (buffer mode),
@@ -127,6 +133,8 @@ pub(crate) struct Connection {
     /// A send that failed after `write` had accepted its data: returned
     /// by the next write, flush or shutdown.
     send_error: Option<Error>,
+    /// Writes queue without sending (`rktls_connection_cork`).
+    corked: bool,
 }
 
 #[cfg(test)]
@@ -207,6 +215,7 @@ impl Connection {
             screen: rfc_alerts::Screen::default(),
             panicked: Default::default(),
             send_error: None,
+            corked: false,
         }
     }
 
@@ -279,6 +288,11 @@ impl Connection {
             Tls::Client(c) => Some(c),
             Tls::Kernel(_) | Tls::Gone => None,
         }
+    }
+
+    /// A server whose record layer is in userspace.
+    fn is_server(&self) -> bool {
+        matches!(self.tls, Tls::Server(_))
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
@@ -404,6 +418,8 @@ impl Connection {
 
 #[cfg(test)]
 mod input_tests;
+#[cfg(test)]
+mod io_tests;
 
 #[cfg(test)]
 mod tests {
@@ -730,6 +746,8 @@ mod tests {
         let server = std::thread::spawn(move || {
             let mut s = Connection::server(scfg).unwrap();
             s.set_fd(a.as_raw_fd()).unwrap();
+            // As a kTLS mode sets it: the kernel may take the socket over.
+            s.exact_reads_always = true;
             assert_eq!(s.handshake().unwrap(), RKTLS_OK);
             // The client's first application data is still in the socket:
             // the handshake did not read past its last record.

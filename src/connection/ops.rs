@@ -21,17 +21,46 @@ impl Connection {
         }
         loop {
             if self.error.is_some() {
+                if self.fd >= 0
+                    && self.ktls_mode == crate::ktls::rktls_ktls_mode::RKTLS_KTLS_OFF
+                    && self.negotiated.is_some()
+                    && !self.is_handshaking()
+                {
+                    // The handshake completed; records read with the
+                    // peer's last ones failed after it (greedy reads):
+                    // their alert leaves now, and the error is the next
+                    // read's or write's, as if they had come later.
+                    return match self.flush_out() {
+                        Ok(false) => Ok(RKTLS_WANT_WRITE),
+                        Ok(true) | Err(_) => Ok(RKTLS_OK),
+                    };
+                }
                 return self.deliver_error();
             }
             if self.pump(&mut Action::None).is_err() {
                 continue;
             }
-            // Before sending, take in whatever of the peer's flight has
-            // already arrived: then our answer leaves in one write, not as
-            // small pieces that Nagle's algorithm holds back for an ACK.
-            if self.pending_out() > 0 && self.fd >= 0 && !self.eof && self.is_handshaking() {
+            // A client, before sending: take in whatever of the server's
+            // flight has already arrived, so our answer leaves in one
+            // write, not as small pieces that Nagle's algorithm holds back
+            // for an ACK. (A server answers a whole flight of the client's,
+            // after which the client waits for ours: nothing to take in.)
+            if self.pending_out() > 0
+                && self.fd >= 0
+                && !self.eof
+                && self.is_handshaking()
+                && !self.is_server()
+            {
                 if let Fill::Got = self.fill_in_now()? {
                     continue;
+                }
+            }
+            if !self.is_handshaking() {
+                self.release_empty_input();
+                if self.holds_back_tickets() {
+                    // They leave with the answer (one send instead of
+                    // two), or before a read waits for input.
+                    return Ok(RKTLS_OK);
                 }
             }
             if !self.flush_out()? {
@@ -176,11 +205,40 @@ impl Connection {
         // socket says now. A failure to send it is returned by the next
         // call (once, like any I/O error; the queue stays and leaves when
         // the socket takes it); reporting it here, with nothing accepted,
-        // would make a caller that retries send the data twice.
-        if let Err(e) = self.flush_out() {
-            self.send_error = Some(e);
+        // would make a caller that retries send the data twice. Corked,
+        // it waits for the call that uncorks, flushes or shuts down (or
+        // a read that waits), unless the queue reached the high-water mark.
+        if !self.corked || self.pending_out() >= OUT_HIGH_WATER {
+            if let Err(e) = self.flush_out() {
+                self.send_error = Some(e);
+            }
         }
         Ok((RKTLS_OK, n))
+    }
+
+    /// Cork or uncork (`rktls_connection_cork`): uncorking sends what is
+    /// queued, as `flush`.
+    pub(crate) fn cork(&mut self, on: bool) -> Result<rktls_result, Error> {
+        self.corked = on;
+        if on {
+            return Ok(RKTLS_OK);
+        }
+        self.flush()
+    }
+
+    /// Whether the server's last handshake output (TLS 1.3 session
+    /// tickets) may wait for its first answer: the connection stays in
+    /// userspace and decrypted data that came with the client's Finished
+    /// is waiting to be read. The caller reads it (no I/O) and then
+    /// writes, flushes or shuts down, or reads again, which sends queued
+    /// output before it waits for input. Tickets are nothing the client
+    /// waits for, so holding them back cannot stall it.
+    fn holds_back_tickets(&self) -> bool {
+        self.fd >= 0
+            && self.is_server()
+            && self.plain_available() > 0
+            && self.ktls_mode == crate::ktls::rktls_ktls_mode::RKTLS_KTLS_OFF
+            && self.error.is_none()
     }
 
     pub(crate) fn flush(&mut self) -> Result<rktls_result, Error> {

@@ -1,10 +1,15 @@
-//! Moving TLS bytes: fd mode (rktls reads and writes the caller's socket,
-//! record-exact during the handshake) and buffer mode (the caller feeds
-//! and takes bytes).
+//! Moving TLS bytes: fd mode (rktls reads and writes the caller's socket:
+//! record-exact while the kernel may take it over, greedy otherwise) and
+//! buffer mode (the caller feeds and takes bytes).
 
 use std::os::fd::RawFd;
 
 use super::{Connection, IN_CAP};
+
+/// Bytes read at most at once during the handshake in greedy mode (more
+/// when one record needs more): a whole ClientHello, or a client's last
+/// flight with its first request, in one read, without a 96 KiB buffer.
+const HANDSHAKE_READ: usize = 4096;
 use crate::result::Error;
 use crate::sys;
 use crate::wire;
@@ -38,8 +43,13 @@ impl Connection {
         Ok(true)
     }
 
+    /// Whether reads must stop at record boundaries: only while the kernel
+    /// may still take the socket over (a kTLS mode, before the attempt, or
+    /// after it with the record layer in the kernel), so no byte past the
+    /// handshake's last record is taken from the socket. Otherwise rktls
+    /// reads greedily: one read for whatever has arrived.
     pub(super) fn exact_reads(&self) -> bool {
-        self.exact_reads_always || self.is_handshaking()
+        self.exact_reads_always && (!self.ktls_tried || self.in_kernel())
     }
 
     /// Read from the fd into the incoming buffer (fd mode only).
@@ -61,40 +71,36 @@ impl Connection {
         }
         self.started = true;
         let room = IN_CAP.saturating_sub(self.b.incoming.len());
+        // From where rustls' view ends (a record boundary): not the whole
+        // buffer again for every record of a long flight.
+        let from = match self.common() {
+            Some(_) => self.b.shown.min(self.b.incoming.len()),
+            None => 0,
+        };
         let want = if self.exact_reads() {
-            // From where rustls' view ends (a record boundary): not the
-            // whole buffer again for every record of a long flight.
-            let from = match self.common() {
-                Some(_) => self.b.shown.min(self.b.incoming.len()),
-                None => 0,
-            };
             wire::record_bytes_missing(&self.b.incoming[from..]).min(room)
+        } else if self.is_handshaking() {
+            let missing = wire::record_bytes_missing(&self.b.incoming[from..]);
+            room.min(HANDSHAKE_READ.max(missing))
         } else {
             room
         };
         if want == 0 {
             return Err(self.input_overflow());
         }
-        let start = self.b.incoming.len();
-        self.b.incoming.resize(start + want, 0);
-        let r = if dont_wait {
-            sys::recv_now(self.fd, &mut self.b.incoming[start..])
-        } else {
-            sys::read(self.fd, &mut self.b.incoming[start..])
-        };
-        match r {
+        match sys::read_append(self.fd, &mut self.b.incoming, want, dont_wait) {
             Ok(0) => {
-                self.b.incoming.truncate(start);
                 self.eof = true;
                 Ok(Fill::Eof)
             }
-            Ok(n) => {
-                self.b.incoming.truncate(start + n);
-                Ok(Fill::Got)
-            }
+            Ok(_) => Ok(Fill::Got),
             Err(e) => {
-                self.b.incoming.truncate(start);
                 if sys::would_block(&e) {
+                    // Idle after the handshake: hold no input buffer while
+                    // waiting (greedy reads reserve up to 96 KiB).
+                    if !self.is_handshaking() {
+                        self.release_empty_input();
+                    }
                     Ok(Fill::WouldBlock)
                 } else {
                     self.errno = e.raw_os_error().unwrap_or(0);
@@ -102,6 +108,16 @@ impl Connection {
                     Err(self.renegotiation_ended(&why).unwrap_or(Error::io(&e)))
                 }
             }
+        }
+    }
+
+    /// After the handshake, an empty input buffer is released when the
+    /// connection waits: an idle connection holds none (the next read
+    /// allocates what it needs).
+    pub(super) fn release_empty_input(&mut self) {
+        if self.b.incoming.is_empty() && self.b.incoming.capacity() > 0 {
+            self.b.incoming = Vec::new();
+            self.b.shown = 0;
         }
     }
 
