@@ -302,7 +302,7 @@ impl Connection {
         // rustls' handshake state went with the conversion; release the
         // record buffers too (undelivered plaintext stays).
         self.b.incoming = Vec::new();
-        self.b.outgoing = Vec::new();
+        self.b.outgoing.release();
         self.b.out_pos = 0;
     }
 
