@@ -314,7 +314,12 @@ impl Connection {
         buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
         self.b.plain_pos += n;
         if self.b.plain_pos == self.b.plain.len() {
-            self.b.plain.clear();
+            if matches!(self.tls, Tls::Kernel(_)) {
+                // Offloaded: an idle connection keeps no buffer.
+                self.b.plain = Vec::new();
+            } else {
+                self.b.plain.clear();
+            }
             self.b.plain_pos = 0;
         }
         n
@@ -407,7 +412,7 @@ impl Connection {
         let s = match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
-                let s = step(c, &mut self.b, act);
+                let s = step(&mut **c, &mut self.b, act);
                 // The certificate resolver saw a ClientHello: keep its SNI.
                 if let Some(h) = crate::hello::take_seen() {
                     self.server_name.clone_from(&h.server_name);
@@ -415,7 +420,7 @@ impl Connection {
                 }
                 s
             }
-            Tls::Client(c) => step(c, &mut self.b, act),
+            Tls::Client(c) => step(&mut **c, &mut self.b, act),
         };
         self.keep_negotiated();
         s
