@@ -304,15 +304,25 @@ mod resumption_tests {
             let follow = server(|b| b.set_follow_client_order(true));
             assert_eq!(suite(&c, &follow), client_suites[0], "{v:x}");
             // An explicit list is the server's preference order.
-            let listed = server(|b| b.proto.set_suites(&[0x1303, 0x1302, 0xcca9, 0xc02c]).unwrap());
-            assert_eq!(suite(&c, &listed), if v == 0x0304 { 0x1303 } else { 0xcca9 });
+            let listed = server(|b| {
+                b.proto
+                    .set_suites(&[0x1303, 0x1302, 0xcca9, 0xc02c])
+                    .unwrap()
+            });
+            assert_eq!(
+                suite(&c, &listed),
+                if v == 0x0304 { 0x1303 } else { 0xcca9 }
+            );
         }
     }
 
     #[test]
     fn default_resumption_is_the_stateful_cache_and_host_keys_make_tickets() {
         let default = server(|_| {});
-        assert!(!default.ticketer.enabled(), "no stateless tickets by default");
+        assert!(
+            !default.ticketer.enabled(),
+            "no stateless tickets by default"
+        );
         assert_eq!(default.send_tls13_tickets, 2);
         let keyed = server(|b| b.set_ticket_keys(&[&[7u8; 80]]).unwrap());
         assert!(keyed.ticketer.enabled(), "host ticket keys turn tickets on");

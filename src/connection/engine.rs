@@ -149,12 +149,6 @@ impl OutBuf {
         *self = OutBuf::default();
     }
 
-    /// Bytes of storage held.
-    #[cfg(test)]
-    pub(super) fn capacity(&self) -> usize {
-        self.buf.capacity()
-    }
-
     /// Room for `n` more bytes after the queue, initialised (zeroed only
     /// the first time the storage reaches that far).
     fn room(&mut self, n: usize) -> &mut [u8] {
