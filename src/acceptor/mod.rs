@@ -18,6 +18,12 @@
 //! `UnbufferedServerConnection` with the chosen config: the connection, and
 //! any alert it sends, are the direct path's own.
 //!
+//! The probe parses the hello a second time, so the usual hello skips it:
+//! `scan.rs` reads in place the hellos whose meaning it knows exactly as
+//! rustls does (and reports what the probe would); every other hello goes
+//! through the probe as above. A hello the scan passes and rustls refuses
+//! anyway is refused by `into_connection`, with the direct path's alert.
+//!
 //! In fd mode the acceptor reads one TLS record at a time, so it never takes
 //! bytes past the ClientHello's last record from the socket.
 
