@@ -117,20 +117,30 @@ pub(crate) fn probe_config() -> Arc<rustls::ServerConfig> {
     .clone()
 }
 
-/// Reassemble the first handshake message from TLS records.
-fn first_handshake_message(records: &[u8]) -> Option<Vec<u8>> {
-    let mut msg = Vec::new();
+/// The first handshake message in TLS records: borrowed when one record
+/// holds it (the usual case), else reassembled. `None` until complete, or
+/// if a record before it is not a handshake record.
+fn first_handshake_message(records: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut msg: Option<Vec<u8>> = None;
     for r in wire::records(records) {
         let body = r.payload()?;
         if r.header.typ != wire::CT_HANDSHAKE {
             return None;
         }
-        msg.extend_from_slice(body);
-        if let Some((_, len)) = wire::handshake_header(&msg) {
+        if msg.is_none() {
+            if let Some((_, len)) = wire::handshake_header(body) {
+                if body.len() >= wire::HS_HEADER + len {
+                    return Some(body[..wire::HS_HEADER + len].into());
+                }
+            }
+        }
+        let m = msg.get_or_insert_with(Vec::new);
+        m.extend_from_slice(body);
+        if let Some((_, len)) = wire::handshake_header(m) {
             let need = wire::HS_HEADER + len;
-            if msg.len() >= need {
-                msg.truncate(need);
-                return Some(msg);
+            if m.len() >= need {
+                m.truncate(need);
+                return msg.map(Into::into);
             }
         }
     }
@@ -157,12 +167,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Extensions as (type, body), in order.
-type Extensions = Vec<(u16, Vec<u8>)>;
+/// A ClientHello's extensions block, checked to be a well-formed list:
+/// iterating it yields (type, body) in order.
+#[derive(Clone, Copy)]
+struct Extensions<'a>(&'a [u8]);
 
-/// A ClientHello's legacy version and extensions.
-/// `None` if the records hold no complete, valid ClientHello.
-fn hello_extensions(records: &[u8]) -> Option<(u16, Extensions)> {
+impl<'a> Iterator for Extensions<'a> {
+    type Item = (u16, &'a [u8]);
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut r = Reader(self.0);
+        let typ = r.u16()? as u16;
+        let len = r.u16()?;
+        let body = r.take(len)?;
+        self.0 = r.0;
+        Some((typ, body))
+    }
+}
+
+/// Run `f` on a ClientHello's legacy version and extensions, without
+/// copying them. `None` if the records hold no complete, valid ClientHello.
+fn with_extensions<R>(records: &[u8], f: impl FnOnce(u16, Extensions<'_>) -> R) -> Option<R> {
     let msg = first_handshake_message(records)?;
     let mut r = Reader(&msg);
     if r.u8()? != 1 {
@@ -177,18 +201,19 @@ fn hello_extensions(records: &[u8]) -> Option<(u16, Extensions)> {
     r.take(n)?;
     let n = r.u8()?;
     r.take(n)?;
-    let mut out = Vec::new();
     if r.0.is_empty() {
-        return Some((legacy, out));
+        return Some(f(legacy, Extensions(&[])));
     }
     let n = r.u16()?;
-    let mut exts = Reader(r.take(n)?);
-    while !exts.0.is_empty() {
-        let typ = exts.u16()? as u16;
-        let len = exts.u16()?;
-        out.push((typ, exts.take(len)?.to_vec()));
+    let block = r.take(n)?;
+    // Every extension header and body must fit the block exactly.
+    let mut check = Reader(block);
+    while !check.0.is_empty() {
+        check.take(2)?;
+        let len = check.u16()?;
+        check.take(len)?;
     }
-    Some((legacy, out))
+    Some(f(legacy, Extensions(block)))
 }
 
 const SUPPORTED_GROUPS: u16 = 10;
@@ -199,18 +224,19 @@ const RENEGOTIATION_INFO: u16 = 0xff01;
 /// The versions a ClientHello offers: its supported_versions extension, or
 /// else its legacy version. `None` if the records hold no valid ClientHello.
 pub(crate) fn offered_versions(records: &[u8]) -> Option<Vec<u16>> {
-    let (legacy, exts) = hello_extensions(records)?;
-    let Some((_, body)) = exts.iter().find(|(t, _)| *t == SUPPORTED_VERSIONS) else {
-        return Some(vec![legacy]);
-    };
-    let mut b = Reader(body);
-    let n = b.u8()?;
-    let list = b.take(n)?;
-    Some(
-        list.chunks_exact(2)
-            .map(|c| u16::from_be_bytes([c[0], c[1]]))
-            .collect(),
-    )
+    with_extensions(records, |legacy, mut exts| {
+        let Some((_, body)) = exts.find(|(t, _)| *t == SUPPORTED_VERSIONS) else {
+            return Some(vec![legacy]);
+        };
+        let mut b = Reader(body);
+        let n = b.u8()?;
+        let list = b.take(n)?;
+        Some(
+            list.chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+        )
+    })?
 }
 
 /// What rktls checks in a ClientHello beyond rustls (see
@@ -226,13 +252,14 @@ pub(crate) struct HelloFacts {
 
 /// The facts of the first ClientHello in `records`, once it is complete.
 pub(crate) fn hello_facts(records: &[u8]) -> Option<HelloFacts> {
-    let (_, exts) = hello_extensions(records)?;
-    let has = |typ| exts.iter().any(|(t, _)| *t == typ);
-    Some(HelloFacts {
-        groups_without_key_share: has(SUPPORTED_GROUPS) && !has(KEY_SHARE),
-        renegotiation_info_not_empty: exts
-            .iter()
-            .any(|(t, b)| *t == RENEGOTIATION_INFO && b.as_slice() != [0]),
+    with_extensions(records, |_, exts| {
+        let has = |typ| exts.clone().any(|(t, _)| t == typ);
+        HelloFacts {
+            groups_without_key_share: has(SUPPORTED_GROUPS) && !has(KEY_SHARE),
+            renegotiation_info_not_empty: exts
+                .clone()
+                .any(|(t, b)| t == RENEGOTIATION_INFO && b != [0]),
+        }
     })
 }
 

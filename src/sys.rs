@@ -283,13 +283,27 @@ pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usiz
     }
 }
 
-/// `pread(2)` of a file at `offset`, retried on EINTR.
-pub(crate) fn pread(fd: RawFd, buf: &mut [u8], offset: i64) -> io::Result<usize> {
+/// `pread(2)` of up to `max` bytes appended to `v`, straight into its spare
+/// capacity (nothing is zeroed first); retried on EINTR.
+pub(crate) fn pread_append(
+    fd: RawFd,
+    v: &mut Vec<u8>,
+    max: usize,
+    offset: i64,
+) -> io::Result<usize> {
+    v.reserve(max);
     loop {
-        // SAFETY: buf is valid for writes of buf.len() bytes.
-        let r = check(unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), offset) });
+        let spare = v.spare_capacity_mut();
+        let len = max.min(spare.len());
+        // SAFETY: the spare capacity is valid for writes of len bytes.
+        let r = check(unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), len, offset) });
         match r {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Ok(n) => {
+                // SAFETY: the kernel initialised n <= len bytes past len().
+                unsafe { v.set_len(v.len() + n) };
+                return Ok(n);
+            }
             r => return r,
         }
     }
@@ -355,8 +369,8 @@ pub(crate) fn sendfile(
         }
         #[cfg(test)]
         if crate::kernel_emul::tx_offloaded(out_fd) {
-            let mut chunk = vec![0u8; count.min(65536)];
-            let n = pread(in_fd, &mut chunk, *offset)?;
+            let mut chunk = Vec::new();
+            let n = pread_append(in_fd, &mut chunk, count.min(65536), *offset)?;
             let n =
                 crate::kernel_emul::send(out_fd, crate::wire::CT_APPLICATION_DATA, &chunk[..n])?;
             *offset += n as i64;

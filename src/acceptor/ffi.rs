@@ -159,7 +159,9 @@ pub extern "C" fn rktls_acceptor_accept(
 ///
 /// The handshake continues exactly as on the direct path, in the acceptor's
 /// I/O mode (same fd, or buffer mode). On failure (e.g. no protocol version
-/// or cipher suite in common with `config`) `*out_alert` (if not NULL)
+/// or cipher suite in common with `config`, or a ClientHello defect that
+/// only the handshake detects, such as a key share of the wrong size: the
+/// acceptor checks the hello's form, not every value) `*out_alert` (if not NULL)
 /// receives the alert object, which the caller owns: send it, then close; in fd mode rktls has
 /// already written it. The accepted handle is consumed by the first call
 /// that gets past argument checks, success or failure: a second call gives

@@ -18,6 +18,12 @@
 //! `UnbufferedServerConnection` with the chosen config: the connection, and
 //! any alert it sends, are the direct path's own.
 //!
+//! The probe parses the hello a second time, so the usual hello skips it:
+//! `scan.rs` reads in place the hellos whose meaning it knows exactly as
+//! rustls does (and reports what the probe would); every other hello goes
+//! through the probe as above. A hello the scan passes and rustls refuses
+//! anyway is refused by `into_connection`, with the direct path's alert.
+//!
 //! In fd mode the acceptor reads what has arrived: the whole ClientHello in
 //! one read, usually. It may take more than the ClientHello, but only
 //! records of the same handshake: before the server's answer a client
@@ -37,6 +43,7 @@ use crate::sys;
 use crate::wire;
 
 pub mod ffi;
+mod scan;
 pub use ffi::*;
 
 /// ClientHello bytes held at most: as much as a connection holds, so the
@@ -58,8 +65,11 @@ enum Phase {
 }
 
 pub(crate) struct Acceptor {
-    /// Runs the bytes through rustls up to certificate selection.
+    /// Runs the bytes through rustls up to certificate selection, for the
+    /// hellos the scan (`scan.rs`) leaves to rustls.
     probe: Option<Box<Connection>>,
+    /// The scan left this hello to the probe.
+    probing: bool,
     bytes: Vec<u8>,
     /// How many of `bytes` were given to the probe.
     fed: usize,
@@ -91,6 +101,7 @@ impl Acceptor {
     pub(crate) fn new() -> Self {
         Acceptor {
             probe: None,
+            probing: false,
             bytes: Vec::new(),
             fed: 0,
             whole: 0,
@@ -124,6 +135,16 @@ impl Acceptor {
         Ok(n)
     }
 
+    fn accepted(&mut self, hello: Hello) -> Outcome {
+        self.phase = Phase::Accepted;
+        Outcome::Accepted(Box::new(Accepted {
+            hello,
+            bytes: Some(std::mem::take(&mut self.bytes)),
+            fd: self.fd,
+            panicked: Default::default(),
+        }))
+    }
+
     fn fail(&mut self, err: Error, alert: Alert) {
         self.phase = Phase::Failed(err, alert);
     }
@@ -155,48 +176,55 @@ impl Acceptor {
                     return Err((err, alert));
                 }
             }
-            let probe = match &mut self.probe {
-                Some(p) => p,
-                None => match Connection::server(hello::probe_config()) {
-                    Ok(p) => self.probe.insert(Box::new(p)),
-                    Err(e) => return Err((e, Alert::none())),
-                },
-            };
-            let mut result = Ok(());
-            while self.fed < self.bytes.len() && result.is_ok() {
-                let n = probe.feed(&self.bytes[self.fed..]).unwrap_or(0);
-                self.fed += n;
-                result = probe.process();
-                if n == 0 {
-                    break;
+            if !self.probing {
+                match scan::scan(&self.bytes) {
+                    scan::Scan::Hello(h) => {
+                        #[cfg(debug_assertions)]
+                        same_as_probe(&self.bytes, &h);
+                        return Ok(self.accepted(*h));
+                    }
+                    scan::Scan::Incomplete if self.bytes.len() < MAX_HELLO => {}
+                    _ => self.probing = true,
                 }
             }
-            if let Some(mut seen) = probe.take_seen_hello() {
-                seen.versions = hello::offered_versions(&self.bytes).unwrap_or_default();
-                self.probe = None;
-                self.phase = Phase::Accepted;
-                return Ok(Outcome::Accepted(Box::new(Accepted {
-                    hello: seen,
-                    bytes: Some(std::mem::take(&mut self.bytes)),
-                    fd: self.fd,
-                    panicked: Default::default(),
-                })));
-            }
-            if let Err(e) = result {
-                // Refused before any config matters: the direct path would
-                // refuse it the same way, and this is its alert.
-                let a = Alert::from_wire(probe.take_all_out(), probe.alert_sent());
-                self.probe = None;
-                self.fail(e, a);
-                continue;
-            }
-            // More bytes are needed.
-            if self.fed < self.bytes.len() || self.bytes.len() >= MAX_HELLO {
-                self.fail(
-                    Error::new(RKTLS_ERR_DECODE, "ClientHello too large"),
-                    Alert::fatal(RKTLS_ALERT_DECODE_ERROR),
-                );
-                continue;
+            if self.probing {
+                let probe = match &mut self.probe {
+                    Some(p) => p,
+                    None => match Connection::server(hello::probe_config()) {
+                        Ok(p) => self.probe.insert(Box::new(p)),
+                        Err(e) => return Err((e, Alert::none())),
+                    },
+                };
+                let mut result = Ok(());
+                while self.fed < self.bytes.len() && result.is_ok() {
+                    let n = probe.feed(&self.bytes[self.fed..]).unwrap_or(0);
+                    self.fed += n;
+                    result = probe.process();
+                    if n == 0 {
+                        break;
+                    }
+                }
+                if let Some(mut seen) = probe.take_seen_hello() {
+                    seen.versions = hello::offered_versions(&self.bytes).unwrap_or_default();
+                    self.probe = None;
+                    return Ok(self.accepted(seen));
+                }
+                if let Err(e) = result {
+                    // Refused before any config matters: the direct path would
+                    // refuse it the same way, and this is its alert.
+                    let a = Alert::from_wire(probe.take_all_out(), probe.alert_sent());
+                    self.probe = None;
+                    self.fail(e, a);
+                    continue;
+                }
+                // More bytes are needed.
+                if self.fed < self.bytes.len() || self.bytes.len() >= MAX_HELLO {
+                    self.fail(
+                        Error::new(RKTLS_ERR_DECODE, "ClientHello too large"),
+                        Alert::fatal(RKTLS_ALERT_DECODE_ERROR),
+                    );
+                    continue;
+                }
             }
             if self.eof {
                 self.fail(
@@ -228,6 +256,21 @@ impl Acceptor {
                 }
             }
         }
+    }
+}
+
+/// What the probe reports for `bytes` equals what the scan reported, when
+/// the probe accepts them (checked in debug builds: tests and fuzzing).
+#[cfg(debug_assertions)]
+fn same_as_probe(bytes: &[u8], scanned: &Hello) {
+    let mut a = Acceptor::new();
+    a.probing = true;
+    a.bytes = bytes.to_vec();
+    if let Ok(Outcome::Accepted(acc)) = a.accept() {
+        assert_eq!(
+            &acc.hello, scanned,
+            "the scan and rustls disagree on a ClientHello"
+        );
     }
 }
 

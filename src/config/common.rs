@@ -213,6 +213,12 @@ impl Protocol {
         Ok(p)
     }
 
+    /// Whether the suites were chosen by the caller (else every suite of
+    /// the provider).
+    pub(crate) fn suites_chosen(&self) -> bool {
+        self.suites.is_some()
+    }
+
     pub(crate) fn versions(&self) -> Vec<&'static SupportedProtocolVersion> {
         self.versions
             .clone()

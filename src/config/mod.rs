@@ -277,6 +277,74 @@ mod resumption_tests {
         }
     }
 
+    /// One handshake; the suite the server chose.
+    fn suite(client: &Arc<rustls::ClientConfig>, server: &Arc<rustls::ServerConfig>) -> u16 {
+        let mut c =
+            rustls::ClientConnection::new(client.clone(), "localhost".try_into().unwrap()).unwrap();
+        let mut s = rustls::ServerConnection::new(server.clone()).unwrap();
+        crate::testutil::pump(&mut *c, &mut *s, 20);
+        assert!(!s.is_handshaking());
+        u16::from(s.negotiated_cipher_suite().unwrap().suite())
+    }
+
+    #[test]
+    fn default_suite_order_is_the_servers_aes128_first() {
+        // A client that prefers AES-256-GCM (OpenSSL's order), then ChaCha20.
+        for (v, client_suites, ours) in [
+            (0x0304, vec![0x1302, 0x1303, 0x1301], 0x1301),
+            (0x0303, vec![0xc02c, 0xcca9, 0xc02b], 0xc02b),
+        ] {
+            let c = client_config(&Opts {
+                versions: Some(vec![v]),
+                suites: Some(client_suites.clone()),
+                ..Opts::default()
+            });
+            assert_eq!(suite(&c, &server(|_| {})), ours, "{v:x}");
+            // The client's order on request.
+            let follow = server(|b| b.set_follow_client_order(true));
+            assert_eq!(suite(&c, &follow), client_suites[0], "{v:x}");
+            // An explicit list is the server's preference order.
+            let listed = server(|b| {
+                b.proto
+                    .set_suites(&[0x1303, 0x1302, 0xcca9, 0xc02c])
+                    .unwrap()
+            });
+            assert_eq!(
+                suite(&c, &listed),
+                if v == 0x0304 { 0x1303 } else { 0xcca9 }
+            );
+        }
+    }
+
+    #[test]
+    fn default_resumption_is_the_stateful_cache_and_host_keys_make_tickets() {
+        let default = server(|_| {});
+        assert!(
+            !default.ticketer.enabled(),
+            "no stateless tickets by default"
+        );
+        assert_eq!(default.send_tls13_tickets, 2);
+        let keyed = server(|b| b.set_ticket_keys(&[&[7u8; 80]]).unwrap());
+        assert!(keyed.ticketer.enabled(), "host ticket keys turn tickets on");
+        let keyed_off = server(|b| {
+            b.set_ticket_keys(&[&[7u8; 80]]).unwrap();
+            b.set_tickets(false);
+        });
+        assert!(!keyed_off.ticketer.enabled());
+        assert!(server(|b| b.set_tickets(true)).ticketer.enabled());
+        let none = server(|b| {
+            b.set_session_cache_size(0);
+        });
+        assert_eq!(none.send_tls13_tickets, 0, "no resumption: no tickets");
+        // Both versions resume through the cache by default, in the config
+        // that issued the session.
+        for v in [0x0303, 0x0304] {
+            let c = client(v);
+            assert_eq!(handshake(&c, &default), HandshakeKind::Full);
+            assert_eq!(handshake(&c, &default), HandshakeKind::Resumed, "{v:x}");
+        }
+    }
+
     struct Store(Mutex<HashMap<Vec<u8>, Vec<u8>>>, Mutex<bool>);
 
     unsafe extern "C" fn get(

@@ -69,6 +69,17 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
+/// The default suite order of a server: AES-128-GCM first (its TLS 1.3
+/// suite has the SHA-256 key schedule, cheaper than AES-256-GCM's SHA-384,
+/// and it is the fastest bulk cipher with AES instructions), then the
+/// provider's order (AES-256-GCM, ChaCha20-Poly1305), per version.
+fn prefer_aes128(provider: &mut rustls::crypto::CryptoProvider) {
+    const AES128_GCM: [u16; 3] = [0x1301, 0xc02b, 0xc02f];
+    provider
+        .cipher_suites
+        .sort_by_key(|s| !AES128_GCM.contains(&u16::from(s.suite())));
+}
+
 /// The options of a server configuration, validated as they are set.
 pub(crate) struct ServerConfigBuilder {
     ktls: rktls_ktls_mode,
@@ -76,7 +87,12 @@ pub(crate) struct ServerConfigBuilder {
     keys: Vec<Arc<CertifiedKey>>,
     pub(crate) proto: Protocol,
     session_cache: usize,
-    tickets: bool,
+    /// Stateless tickets: `None` is the default, on exactly when the host
+    /// supplies ticket keys (a fleet); otherwise TLS 1.3 tickets are ids
+    /// into the stateful cache.
+    tickets: Option<bool>,
+    /// Choose the suite in the server's order (default), not the client's.
+    server_order: bool,
     client_auth: Option<(Arc<RootCertStore>, bool)>,
     /// Host-supplied ticket keys; without them, rustls' own rotating key.
     ticket_keys: Option<Arc<TicketKeys>>,
@@ -101,7 +117,8 @@ impl ServerConfigBuilder {
             keys: Vec::new(),
             proto: Protocol::default(),
             session_cache: DEFAULT_SESSION_CACHE,
-            tickets: true,
+            tickets: None,
+            server_order: true,
             client_auth: None,
             ticket_keys: None,
             ticket_lifetime: tickets::DEFAULT_LIFETIME,
@@ -131,7 +148,12 @@ impl ServerConfigBuilder {
     }
 
     pub(crate) fn set_tickets(&mut self, enabled: bool) {
-        self.tickets = enabled;
+        self.tickets = Some(enabled);
+    }
+
+    /// Choose the cipher suite in the client's order instead of ours.
+    pub(crate) fn set_follow_client_order(&mut self, follow: bool) {
+        self.server_order = !follow;
     }
 
     /// Seal tickets under these keys (each 48 or 80 bytes), first encrypts.
@@ -226,7 +248,11 @@ impl ServerConfigBuilder {
                 "server configuration has no certificate and key",
             ));
         }
-        let provider = Arc::new(self.proto.provider()?);
+        let mut provider = self.proto.provider()?;
+        if !self.proto.suites_chosen() {
+            prefer_aes128(&mut provider);
+        }
+        let provider = Arc::new(provider);
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.proto.versions())
             .map_err(map_builder_error)?;
@@ -250,6 +276,7 @@ impl ServerConfigBuilder {
         let mut cfg = builder.with_cert_resolver(Arc::new(SniResolver { keys: self.keys }));
         cfg.alpn_protocols = self.proto.alpn;
         cfg.enable_secret_extraction = true;
+        cfg.ignore_client_order = self.server_order;
         cfg.session_storage = if let Some(store) = self.session_store {
             store
         } else if self.session_cache > 0 {
@@ -257,7 +284,8 @@ impl ServerConfigBuilder {
         } else {
             Arc::new(NoServerSessionStorage {})
         };
-        if self.tickets {
+        let stateless = self.tickets.unwrap_or(self.ticket_keys.is_some());
+        if stateless {
             cfg.ticketer = match self.ticket_keys {
                 Some(keys) => Arc::new(Ticketer {
                     keys,
@@ -268,7 +296,7 @@ impl ServerConfigBuilder {
                 })?,
             };
         }
-        if !self.tickets && self.session_cache == 0 && !stateful_store {
+        if !stateless && self.session_cache == 0 && !stateful_store {
             cfg.send_tls13_tickets = 0;
         }
         Ok(ServerConfig {

@@ -39,10 +39,16 @@ impl Handle for rktls_server_config {
 
 /// Make a new server configuration builder in `*out`.
 ///
-/// Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider,
-/// no ALPN, no client authentication, session tickets on and a stateful
-/// session cache of 1024 entries. At least one certificate and key must be
-/// added before building. The caller owns the builder: build it (which
+/// Defaults: TLS 1.2 and 1.3, every cipher suite of the crypto provider
+/// chosen in the server's order with AES-128-GCM first (see
+/// `rktls_server_config_builder_set_follow_client_order()`), no ALPN, no
+/// client authentication, and resumption through a stateful in-memory
+/// session cache of 1024 entries (TLS 1.2 session IDs; TLS 1.3 tickets
+/// that are ids into it). Stateless tickets are on only with host-supplied
+/// ticket keys (`rktls_server_config_builder_set_ticket_keys()` and the
+/// like: what worker processes and machines need to resume each other's
+/// sessions) or `rktls_server_config_builder_set_tickets(b, true)`. At
+/// least one certificate and key must be added before building. The caller owns the builder: build it (which
 /// consumes it) or free it.
 #[no_mangle]
 pub extern "C" fn rktls_server_config_builder_new(
@@ -146,8 +152,9 @@ pub extern "C" fn rktls_server_config_builder_set_versions(
     })
 }
 
-/// Restrict the cipher suites to the `n` IANA ids in `suites`, in
-/// preference order (e.g. 0x1301 TLS_AES_128_GCM_SHA256, 0xC02B
+/// Restrict the cipher suites to the `n` IANA ids in `suites`, in the
+/// server's preference order (used unless
+/// `rktls_server_config_builder_set_follow_client_order()` is set; e.g. 0x1301 TLS_AES_128_GCM_SHA256, 0xC02B
 /// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256). Errors:
 /// `RKTLS_ERR_CONFIG_CIPHER_SUITES` for an empty list or an unknown id (and,
 /// at build time, for suites unusable with the chosen versions).
@@ -195,10 +202,10 @@ pub extern "C" fn rktls_server_config_builder_set_session_cache_size(
 ///
 /// `userdata` is passed to both and owned by the host: it must stay valid
 /// until every config built from this builder and every connection made
-/// from those configs has been freed. With stateless tickets still on
-/// (the default), TLS 1.3 and ticket-capable TLS 1.2 clients use tickets;
-/// call `rktls_server_config_builder_set_tickets(b, false)` to send every
-/// resumption through the store.
+/// from those configs has been freed. Unless stateless tickets are on
+/// (host ticket keys, or `rktls_server_config_builder_set_tickets(b,
+/// true)`), every resumption goes through the store: TLS 1.2 session IDs
+/// and TLS 1.3 tickets that are ids into it.
 #[no_mangle]
 pub extern "C" fn rktls_server_config_builder_set_session_cache(
     builder: *mut rktls_server_config_builder,
@@ -227,7 +234,8 @@ pub extern "C" fn rktls_server_config_builder_set_session_cache(
 /// this builder: to rotate keys while serving, share an `rktls_ticket_keys`
 /// with `rktls_server_config_builder_use_ticket_keys()`. Errors:
 /// `RKTLS_ERR_INVALID_ARGUMENT` (n == 0, a length other than 48 or 80), the
-/// builder unchanged. Tickets must be on (the default).
+/// builder unchanged. Host keys turn stateless tickets on, unless
+/// `rktls_server_config_builder_set_tickets(b, false)` turned them off.
 #[no_mangle]
 pub extern "C" fn rktls_server_config_builder_set_ticket_keys(
     builder: *mut rktls_server_config_builder,
@@ -299,10 +307,16 @@ pub extern "C" fn rktls_server_config_builder_set_ticket_lifetime(
     })
 }
 
-/// Enable or disable stateless session tickets. Default on, under a
-/// rotating key made at build time unless the host supplies keys
-/// (`rktls_server_config_builder_set_ticket_keys()`). With tickets and the
-/// cache both off, no resumption is offered.
+/// Enable or disable stateless session tickets (RFC 5077 style: the
+/// session sealed into the ticket, nothing kept by the server). By default
+/// they are on exactly when the host supplies ticket keys
+/// (`rktls_server_config_builder_set_ticket_keys()`, `_set_ticket_keys_file()`,
+/// `_use_ticket_keys()`); otherwise resumption uses the stateful session
+/// cache, which costs a server less per handshake but resumes only in the
+/// process (and config) that issued the session. Enabled without host keys,
+/// tickets are sealed under a rotating key made at build time (shared by
+/// processes forked after the build). With tickets and the cache both off,
+/// no resumption is offered.
 #[no_mangle]
 pub extern "C" fn rktls_server_config_builder_set_tickets(
     builder: *mut rktls_server_config_builder,
@@ -310,6 +324,25 @@ pub extern "C" fn rktls_server_config_builder_set_tickets(
 ) -> rktls_result {
     guard(|| {
         unsafe { box_mut(builder, "builder")? }.set_tickets(enabled);
+        Ok(RKTLS_OK)
+    })
+}
+
+/// Choose the cipher suite in the client's order of preference (`follow`
+/// true) instead of the server's (the default: the order of
+/// `rktls_server_config_builder_set_cipher_suites()`, or AES-128-GCM first,
+/// then AES-256-GCM, then ChaCha20-Poly1305 for the default list).
+/// AES-128-GCM is the default's first choice because it is the fastest
+/// suite on CPUs with AES instructions and its TLS 1.3 key schedule uses
+/// SHA-256 rather than SHA-384; a server whose clients mostly lack AES
+/// instructions may prefer the client's order (they list ChaCha20 first).
+#[no_mangle]
+pub extern "C" fn rktls_server_config_builder_set_follow_client_order(
+    builder: *mut rktls_server_config_builder,
+    follow: bool,
+) -> rktls_result {
+    guard(|| {
+        unsafe { box_mut(builder, "builder")? }.set_follow_client_order(follow);
         Ok(RKTLS_OK)
     })
 }

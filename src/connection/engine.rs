@@ -73,7 +73,7 @@ pub(super) struct Buffers {
     pub(super) shown: usize,
     /// rustls' last step was quiet: it needs new input or an action.
     pub(super) rustls_quiet: bool,
-    pub(super) outgoing: Vec<u8>,
+    pub(super) outgoing: OutBuf,
     pub(super) out_pos: usize,
     pub(super) plain: Vec<u8>,
     pub(super) plain_pos: usize,
@@ -89,25 +89,91 @@ pub(super) fn has_ccs(records: &[u8]) -> bool {
     wire::records(records).any(|r| r.header.typ == wire::CT_CHANGE_CIPHER_SPEC)
 }
 
+/// The queue of TLS bytes to send. rustls encrypts into an initialised
+/// `&mut [u8]`; zero-filling the room for every record would cost a
+/// `memset` per byte sent, so the storage keeps every byte it was ever
+/// given initialised (`buf.len()`, its high water) and the queue is
+/// `buf[..len]`. Released (not just emptied) by `release`.
+#[derive(Default)]
+pub(super) struct OutBuf {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl std::ops::Deref for OutBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::ops::DerefMut for OutBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+}
+
+impl OutBuf {
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    pub(super) fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
+    pub(super) fn extend_from_slice(&mut self, data: &[u8]) {
+        let end = self.len + data.len();
+        if end > self.buf.len() {
+            self.buf.truncate(self.len);
+            self.buf.extend_from_slice(data);
+        } else {
+            self.buf[self.len..end].copy_from_slice(data);
+        }
+        self.len = end;
+    }
+
+    /// The bytes from `at` on, removed from the queue.
+    pub(super) fn split_off(&mut self, at: usize) -> Vec<u8> {
+        let v = self.buf[at..self.len].to_vec();
+        self.len = at.min(self.len);
+        v
+    }
+
+    /// Empty, with the storage freed.
+    pub(super) fn release(&mut self) {
+        *self = OutBuf::default();
+    }
+
+    /// Room for `n` more bytes after the queue, initialised (zeroed only
+    /// the first time the storage reaches that far).
+    fn room(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if end > self.buf.len() {
+            self.buf.resize(end, 0);
+        }
+        &mut self.buf[self.len..end]
+    }
+}
+
 /// Append to `out` through `f`, growing to the size `f` asks for.
 pub(super) fn append_with(
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
     mut guess: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>,
 ) -> Result<(), ()> {
-    let start = out.len();
     loop {
-        out.resize(start + guess, 0);
-        match f(&mut out[start..]) {
+        match f(out.room(guess)) {
             Ok(n) => {
-                out.truncate(start + n);
+                out.len += n.min(guess);
                 return Ok(());
             }
             Err(Some(need)) if need > guess => guess = need,
-            Err(_) => {
-                out.truncate(start);
-                return Err(());
-            }
+            Err(_) => return Err(()),
         }
     }
 }
@@ -115,7 +181,7 @@ pub(super) fn append_with(
 pub(super) fn encrypt<D>(
     wt: &mut WriteTraffic<'_, D>,
     data: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut OutBuf,
 ) -> Result<(), rustls::Error> {
     let guess = data.len() + (data.len() / wire::MAX_FRAGMENT + 1) * 64;
     let mut err = None;
@@ -242,7 +308,12 @@ impl Connection {
         buf[..n].copy_from_slice(&self.b.plain[p..p + n]);
         self.b.plain_pos += n;
         if self.b.plain_pos == self.b.plain.len() {
-            self.b.plain.clear();
+            if matches!(self.tls, Tls::Kernel(_)) {
+                // Offloaded: an idle connection keeps no buffer.
+                self.b.plain = Vec::new();
+            } else {
+                self.b.plain.clear();
+            }
             self.b.plain_pos = 0;
         }
         n
@@ -335,7 +406,7 @@ impl Connection {
         let s = match &mut self.tls {
             Tls::Kernel(_) | Tls::Gone => Step::Quiet,
             Tls::Server(c) => {
-                let s = step(c, &mut self.b, act);
+                let s = step(&mut **c, &mut self.b, act);
                 // The certificate resolver saw a ClientHello: keep its SNI.
                 if let Some(h) = crate::hello::take_seen() {
                     self.server_name.clone_from(&h.server_name);
@@ -343,7 +414,7 @@ impl Connection {
                 }
                 s
             }
-            Tls::Client(c) => step(c, &mut self.b, act),
+            Tls::Client(c) => step(&mut **c, &mut self.b, act),
         };
         self.keep_negotiated();
         s

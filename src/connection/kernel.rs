@@ -39,6 +39,12 @@ const INTERLEAVED: Rec = Rec::Bad(
     "application data inside a fragmented handshake message",
 );
 
+thread_local! {
+    /// Where a record from the kernel lands when the caller's buffer
+    /// cannot take a whole one: one per thread, reused.
+    static RECORD: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The error for offload state used outside the kernel mode (a bug).
 fn not_offloaded() -> Error {
     Error::new(
@@ -243,15 +249,21 @@ impl Connection {
     pub(super) fn next_record(&mut self, buf: &mut [u8]) -> Result<Rec, Error> {
         if self.offload()?.rx_in_kernel() {
             let direct = buf.len() >= wire::MAX_KTLS_PAYLOAD;
-            if !direct && self.b.incoming.len() < wire::MAX_KTLS_PAYLOAD {
-                self.b.incoming.resize(wire::MAX_KTLS_PAYLOAD, 0);
-            }
+            // A record too large for the caller's buffer lands in this
+            // thread's scratch buffer, never in one the connection keeps
+            // (an idle offloaded connection holds no record buffer).
+            let fd = self.fd;
             let r = if direct {
-                ktls::recv_record(self.fd, buf)
+                ktls::recv_record(fd, buf).map(|(t, n)| (t, n, None))
             } else {
-                ktls::recv_record(self.fd, &mut self.b.incoming)
+                RECORD.with_borrow_mut(|rec| {
+                    if rec.len() < wire::MAX_KTLS_PAYLOAD {
+                        rec.resize(wire::MAX_KTLS_PAYLOAD, 0);
+                    }
+                    ktls::recv_record(fd, rec).map(|(t, n)| (t, n, Some(rec[..n].to_vec())))
+                })
             };
-            let (typ, n) = match r {
+            let (typ, n, copy) = match r {
                 Ok(v) => v,
                 Err(e) if sys::would_block(&e) => return Ok(Rec::WouldBlock),
                 Err(e) if e.raw_os_error() == Some(libc::EBADMSG) => {
@@ -286,19 +298,15 @@ impl Connection {
                 if self.offload()?.hs_pending() {
                     return Ok(INTERLEAVED);
                 }
-                if direct {
-                    return Ok(Rec::Data(n));
-                }
-                let data = self.b.incoming[..n].to_vec();
-                self.b.plain.extend_from_slice(&data);
-                return Ok(Rec::Queued(n));
+                return Ok(match copy {
+                    None => Rec::Data(n),
+                    Some(data) => {
+                        self.b.plain.extend_from_slice(&data);
+                        Rec::Queued(n)
+                    }
+                });
             }
-            let p = if direct {
-                buf[..n].to_vec()
-            } else {
-                self.b.incoming[..n].to_vec()
-            };
-            return Ok(Rec::Control(typ, p));
+            return Ok(Rec::Control(typ, copy.unwrap_or_else(|| buf[..n].to_vec())));
         }
         // RX in userspace: whole records from the socket, opened here.
         loop {

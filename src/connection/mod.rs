@@ -69,11 +69,12 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 const MAX_WRITE: usize = 64 * 1024;
 
 enum Tls {
-    Server(UnbufferedServerConnection),
-    Client(UnbufferedClientConnection),
+    // Boxed: an offloaded connection keeps none of the handshake's size.
+    Server(Box<UnbufferedServerConnection>),
+    Client(Box<UnbufferedClientConnection>),
     /// The record layer is in the kernel; rustls keeps only what key
     /// updates and session tickets need.
-    Kernel(Offload),
+    Kernel(Box<Offload>),
     /// A conversion to the kernel failed half-way: nothing is left.
     Gone,
 }
@@ -220,9 +221,9 @@ impl Connection {
     }
 
     pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, Error> {
-        Ok(Self::new(Tls::Server(UnbufferedServerConnection::new(
-            config,
-        )?)))
+        Ok(Self::new(Tls::Server(Box::new(
+            UnbufferedServerConnection::new(config)?,
+        ))))
     }
 
     /// A server connection that continues from a ClientHello an acceptor
@@ -276,7 +277,9 @@ impl Connection {
                 format!("invalid server name {name:?}: {e}"),
             )
         })?;
-        let mut c = Self::new(Tls::Client(UnbufferedClientConnection::new(config, sn)?));
+        let mut c = Self::new(Tls::Client(Box::new(UnbufferedClientConnection::new(
+            config, sn,
+        )?)));
         c.server_name = Some(name.to_string());
         Ok(c)
     }
@@ -420,6 +423,8 @@ impl Connection {
 mod input_tests;
 #[cfg(test)]
 mod io_tests;
+#[cfg(test)]
+mod mem_tests;
 
 #[cfg(test)]
 mod tests {

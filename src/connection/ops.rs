@@ -338,8 +338,10 @@ impl Connection {
         if !self.room_to_send()? {
             return Ok((RKTLS_WANT_WRITE, 0));
         }
-        let mut chunk = vec![0u8; count.min(MAX_WRITE)];
-        let n = match sys::pread(in_fd, &mut chunk, *offset) {
+        // Read into uninitialised capacity: zero-filling it first would
+        // cost a memset per byte sent.
+        let mut chunk = Vec::new();
+        let n = match sys::pread_append(in_fd, &mut chunk, count.min(MAX_WRITE), *offset) {
             Ok(n) => n,
             Err(e) => return Err(self.io_error(&e)),
         };

@@ -220,7 +220,7 @@ impl Connection {
                     format!("rustls could not hand the connection to the kernel: {e}"),
                 )
             })
-            .and_then(|(secrets, kc)| Switch::build(&plan, secrets, kc))
+            .and_then(|(secrets, kc)| Switch::build(&plan, secrets, kc.lean()))
             .and_then(|sw| {
                 sw.install(
                     fd,
@@ -298,11 +298,13 @@ impl Connection {
                 _ => "RX; TX stays in userspace",
             }
         );
-        self.tls = Tls::Kernel(o);
+        self.tls = Tls::Kernel(Box::new(o));
+        // Only an acceptor's probe needs the ClientHello it was shown.
+        self.seen_hello = None;
         // rustls' handshake state went with the conversion; release the
         // record buffers too (undelivered plaintext stays).
         self.b.incoming = Vec::new();
-        self.b.outgoing = Vec::new();
+        self.b.outgoing.release();
         self.b.out_pos = 0;
     }
 
@@ -324,10 +326,10 @@ impl Connection {
         let taken = match std::mem::replace(&mut self.tls, Tls::Gone) {
             Tls::Server(c) => c
                 .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, control::Kc::Server(k))),
+                .map(|(s, k)| (s, control::Kc::Server(Box::new(k)))),
             Tls::Client(c) => c
                 .dangerous_into_kernel_connection()
-                .map(|(s, k)| (s, control::Kc::Client(k))),
+                .map(|(s, k)| (s, control::Kc::Client(Box::new(k)))),
             other => {
                 self.tls = other;
                 return None;
