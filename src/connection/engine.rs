@@ -8,8 +8,9 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 
-use super::{Connection, Tls, IN_CAP, PLAIN_CAP};
+use super::{control, Connection, Tls, IN_CAP, PLAIN_CAP};
 use crate::alert;
+use crate::record::{Opener, Sealer};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::wire;
@@ -420,7 +421,11 @@ impl Connection {
                 _ => break,
             }
         }
-        if self.b.outgoing.len() == before {
+        if self.sent_close_notify {
+            // Nothing follows our close_notify (RFC 8446 §6.1), whatever
+            // rustls 0.23 queued for this error.
+            self.b.outgoing.truncate(before.max(self.b.out_pos));
+        } else if self.b.outgoing.len() == before {
             // rustls closes silently on a few errors (deframing, a TLS 1.2
             // key that cannot sign): the peer is still owed its alert.
             self.send_owed_alert(&e);
@@ -476,5 +481,52 @@ impl Connection {
     /// Process buffered input (buffer mode), for the acceptor's probe.
     pub(crate) fn process(&mut self) -> Result<(), Error> {
         self.pump(&mut Action::None)
+    }
+}
+
+impl Connection {
+    /// Leave rustls' record layer for rktls' own, in userspace both ways:
+    /// the state machine of the offloaded path (`control::Offload` with
+    /// `Tx::User` and `Rx::User`) takes over, with rustls' current keys and
+    /// sequence numbers. Used where rustls 0.23 would go on in a way the
+    /// peer must not see: after our close_notify it still answers a record
+    /// it cannot read with a fatal alert (a second one, in its debug
+    /// builds an assertion). Only at a point where rustls holds nothing:
+    /// handshake complete, nothing queued inside it, no input it was shown
+    /// and kept (a partial handshake message). `false` (and nothing
+    /// changed) when that is not the case.
+    pub(super) fn use_own_records(&mut self) -> bool {
+        let ready = self.error.is_none()
+            && self.b.shown == 0
+            && self
+                .common()
+                .is_some_and(|c| !c.is_handshaking() && !c.wants_write());
+        let Some(suite) = self.common().and_then(|c| c.negotiated_cipher_suite()) else {
+            return false;
+        };
+        if !ready {
+            return false;
+        }
+        match self.take_secrets() {
+            Some(Ok((secrets, kc))) => {
+                let tx = control::Tx::User(Sealer::new(suite, secrets.tx));
+                let rx = control::Rx::User(Opener::new(suite, secrets.rx));
+                let (limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
+                let o = control::Offload::new(kc, suite, tx, rx, false, limit, fail_fast);
+                self.tls = Tls::Kernel(o);
+                self.ktls_tried = true;
+                self.b.rustls_quiet = false;
+                true
+            }
+            Some(Err(e)) => {
+                // rustls is gone: nothing can be read or sent any more.
+                self.error = Some(Error::new(
+                    RKTLS_ERR_INTERNAL,
+                    format!("rustls did not hand over its record layer: {e}"),
+                ));
+                false
+            }
+            None => false,
+        }
     }
 }

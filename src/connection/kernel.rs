@@ -73,6 +73,8 @@ impl Connection {
             match e {
                 Event::AppData(d) => self.b.plain.extend_from_slice(&d),
                 Event::PeerClosed => self.peer_closed = true,
+                // Nothing follows our close_notify (RFC 8446 §6.1).
+                Event::SendControl(..) | Event::TxKeyUpdated if self.sent_close_notify => {}
                 e @ (Event::SendControl(..) | Event::TxKeyUpdated) => self.ctl_out.push_back(e),
                 Event::RenegotiationRequested => self.reneg_refused = true,
                 Event::Closed | Event::RxKeyUpdated | Event::SessionTicket => {}
@@ -132,7 +134,14 @@ impl Connection {
 
     /// End an offloaded connection with `err`; its alert (or close_notify)
     /// is sent best effort.
-    pub(super) fn offload_fail(&mut self, err: Error, ev: Vec<Event>) -> Error {
+    pub(super) fn offload_fail(&mut self, mut err: Error, ev: Vec<Event>) -> Error {
+        if self.sent_close_notify {
+            // Its alert is not sent (see `apply_events`): say so.
+            err.msg = err.msg.replace(
+                "(sent alert ",
+                "(no alert after our close_notify: not sent ",
+            );
+        }
         self.apply_events(ev);
         let _ = self.flush_control();
         self.sticky(err)
@@ -353,8 +362,9 @@ impl Connection {
                 }
                 Ok(Fill::WouldBlock) => return Ok(Rec::WouldBlock),
                 // fill_in already explains a reset after a refused
-                // renegotiation.
-                Err(e) => return Err(self.sticky(e)),
+                // renegotiation. Not sticky, as in userspace: a read that
+                // failed took nothing, and a call again loses nothing.
+                Err(e) => return Err(e),
             }
         }
     }

@@ -65,8 +65,9 @@ const MAX_WRITE: usize = 64 * 1024;
 enum Tls {
     Server(UnbufferedServerConnection),
     Client(UnbufferedClientConnection),
-    /// The record layer is in the kernel; rustls keeps only what key
-    /// updates and session tickets need.
+    /// The record layer is in the kernel (or, for a direction it does not
+    /// carry, and after our close_notify in userspace: rktls' own);
+    /// rustls keeps only what key updates and session tickets need.
     Kernel(Offload),
     /// A conversion to the kernel failed half-way: nothing is left.
     Gone,

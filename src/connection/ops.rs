@@ -215,6 +215,10 @@ impl Connection {
                 return self.deliver_error();
             }
             self.sent_close_notify = true;
+            // Nothing may follow our close_notify, which rustls 0.23 does
+            // not ensure when it reads on: rktls' own record layer reads
+            // what the peer still sends.
+            self.use_own_records();
         }
         self.flush()
     }

@@ -210,6 +210,10 @@ impl Connection {
     /// to rustls instead: `None`.
     pub(super) fn refuse(&mut self, r: Refusal) -> Option<Step> {
         if let Err(why) = self.send_own_alert(r.alert) {
+            if self.sent_close_notify {
+                log::debug!("{}: {why}", r.why);
+                return Some(Step::Ended(Error::new(r.code, r.why)));
+            }
             let unexpected = r.alert == RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
             if !(unexpected && r.at == 0 && self.rustls_can_answer_invalid_ccs()) {
                 log::debug!("{}; rustls answers it ({why})", r.why);
@@ -232,6 +236,9 @@ impl Connection {
     /// gone afterwards). Only at a record boundary with nothing left inside
     /// rustls to send. Records it as the alert sent.
     pub(super) fn send_own_alert(&mut self, desc: u8) -> Result<(), String> {
+        if self.sent_close_notify {
+            return Err("nothing is sent after our close_notify".into());
+        }
         if self.plaintext_alert_possible() {
             self.b
                 .outgoing

@@ -820,6 +820,24 @@ impl Harness {
         if !sent && KNOWN_NO_ALERT.iter().any(|k| msg.contains(k)) && !strict() {
             return;
         }
+        if self.shutdown_done {
+            // Nothing follows our close_notify (RFC 8446 §6.1): no alert,
+            // and none reported.
+            assert!(
+                !sent,
+                "{what}: {r:?}: alert {desc} reported after close_notify ({msg})"
+            );
+            let _ = rktls_connection_flush(self.conn);
+            let out = self.collect();
+            let before = self.alerts_at_peer.len();
+            self.peer_receive(&out);
+            assert_eq!(
+                self.alerts_at_peer.len(),
+                before,
+                "{what}: {r:?}: an alert reached the peer after close_notify"
+            );
+            return;
+        }
         assert!(sent, "{what}: {r:?} without an alert sent ({msg})");
         // The alert leaves with the next call in fd mode, or is taken.
         let _ = rktls_connection_flush(self.conn);

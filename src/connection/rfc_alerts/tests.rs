@@ -866,6 +866,97 @@ fn records_after_close_notify_are_not_answered() {
     }
 }
 
+/// Found by fuzzing (H3, H3r): after our close_notify, a record rktls
+/// refuses (an unknown content type) or one rustls cannot open (a bad
+/// MAC) was answered with a fatal alert the peer, having read our
+/// close_notify, never reads; rustls 0.23 even tripped its own assertion
+/// (a second "fatal" alert: its close_notify counts as one). Nothing
+/// follows our close_notify (RFC 8446 §6.1), and none is reported; the
+/// peer's data before the bad record is still read.
+#[test]
+fn nothing_follows_our_close_notify() {
+    for (v, suite, acc) in every() {
+        for bad in ["unknown type", "bad mac"] {
+            let (mut s, mut peer) = established(v, suite, acc);
+            // Buffer mode: done once the close_notify is taken.
+            assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+            let mut buf = vec![0u8; 65536];
+            let n = s.take(&mut buf).unwrap();
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            let close = vec![(CT_ALERT, vec![WARNING, 0])];
+            assert_eq!(peer.open(&buf[..n]), close, "{v:x} {suite:x} {bad}");
+            let mut wire = peer.tx.seal(CT_APPLICATION_DATA, b"last words");
+            match bad {
+                "unknown type" => wire.extend_from_slice(&[0xa5, 3, 3, 0, 2, 0, 0]),
+                _ => {
+                    let mut rec = peer.tx.seal(CT_APPLICATION_DATA, b"tampered");
+                    *rec.last_mut().unwrap() ^= 1;
+                    wire.extend(rec);
+                }
+            }
+            s.feed(&wire).unwrap();
+            let (r, n) = s.read(&mut buf).unwrap();
+            assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"last words"[..]));
+            let e = s.read(&mut buf).unwrap_err();
+            assert_eq!(s.alert_sent(), None, "{v:x} {suite:x} {bad}: {}", e.msg);
+            assert_eq!(s.take(&mut buf).unwrap(), 0, "{v:x} {suite:x} {bad}: sent");
+            assert!(!e.msg.contains("(sent alert"), "{}", e.msg);
+            assert_eq!(s.read(&mut buf).unwrap_err().code, e.code, "sticky");
+        }
+    }
+}
+
+/// After our close_notify the peer's data, KeyUpdates and close_notify are
+/// still read (by rktls' own record layer, rustls being done).
+#[test]
+fn reading_after_our_close_notify_goes_on_to_the_peers() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+        let mut buf = vec![0u8; 65536];
+        let n = s.take(&mut buf).unwrap();
+        assert_eq!(peer.open(&buf[..n]).len(), 1);
+        let mut wire = peer.tx.seal(CT_APPLICATION_DATA, b"one");
+        wire.extend(peer.tx.seal(CT_APPLICATION_DATA, b"two"));
+        wire.extend(peer.tx.seal(CT_ALERT, &[WARNING, 0]));
+        s.feed(&wire).unwrap();
+        let mut got = Vec::new();
+        let end = loop {
+            match s.read(&mut buf).unwrap() {
+                (RKTLS_OK, n) => got.extend_from_slice(&buf[..n]),
+                other => break other,
+            }
+        };
+        assert_eq!((got.as_slice(), end), (&b"onetwo"[..], (RKTLS_CLOSED, 0)));
+        assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing more sent");
+    }
+}
+
+/// Found by fuzzing (F2): our key refresh while the peer's handshake
+/// message is only partly received: rustls sends unexpected_message, and
+/// that is the alert reported (it was reported as illegal_parameter).
+#[test]
+fn refresh_with_a_pending_handshake_fragment_reports_unexpected_message() {
+    for (v, suite, acc) in every().filter(|c| c.0 == TLS13) {
+        let (mut s, mut peer) = established(v, suite, acc);
+        s.feed(&peer.tx.seal(CT_HANDSHAKE, &[24])).unwrap();
+        let mut buf = vec![0u8; 65536];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        // Buffer mode: the error comes once its alert is taken.
+        assert_eq!(s.refresh_keys(false).unwrap(), RKTLS_WANT_WRITE);
+        let n = s.take(&mut buf).unwrap();
+        let e = s.refresh_keys(false).unwrap_err();
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(
+            peer.open(&buf[..n]),
+            fatal(desc),
+            "{suite:x} acceptor={acc}"
+        );
+        assert_eq!(s.alert_sent(), Some(desc), "{}", e.msg);
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    }
+}
+
 /// A valid ChangeCipherSpec record.
 const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
 
