@@ -290,6 +290,12 @@ impl Offload {
 
     /// A handshake message is partly received: only its next fragment may
     /// come (application data may not).
+    /// What is left of the peer's allowances when rustls used some.
+    pub(crate) fn set_peer_allowance(&mut self, warnings: u8, key_updates: u8) {
+        self.warnings_left = warnings.min(MAX_WARNING_ALERTS);
+        self.key_updates_left = key_updates.min(MAX_KEY_UPDATES_WITHOUT_DATA);
+    }
+
     pub(crate) fn hs_pending(&self) -> bool {
         !self.hs.is_empty()
     }

@@ -8,7 +8,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 
-use super::{control, Connection, Tls, IN_CAP, PLAIN_CAP};
+use super::{control, limits, Connection, Tls, IN_CAP, PLAIN_CAP};
 use crate::alert;
 use crate::record::{Opener, Sealer};
 use crate::result::rktls_result::{self, *};
@@ -83,6 +83,10 @@ pub(super) struct Buffers {
     /// After a rustls error: the last record it consumed, as it left it
     /// (decrypted in place), to tell which alert it sent.
     pub(super) last_consumed: Option<Vec<u8>>,
+    /// After the handshake, with nothing held inside rustls: classify what
+    /// it consumes (`Some(tls13)`), into `seen`.
+    pub(super) inspect: Option<bool>,
+    pub(super) seen: Option<limits::Seen>,
 }
 
 /// Whether a run of whole records contains a ChangeCipherSpec.
@@ -204,6 +208,9 @@ pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'
             "unexpected connection state (early data is not enabled)".into(),
         )),
     };
+    if let (Some(tls13), false) = (b.inspect, matches!(out, Step::Failed(_))) {
+        b.seen = Some(limits::classify(&b.incoming[..discard], tls13));
+    }
     if let Step::Failed(_) = out {
         b.last_consumed = wire::record_ending_at(&b.incoming, discard).map(<[u8]>::to_vec);
     }
@@ -276,9 +283,27 @@ impl Connection {
         }
         let cut = held_at.map_or(view, |at| at.min(view));
         let held = (cut < self.b.incoming.len()).then(|| self.b.incoming.split_off(cut));
+        let shown_before = self.b.shown;
         let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
         let out_before = self.b.outgoing.len();
+        let acting = !matches!(act, Action::None);
+        let tls13 = self
+            .common()
+            .filter(|c| !c.is_handshaking())
+            .map(|c| c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
+        let joining = tls13 == Some(true) && self.b.shown != 0;
+        self.b.inspect = tls13.filter(|_| self.b.shown == 0);
         let s = self.step_rustls(act);
+        if let Some(seen) = self.b.seen.take() {
+            self.limits.add(&seen);
+        }
+        if joining && self.b.incoming.len() < in_before && !matches!(s, Step::Failed(_)) {
+            self.limits.add_joined();
+        }
+        if acting && matches!(act, Action::None) {
+            // What rustls sends flushes a KeyUpdate answer it held.
+            self.limits.answer_held = false;
+        }
         self.screen_discarded(in_before - self.b.incoming.len());
         self.b.shown = self.b.incoming.len();
         self.b.rustls_quiet = matches!(s, Step::Quiet);
@@ -291,7 +316,14 @@ impl Connection {
                 self.b.incoming.extend_from_slice(&rest);
                 // rustls took records before it: go on to it.
                 match s {
-                    Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    // (Or was shown one record more, which it keeps: a
+                    // handshake message in pieces. The next one follows.)
+                    Step::Quiet
+                        if in_before > self.b.incoming.len() - rest.len()
+                            || (cut > shown_before && !refusing) =>
+                    {
+                        Step::Progress
+                    }
                     // rustls took all it could: answer the record.
                     Step::Quiet if refusing => refusal
                         .and_then(|r| self.refuse(r))
@@ -318,12 +350,19 @@ impl Connection {
     fn rustls_view(&self) -> usize {
         let inc = &self.b.incoming;
         let shown = self.b.shown.min(inc.len());
-        if self.plain_available() >= PLAIN_CAP {
+        if self.plain_available() >= PLAIN_CAP || self.limits.switch_due() {
             return shown;
         }
         // What rustls was shown ends on a record boundary (or the
         // connection failed on garbage): scan only what came after it.
-        let whole = shown + whole_records_len(&inc[shown..]);
+        // After the handshake one record at a time, so that what counts
+        // against rustls' peer limits is counted in time (`limits.rs`).
+        let one = self.common().is_some_and(|c| !c.is_handshaking());
+        let whole = shown
+            + match wire::records(&inc[shown..]).next() {
+                Some(r) if one && r.payload().is_some() => r.header.record_len(),
+                _ => whole_records_len(&inc[shown..]),
+            };
         let view = if plausible_header(&inc[whole..]) {
             whole
         } else {
@@ -357,6 +396,14 @@ impl Connection {
             return Err(e.clone());
         }
         loop {
+            // rustls' peer allowance is used up (`limits.rs`): once
+            // nothing is pending for rustls to do, rktls reads on.
+            if self.limits.switch_due() && matches!(act, Action::None) && !self.in_kernel() {
+                self.own_records_at_limit();
+                if self.in_kernel() {
+                    return Ok(());
+                }
+            }
             match self.step(act) {
                 Step::Progress => {}
                 Step::Quiet if self.stuck_on_full_input() => return Err(self.input_overflow()),

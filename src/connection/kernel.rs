@@ -88,11 +88,14 @@ impl Connection {
         let fd = self.fd;
         loop {
             let tx_kernel = self.offload()?.tx_in_kernel();
-            if !tx_kernel && !self.flush_out()? {
-                return Ok(false);
-            }
+            // TX here: sealed in order into the output queue at once (in
+            // buffer mode it leaves when taken), then sent.
             let Some(front) = self.ctl_out.front() else {
-                return Ok(true);
+                return if tx_kernel {
+                    Ok(true)
+                } else {
+                    self.flush_out()
+                };
             };
             match front {
                 Event::SendControl(t, p) => {

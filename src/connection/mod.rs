@@ -35,6 +35,7 @@ mod engine;
 pub mod events;
 pub mod ffi;
 mod kernel;
+mod limits;
 mod ops;
 mod reneg;
 mod rfc_alerts;
@@ -128,6 +129,8 @@ pub(crate) struct Connection {
     /// A send that failed after `write` had accepted its data: returned
     /// by the next write, flush or shutdown.
     send_error: Option<Error>,
+    /// What rustls consumed that counts against its peer limits.
+    limits: limits::PeerCounts,
 }
 
 #[cfg(test)]
@@ -208,6 +211,7 @@ impl Connection {
             screen: rfc_alerts::Screen::default(),
             panicked: Default::default(),
             send_error: None,
+            limits: Default::default(),
         }
     }
 

@@ -98,7 +98,8 @@ impl Connection {
             if self.pump(&mut Action::None).is_err() {
                 continue;
             }
-            if self.plain_available() > 0 || self.peer_closed {
+            // (rktls' own record layer may have taken over: `limits.rs`.)
+            if self.plain_available() > 0 || self.peer_closed || self.in_kernel() {
                 continue;
             }
             // Send what processing produced (e.g. a KeyUpdate answer); a

@@ -49,13 +49,11 @@
 //! an oversized handshake message end without an alert (rustls' silence).
 //! What is reported is always what was sent (nothing, when nothing was).
 //!
-//! Also without an alert: too many warning alerts (rustls 0.23 takes four)
-//! and too many KeyUpdates without data between them (32). rustls fails
-//! without an alert and then keeps its keys; the record over the limit is
-//! encrypted (its type hidden in TLS 1.3, its level and description in
-//! TLS 1.2), so rktls cannot tell it from a close_notify or data before
-//! rustls opens it, and opening it itself would take rustls' keys for the
-//! rest of the connection.
+//! Too many warning alerts (rustls 0.23 takes four) and too many
+//! KeyUpdates without data between them (32): rustls fails without an
+//! alert and then keeps its keys. rktls counts them as rustls consumes
+//! them and, once rustls' allowance is used up, its own record layer takes
+//! over and answers the next one with unexpected_message (`limits.rs`).
 
 use rustls::{ContentType, PeerIncompatible, PeerMisbehaved, ProtocolVersion};
 

@@ -957,6 +957,130 @@ fn refresh_with_a_pending_handshake_fragment_reports_unexpected_message() {
     }
 }
 
+/// Found by fuzzing (H1): rustls 0.23 takes four warning alerts and ends
+/// the connection on the fifth without an alert. rktls counts them and
+/// answers the fifth with unexpected_message, as after the offload; data
+/// between them still flows.
+#[test]
+fn a_fifth_warning_alert_gets_unexpected_message() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        // user_canceled: a warning in both versions.
+        let warning = [WARNING, 90];
+        let mut wire = Vec::new();
+        for _ in 0..4 {
+            wire.extend(peer.tx.seal(CT_ALERT, &warning));
+        }
+        wire.extend(peer.tx.seal(CT_APPLICATION_DATA, b"still here"));
+        s.feed(&wire).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (r, n) = s.read(&mut buf).unwrap();
+        assert_eq!(
+            (r, &buf[..n]),
+            (RKTLS_OK, &b"still here"[..]),
+            "{v:x} {suite:x}"
+        );
+        let fifth = peer.tx.seal(CT_ALERT, &warning);
+        let (e, got) = answer(&mut s, &mut peer, &fifth);
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(got, fatal(desc), "{v:x} {suite:x} acceptor={acc}");
+        assert_eq!(s.alert_sent(), Some(desc));
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    }
+}
+
+/// A server connection in buffer mode and a rustls client, established.
+fn with_rustls_client(suite: u16) -> (Connection, rustls::ClientConnection) {
+    let o = Opts {
+        versions: Some(vec![TLS13]),
+        suites: Some(vec![suite]),
+        alpn: None,
+    };
+    let mut s = Connection::server(server_config(&o)).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let mut c = rustls::ClientConnection::new(client_config(&o), name).unwrap();
+    for _ in 0..10 {
+        to_server(&mut c, &mut s);
+        let _ = s.handshake();
+        to_client(&mut s, &mut c).unwrap();
+    }
+    assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+    assert!(!c.is_handshaking());
+    (s, c)
+}
+
+fn to_server(c: &mut rustls::ClientConnection, s: &mut Connection) {
+    let mut wire = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut wire).unwrap();
+    }
+    s.feed(&wire).unwrap();
+}
+
+/// What the server sent, processed by the client (its data read).
+fn to_client(
+    s: &mut Connection,
+    c: &mut rustls::ClientConnection,
+) -> Result<Vec<u8>, rustls::Error> {
+    let mut buf = vec![0u8; 1 << 17];
+    let n = s.take(&mut buf).unwrap();
+    let mut rd = &buf[..n];
+    let mut data = Vec::new();
+    while !rd.is_empty() {
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets()?;
+        let _ = std::io::Read::read_to_end(&mut c.reader(), &mut data);
+    }
+    Ok(data)
+}
+
+/// Found by fuzzing (H1d): rustls 0.23 takes 32 KeyUpdates without data
+/// between them and ends the connection on the next without an alert.
+/// rktls answers the 33rd with unexpected_message, which the peer reads
+/// (under the keys our answers to its requests announced); up to 32, data
+/// flows both ways after them.
+#[test]
+fn key_updates_over_the_limit_get_unexpected_message() {
+    for suite in SUITES13 {
+        for updates in [32, 33] {
+            let (mut s, mut c) = with_rustls_client(suite);
+            for _ in 0..updates {
+                c.refresh_traffic_keys().unwrap();
+            }
+            std::io::Write::write_all(&mut c.writer(), b"ping").unwrap();
+            to_server(&mut c, &mut s);
+            let mut buf = vec![0u8; 65536];
+            let r = loop {
+                match s.read(&mut buf) {
+                    Ok((RKTLS_WANT_WRITE, _)) => {
+                        to_client(&mut s, &mut c).unwrap();
+                    }
+                    other => break other,
+                }
+            };
+            if updates == 32 {
+                let (code, n) = r.unwrap();
+                assert_eq!((code, &buf[..n]), (RKTLS_OK, &b"ping"[..]), "{suite:x}");
+                // Our answers to its KeyUpdates first.
+                assert_eq!(to_client(&mut s, &mut c).unwrap(), b"");
+                assert_eq!(s.write(b"pong").unwrap(), (RKTLS_OK, 4));
+                assert_eq!(to_client(&mut s, &mut c).unwrap(), b"pong", "{suite:x}");
+                continue;
+            }
+            let e = r.unwrap_err();
+            assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+            let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+            assert_eq!(s.alert_sent(), Some(desc), "{}", e.msg);
+            let got = to_client(&mut s, &mut c).unwrap_err();
+            assert_eq!(
+                got,
+                rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage),
+                "{suite:x}"
+            );
+        }
+    }
+}
+
 /// A valid ChangeCipherSpec record.
 const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
 
