@@ -546,6 +546,15 @@ impl Offload {
             ));
         };
         let name = alert::name(desc);
+        // As rustls in userspace: a level other than warning or fatal.
+        if level != alert::WARNING && level != alert::FATAL {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_PROTOCOL,
+                RKTLS_ALERT_ILLEGAL_PARAMETER,
+                format!("alert {name} with the invalid level {level}"),
+            ));
+        }
         if desc == RKTLS_ALERT_CLOSE_NOTIFY.code() {
             ev.push(Event::PeerClosed);
             if !sent_close_notify {

@@ -404,7 +404,12 @@ impl Connection {
                     return Ok(());
                 }
             }
+            let closing = matches!(act, Action::CloseNotify);
             match self.step(act) {
+                // Our close_notify is queued: rustls is shown nothing more
+                // (it would answer a bad record with a second "fatal"
+                // alert); the caller moves to rktls' own records.
+                Step::Progress if closing && matches!(act, Action::None) => return Ok(()),
                 Step::Progress => {}
                 Step::Quiet if self.stuck_on_full_input() => return Err(self.input_overflow()),
                 Step::Quiet => return Ok(()),

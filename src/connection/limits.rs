@@ -113,10 +113,11 @@ impl PeerCounts {
 
     /// rustls completed a handshake message it had joined from several
     /// records (their bytes moved, not classified): counted as one
-    /// KeyUpdate, the likeliest message after the handshake to arrive in
-    /// pieces on purpose.
+    /// KeyUpdate request, the likeliest message after the handshake to
+    /// arrive in pieces on purpose.
     pub(super) fn add_joined(&mut self) {
         self.key_updates = self.key_updates.saturating_add(1);
+        self.answer_held = true;
     }
 
     /// Count what rustls consumed; whether its allowance is used up.
@@ -132,6 +133,28 @@ impl PeerCounts {
 }
 
 impl Connection {
+    /// Before rustls' keys are taken: rustls may hold its answer to a
+    /// KeyUpdate request (sealed with our previous key, while it already
+    /// has our next one) until it next sends, and taking the keys would
+    /// lose it. A key refresh of ours sends it, then our own request.
+    /// Input is kept away from rustls meanwhile. Whether nothing is held.
+    pub(super) fn send_held_key_update(&mut self) -> bool {
+        if !self.limits.answer_held {
+            return true;
+        }
+        let input = std::mem::take(&mut self.b.incoming);
+        let mut act = Action::RefreshKeys;
+        for _ in 0..8 {
+            let s = self.step_rustls(&mut act);
+            if !matches!(s, super::engine::Step::Progress) {
+                break;
+            }
+        }
+        self.b.incoming = input;
+        self.limits.answer_held = !matches!(act, Action::None);
+        !self.limits.answer_held
+    }
+
     /// rustls' allowance for warnings or KeyUpdates is used up: move to
     /// rktls' own record layer before rustls sees the next record, which
     /// would end the connection without an alert.
@@ -149,26 +172,10 @@ impl Connection {
             self.limits.gave_up = true;
             return;
         }
-        if self.limits.answer_held {
-            // rustls holds its answer to a KeyUpdate request (sealed with
-            // our previous key) until it next sends: a key refresh of ours
-            // sends it, then our request, and nothing is lost. Input is
-            // kept away from rustls meanwhile.
-            let input = std::mem::take(&mut self.b.incoming);
-            let mut act = Action::RefreshKeys;
-            for _ in 0..8 {
-                let s = self.step_rustls(&mut act);
-                if !matches!(s, super::engine::Step::Progress) {
-                    break;
-                }
-            }
-            self.b.incoming = input;
-            if !matches!(act, Action::None) {
-                log::debug!("peer limit reached; rustls could not send its KeyUpdate answer");
-                self.limits.gave_up = true;
-                return;
-            }
-            self.limits.answer_held = false;
+        if !self.send_held_key_update() {
+            log::debug!("peer limit reached; rustls could not send its KeyUpdate answer");
+            self.limits.gave_up = true;
+            return;
         }
         let left = (
             WARNINGS.saturating_sub(self.limits.warnings),

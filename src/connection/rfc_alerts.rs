@@ -264,6 +264,9 @@ impl Connection {
             return Err("rustls still has records to send".into());
         }
         let suite = c.negotiated_cipher_suite().ok_or("no suite negotiated")?;
+        if !self.send_held_key_update() {
+            return Err("rustls holds a KeyUpdate answer it cannot send".into());
+        }
         let secrets = self
             .take_secrets()
             .ok_or("the record layer is not in userspace")?;

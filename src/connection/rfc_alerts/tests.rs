@@ -1081,6 +1081,67 @@ fn key_updates_over_the_limit_get_unexpected_message() {
     }
 }
 
+/// Found by fuzzing: records already received when shutdown is called
+/// (a warning, then an alert with an invalid level) are read only up to
+/// where our close_notify goes: rustls is shown nothing after it (it
+/// would answer with a second "fatal" alert, an assertion in its debug
+/// builds), and the bad record that follows gets no alert.
+#[test]
+fn records_received_before_shutdown_get_nothing_after_close_notify() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        let mut wire = peer.tx.seal(CT_ALERT, &[WARNING, 90]);
+        wire.extend(peer.tx.seal(CT_ALERT, &[0, 90]));
+        s.feed(&wire).unwrap();
+        assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+        let mut buf = vec![0u8; 65536];
+        let n = s.take(&mut buf).unwrap();
+        let close = vec![(CT_ALERT, vec![WARNING, 0])];
+        assert_eq!(
+            peer.open(&buf[..n]),
+            close,
+            "{v:x} {suite:x} acceptor={acc}"
+        );
+        let e = s.read(&mut buf).unwrap_err();
+        assert_eq!(s.alert_sent(), None, "{}", e.msg);
+        assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing after close_notify");
+    }
+}
+
+/// Found by fuzzing: the peer asks for a key update, and the next record
+/// is one rktls refuses itself. rustls holds its KeyUpdate answer (sealed
+/// with our previous key) until it next sends; the alert rktls seals with
+/// the keys rustls hands over must come after that answer, or the peer
+/// cannot read it.
+#[test]
+fn own_alert_after_a_key_update_request_reaches_the_peer() {
+    for suite in SUITES13 {
+        let (mut s, mut c) = with_rustls_client(suite);
+        c.refresh_traffic_keys().unwrap();
+        to_server(&mut c, &mut s);
+        let mut buf = vec![0u8; 65536];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        // A record of an unknown content type: unexpected_message.
+        s.feed(&[0xe0, 3, 3, 0, 1, 0]).unwrap();
+        let e = loop {
+            match s.read(&mut buf) {
+                Ok((RKTLS_WANT_WRITE, _)) => {
+                    let got = to_client(&mut s, &mut c).unwrap_err();
+                    assert_eq!(
+                        got,
+                        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage),
+                        "{suite:x}"
+                    );
+                }
+                Ok(other) => panic!("no error: {other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.code, RKTLS_ERR_UNEXPECTED_MESSAGE, "{}", e.msg);
+        assert_eq!(s.alert_sent(), Some(RKTLS_ALERT_UNEXPECTED_MESSAGE as u8));
+    }
+}
+
 /// A valid ChangeCipherSpec record.
 const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
 
