@@ -204,9 +204,20 @@ impl StreamTarget {
             steps += 1;
             if let (Some(f), Some(base)) = (heap, base) {
                 let used = f().saturating_sub(base + h.harness_bytes());
+                // (S1, fuzz/pending/README.md: once seen in fork mode, not
+                // reproducible alone; the breakdown says whose bytes they are.)
                 assert!(
                     used < MEMORY_LIMIT,
-                    "heap grew by {used} bytes after {steps} steps"
+                    "heap grew by {used} bytes after {steps} steps (rktls queues {} TLS bytes \
+                     to send; harness holds {}; peer {}; backlog {})",
+                    rktls_connection_pending_tls(h.conn),
+                    h.harness_bytes(),
+                    match &h.peer {
+                        Peer::Tls(_) => "rustls",
+                        Peer::Bare { .. } => "bare",
+                        Peer::Dead => "gone",
+                    },
+                    h.backlog
                 );
             }
             if steps > 2000 {
