@@ -525,8 +525,15 @@ impl Connection {
         }
         match self.flush_out() {
             Ok(false) => Ok(RKTLS_WANT_WRITE),
-            // Sent, or the peer is gone: either way, report the cause.
-            Ok(true) | Err(_) => Err(err),
+            Ok(true) => Err(err),
+            // The peer is gone: report the cause, and no alert (the peer
+            // got none, or a part of its record).
+            Err(_) => {
+                if self.pending_out() > 0 {
+                    self.alert_sent = None;
+                }
+                Err(err)
+            }
         }
     }
 

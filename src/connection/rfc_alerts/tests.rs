@@ -1142,6 +1142,42 @@ fn own_alert_after_a_key_update_request_reaches_the_peer() {
     }
 }
 
+/// An alert the socket refuses is not reported as sent.
+#[test]
+fn fd_mode_alert_the_socket_refuses_is_not_reported() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let o = Opts {
+        versions: Some(vec![TLS13]),
+        ..Opts::default()
+    };
+    let scfg = server_config(&o);
+    let server = std::thread::spawn(move || {
+        let mut s = Connection::server(scfg).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+        let mut buf = [0u8; 64];
+        crate::sys::fault::inject(crate::sys::fault::Op::Send, libc::EPIPE);
+        let e = s.read(&mut buf).unwrap_err();
+        (e, s.alert_sent(), a)
+    });
+    let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+    c.set_fd(b.as_raw_fd()).unwrap();
+    assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+    let mut peer = Peer::take_over(c);
+    b.write_all(&peer.tx.seal(0, &[0, 0])).unwrap();
+    let (e, reported, a) = server.join().unwrap();
+    drop(a);
+    let mut wire = Vec::new();
+    b.read_to_end(&mut wire).unwrap();
+    // Only the server's session tickets arrived.
+    assert!(peer.open(&wire).iter().all(|(t, _)| *t == CT_HANDSHAKE));
+    assert_eq!(reported, None, "{}", e.msg);
+    assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+}
+
 /// A valid ChangeCipherSpec record.
 const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
 
