@@ -87,6 +87,9 @@ pub(super) struct Buffers {
     /// it consumes (`Some(tls13)`), into `seen`.
     pub(super) inspect: Option<bool>,
     pub(super) seen: Option<limits::Seen>,
+    /// With something held inside rustls: how many whole records it
+    /// consumed (their bytes may have moved: not classified).
+    pub(super) consumed_records: usize,
 }
 
 /// Whether a run of whole records contains a ChangeCipherSpec.
@@ -211,6 +214,9 @@ pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'
     if let (Some(tls13), false) = (b.inspect, matches!(out, Step::Failed(_))) {
         b.seen = Some(limits::classify(&b.incoming[..discard], tls13));
     }
+    b.consumed_records = wire::records(&b.incoming[..discard])
+        .take_while(|r| r.payload().is_some())
+        .count();
     if let Step::Failed(_) = out {
         b.last_consumed = wire::record_ending_at(&b.incoming, discard).map(<[u8]>::to_vec);
     }
@@ -298,7 +304,7 @@ impl Connection {
             self.limits.add(&seen);
         }
         if joining && self.b.incoming.len() < in_before && !matches!(s, Step::Failed(_)) {
-            self.limits.add_joined();
+            self.limits.add_joined(self.b.consumed_records);
         }
         if acting && matches!(act, Action::None) {
             // What rustls sends flushes a KeyUpdate answer it held.

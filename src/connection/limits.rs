@@ -111,12 +111,13 @@ impl PeerCounts {
         self.reached() && !self.gave_up
     }
 
-    /// rustls completed a handshake message it had joined from several
-    /// records (their bytes moved, not classified): counted as one
-    /// KeyUpdate request, the likeliest message after the handshake to
-    /// arrive in pieces on purpose.
-    pub(super) fn add_joined(&mut self) {
-        self.key_updates = self.key_updates.saturating_add(1);
+    /// rustls consumed `records` records it had held (a handshake message
+    /// joined from pieces, their bytes moved; or records whose discard it
+    /// deferred): not classified, each counted as a KeyUpdate request (at
+    /// least one), so the count never falls behind rustls' own.
+    pub(super) fn add_joined(&mut self, records: usize) {
+        let n = u8::try_from(records.max(1)).unwrap_or(u8::MAX);
+        self.key_updates = self.key_updates.saturating_add(n);
         self.answer_held = true;
     }
 
