@@ -130,7 +130,10 @@ impl Connection {
         }
         match alert::Message::parse(payload) {
             Some(m) if m.is_close_notify() => self.sent_close_notify = true,
-            Some(m) if m.level == alert::FATAL => self.alert_sent = Some(m.desc),
+            // (A refused renegotiation's warning counts, as in userspace.)
+            Some(m) if m.level == alert::FATAL || m.desc == RKTLS_ALERT_NO_RENEGOTIATION.code() => {
+                self.alert_sent = Some(m.desc)
+            }
             _ => {}
         }
     }

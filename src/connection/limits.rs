@@ -143,17 +143,27 @@ impl Connection {
         if !self.limits.answer_held {
             return true;
         }
-        let input = std::mem::take(&mut self.b.incoming);
-        let mut act = Action::RefreshKeys;
+        let act = self.step_rustls_on_shown(Action::RefreshKeys);
+        self.limits.answer_held = !matches!(act, Action::None);
+        !self.limits.answer_held
+    }
+
+    /// Run rustls until it is quiet, shown only what it was shown before
+    /// (it keeps positions in that); the action left undone, if any.
+    fn step_rustls_on_shown<'a>(&mut self, mut act: Action<'a>) -> Action<'a> {
+        let shown = self.b.shown.min(self.b.incoming.len());
+        let input = self.b.incoming.split_off(shown);
         for _ in 0..8 {
             let s = self.step_rustls(&mut act);
             if !matches!(s, super::engine::Step::Progress) {
                 break;
             }
         }
-        self.b.incoming = input;
-        self.limits.answer_held = !matches!(act, Action::None);
-        !self.limits.answer_held
+        // What rustls discarded of it meanwhile (as `step` does).
+        self.screen_discarded(shown - self.b.incoming.len());
+        self.b.shown = self.b.incoming.len();
+        self.b.incoming.extend_from_slice(&input);
+        act
     }
 
     /// rustls' allowance for warnings or KeyUpdates is used up: move to
@@ -166,6 +176,11 @@ impl Connection {
             // same limits afterwards.
             self.limits.gave_up = true;
             return;
+        }
+        if self.b.shown != 0 {
+            // rustls may hold records it has processed and not discarded
+            // yet: let it, shown nothing new.
+            self.step_rustls_on_shown(Action::None);
         }
         if self.b.shown != 0 {
             // A handshake message in pieces inside rustls: it carries on.
