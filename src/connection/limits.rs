@@ -118,7 +118,6 @@ impl PeerCounts {
     pub(super) fn add_joined(&mut self, records: usize) {
         let n = u8::try_from(records.max(1)).unwrap_or(u8::MAX);
         self.key_updates = self.key_updates.saturating_add(n);
-        self.answer_held = true;
     }
 
     /// Count what rustls consumed; whether its allowance is used up.
