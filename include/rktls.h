@@ -366,7 +366,9 @@ enum rktls_category
    */
   RKTLS_CATEGORY_ALERT = 3,
   /*
-   A protocol error detected here; an alert was sent to the peer.
+   A protocol error detected here; an alert was sent to the peer
+   (none once our close_notify was sent: nothing follows it, and
+   `rktls_connection_alert_sent()` says so).
    */
   RKTLS_CATEGORY_PROTOCOL = 4,
   /*
@@ -1825,7 +1827,9 @@ bool rktls_connection_alert_received(const struct rktls_connection *conn, uint8_
  `*description` and return true: the fatal alert it sent after a
  handshake or protocol error, exactly as it went on the wire, or
  no_renegotiation for a refused renegotiation (sent as a warning, then
- close_notify). `description` may be NULL. false for NULL `conn`.
+ close_notify). false when no alert was sent: none was owed, the socket
+ refused it, or our close_notify had already been sent (nothing follows
+ it, RFC 8446 §6.1). `description` may be NULL. false for NULL `conn`.
  */
 bool rktls_connection_alert_sent(const struct rktls_connection *conn, uint8_t *description);
 

@@ -149,7 +149,9 @@ pub enum rktls_category {
     RKTLS_CATEGORY_CLOSED = 2,
     /// The peer sent a fatal alert.
     RKTLS_CATEGORY_ALERT = 3,
-    /// A protocol error detected here; an alert was sent to the peer.
+    /// A protocol error detected here; an alert was sent to the peer
+    /// (none once our close_notify was sent: nothing follows it, and
+    /// `rktls_connection_alert_sent()` says so).
     RKTLS_CATEGORY_PROTOCOL = 4,
     /// An operating-system I/O error.
     RKTLS_CATEGORY_IO = 5,

@@ -213,6 +213,9 @@ pub(crate) fn for_error(e: &rustls::Error) -> AlertDescription {
             | rustls::PeerMisbehaved::IllegalTlsInnerPlaintext
             // rustls answers it with unexpected_message where it answers.
             | rustls::PeerMisbehaved::IllegalMiddleboxChangeCipherSpec
+            // Keys changing (ours on a refresh, or the peer's) while a
+            // handshake message is only partly received.
+            | rustls::PeerMisbehaved::KeyEpochWithPendingFragment
             | rustls::PeerMisbehaved::TooManyEmptyFragments
             | rustls::PeerMisbehaved::RejectedEarlyDataInterleavedWithHandshakeMessage,
         ) => AlertDescription::UnexpectedMessage,

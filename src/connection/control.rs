@@ -323,6 +323,12 @@ impl Offload {
 
     /// A handshake message is partly received: only its next fragment may
     /// come (application data may not).
+    /// What is left of the peer's allowances when rustls used some.
+    pub(crate) fn set_peer_allowance(&mut self, warnings: u8, key_updates: u8) {
+        self.warnings_left = warnings.min(MAX_WARNING_ALERTS);
+        self.key_updates_left = key_updates.min(MAX_KEY_UPDATES_WITHOUT_DATA);
+    }
+
     pub(crate) fn hs_pending(&self) -> bool {
         !self.hs.is_empty()
     }
@@ -573,6 +579,15 @@ impl Offload {
             ));
         };
         let name = alert::name(desc);
+        // As rustls in userspace: a level other than warning or fatal.
+        if level != alert::WARNING && level != alert::FATAL {
+            return Err(fatal(
+                ev,
+                RKTLS_ERR_PROTOCOL,
+                RKTLS_ALERT_ILLEGAL_PARAMETER,
+                format!("alert {name} with the invalid level {level}"),
+            ));
+        }
         if desc == RKTLS_ALERT_CLOSE_NOTIFY.code() {
             ev.push(Event::PeerClosed);
             if !sent_close_notify {

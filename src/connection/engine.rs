@@ -8,8 +8,9 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncryptError, UnbufferedStatus, WriteTraffic,
 };
 
-use super::{Connection, Tls, IN_CAP, PLAIN_CAP};
+use super::{control, limits, Connection, Tls, IN_CAP, PLAIN_CAP};
 use crate::alert;
+use crate::record::{Opener, Sealer};
 use crate::result::rktls_result::{self, *};
 use crate::result::Error;
 use crate::wire;
@@ -82,6 +83,13 @@ pub(super) struct Buffers {
     /// After a rustls error: the last record it consumed, as it left it
     /// (decrypted in place), to tell which alert it sent.
     pub(super) last_consumed: Option<Vec<u8>>,
+    /// After the handshake, with nothing held inside rustls: classify what
+    /// it consumes (`Some(tls13)`), into `seen`.
+    pub(super) inspect: Option<bool>,
+    pub(super) seen: Option<limits::Seen>,
+    /// With something held inside rustls: how many whole records it
+    /// consumed (their bytes may have moved: not classified).
+    pub(super) consumed_records: usize,
 }
 
 /// Whether a run of whole records contains a ChangeCipherSpec.
@@ -269,6 +277,12 @@ pub(super) fn step<C: Process>(conn: &mut C, b: &mut Buffers, act: &mut Action<'
             "unexpected connection state (early data is not enabled)".into(),
         )),
     };
+    if let (Some(tls13), false) = (b.inspect, matches!(out, Step::Failed(_))) {
+        b.seen = Some(limits::classify(&b.incoming[..discard], tls13));
+    }
+    b.consumed_records = wire::records(&b.incoming[..discard])
+        .take_while(|r| r.payload().is_some())
+        .count();
     if let Step::Failed(_) = out {
         b.last_consumed = wire::record_ending_at(&b.incoming, discard).map(<[u8]>::to_vec);
     }
@@ -346,9 +360,27 @@ impl Connection {
         }
         let cut = held_at.map_or(view, |at| at.min(view));
         let held = (cut < self.b.incoming.len()).then(|| self.b.incoming.split_off(cut));
+        let shown_before = self.b.shown;
         let (plain_before, in_before) = (self.b.plain.len(), self.b.incoming.len());
         let out_before = self.b.outgoing.len();
+        let acting = !matches!(act, Action::None);
+        let tls13 = self
+            .common()
+            .filter(|c| !c.is_handshaking())
+            .map(|c| c.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3));
+        let joining = tls13 == Some(true) && self.b.shown != 0;
+        self.b.inspect = tls13.filter(|_| self.b.shown == 0);
         let s = self.step_rustls(act);
+        if let Some(seen) = self.b.seen.take() {
+            self.limits.add(&seen);
+        }
+        if joining && self.b.incoming.len() < in_before && !matches!(s, Step::Failed(_)) {
+            self.limits.add_joined(self.b.consumed_records);
+        }
+        if acting && matches!(act, Action::None) {
+            // What rustls sends flushes a KeyUpdate answer it held.
+            self.limits.answer_held = false;
+        }
         self.screen_discarded(in_before - self.b.incoming.len());
         self.b.shown = self.b.incoming.len();
         self.b.rustls_quiet = matches!(s, Step::Quiet);
@@ -361,7 +393,14 @@ impl Connection {
                 self.b.incoming.extend_from_slice(&rest);
                 // rustls took records before it: go on to it.
                 match s {
-                    Step::Quiet if in_before > self.b.incoming.len() - rest.len() => Step::Progress,
+                    // (Or was shown one record more, which it keeps: a
+                    // handshake message in pieces. The next one follows.)
+                    Step::Quiet
+                        if in_before > self.b.incoming.len() - rest.len()
+                            || (cut > shown_before && !refusing) =>
+                    {
+                        Step::Progress
+                    }
                     // rustls took all it could: answer the record.
                     Step::Quiet if refusing => refusal
                         .and_then(|r| self.refuse(r))
@@ -388,12 +427,19 @@ impl Connection {
     fn rustls_view(&self) -> usize {
         let inc = &self.b.incoming;
         let shown = self.b.shown.min(inc.len());
-        if self.plain_available() >= PLAIN_CAP {
+        if self.plain_available() >= PLAIN_CAP || self.limits.switch_due() {
             return shown;
         }
         // What rustls was shown ends on a record boundary (or the
         // connection failed on garbage): scan only what came after it.
-        let whole = shown + whole_records_len(&inc[shown..]);
+        // After the handshake one record at a time, so that what counts
+        // against rustls' peer limits is counted in time (`limits.rs`).
+        let one = self.common().is_some_and(|c| !c.is_handshaking());
+        let whole = shown
+            + match wire::records(&inc[shown..]).next() {
+                Some(r) if one && r.payload().is_some() => r.header.record_len(),
+                _ => whole_records_len(&inc[shown..]),
+            };
         let view = if plausible_header(&inc[whole..]) {
             whole
         } else {
@@ -427,7 +473,20 @@ impl Connection {
             return Err(e.clone());
         }
         loop {
+            // rustls' peer allowance is used up (`limits.rs`): once
+            // nothing is pending for rustls to do, rktls reads on.
+            if self.limits.switch_due() && matches!(act, Action::None) && !self.in_kernel() {
+                self.own_records_at_limit();
+                if self.in_kernel() {
+                    return Ok(());
+                }
+            }
+            let closing = matches!(act, Action::CloseNotify);
             match self.step(act) {
+                // Our close_notify is queued: rustls is shown nothing more
+                // (it would answer a bad record with a second "fatal"
+                // alert); the caller moves to rktls' own records.
+                Step::Progress if closing && matches!(act, Action::None) => return Ok(()),
                 Step::Progress => {}
                 Step::Quiet if self.stuck_on_full_input() => return Err(self.input_overflow()),
                 Step::Quiet => return Ok(()),
@@ -491,7 +550,11 @@ impl Connection {
                 _ => break,
             }
         }
-        if self.b.outgoing.len() == before {
+        if self.sent_close_notify {
+            // Nothing follows our close_notify (RFC 8446 §6.1), whatever
+            // rustls 0.23 queued for this error.
+            self.b.outgoing.truncate(before.max(self.b.out_pos));
+        } else if self.b.outgoing.len() == before {
             // rustls closes silently on a few errors (deframing, a TLS 1.2
             // key that cannot sign): the peer is still owed its alert.
             self.send_owed_alert(&e);
@@ -539,13 +602,67 @@ impl Connection {
         }
         match self.flush_out() {
             Ok(false) => Ok(RKTLS_WANT_WRITE),
-            // Sent, or the peer is gone: either way, report the cause.
-            Ok(true) | Err(_) => Err(err),
+            Ok(true) => Err(err),
+            // The peer is gone: report the cause, and no alert (the peer
+            // got none, or a part of its record).
+            Err(_) => {
+                if self.pending_out() > 0 {
+                    self.alert_sent = None;
+                }
+                Err(err)
+            }
         }
     }
 
     /// Process buffered input (buffer mode), for the acceptor's probe.
     pub(crate) fn process(&mut self) -> Result<(), Error> {
         self.pump(&mut Action::None)
+    }
+}
+
+impl Connection {
+    /// Leave rustls' record layer for rktls' own, in userspace both ways:
+    /// the state machine of the offloaded path (`control::Offload` with
+    /// `Tx::User` and `Rx::User`) takes over, with rustls' current keys and
+    /// sequence numbers. Used where rustls 0.23 would go on in a way the
+    /// peer must not see: after our close_notify it still answers a record
+    /// it cannot read with a fatal alert (a second one, in its debug
+    /// builds an assertion). Only at a point where rustls holds nothing:
+    /// handshake complete, nothing queued inside it, no input it was shown
+    /// and kept (a partial handshake message). `false` (and nothing
+    /// changed) when that is not the case.
+    pub(super) fn use_own_records(&mut self) -> bool {
+        let ready = self.error.is_none()
+            && self.b.shown == 0
+            && self
+                .common()
+                .is_some_and(|c| !c.is_handshaking() && !c.wants_write());
+        let Some(suite) = self.common().and_then(|c| c.negotiated_cipher_suite()) else {
+            return false;
+        };
+        if !ready {
+            return false;
+        }
+        match self.take_secrets() {
+            Some(Ok((secrets, kc))) => {
+                let tx = control::Tx::User(Sealer::new(suite, secrets.tx));
+                let rx = control::Rx::User(Opener::new(suite, secrets.rx));
+                let (limit, fail_fast) = (self.offload_opts.key_limit, self.reneg_fail_fast);
+                let o = control::Offload::new(kc, suite, tx, rx, false, limit, fail_fast);
+                self.tls = Tls::Kernel(Box::new(o));
+                self.ktls_tried = true;
+                self.b.rustls_quiet = false;
+                true
+            }
+            Some(Err(e)) => {
+                // rustls is gone: nothing can be read or sent any more.
+                self.error = Some(Error::new(
+                    RKTLS_ERR_INTERNAL,
+                    format!("rustls did not hand over its record layer: {e}"),
+                ));
+                false
+            }
+            None => false,
+        }
     }
 }

@@ -510,7 +510,9 @@ pub extern "C" fn rktls_connection_alert_received(
 /// `*description` and return true: the fatal alert it sent after a
 /// handshake or protocol error, exactly as it went on the wire, or
 /// no_renegotiation for a refused renegotiation (sent as a warning, then
-/// close_notify). `description` may be NULL. false for NULL `conn`.
+/// close_notify). false when no alert was sent: none was owed, the socket
+/// refused it, or our close_notify had already been sent (nothing follows
+/// it, RFC 8446 §6.1). `description` may be NULL. false for NULL `conn`.
 #[no_mangle]
 pub extern "C" fn rktls_connection_alert_sent(
     conn: *const rktls_connection,

@@ -79,6 +79,8 @@ impl Connection {
             match e {
                 Event::AppData(d) => self.b.plain.extend_from_slice(&d),
                 Event::PeerClosed => self.peer_closed = true,
+                // Nothing follows our close_notify (RFC 8446 §6.1).
+                Event::SendControl(..) | Event::TxKeyUpdated if self.sent_close_notify => {}
                 e @ (Event::SendControl(..) | Event::TxKeyUpdated) => self.ctl_out.push_back(e),
                 Event::RenegotiationRequested => self.reneg_refused = true,
                 Event::Closed | Event::RxKeyUpdated | Event::SessionTicket => {}
@@ -92,11 +94,14 @@ impl Connection {
         let fd = self.fd;
         loop {
             let tx_kernel = self.offload()?.tx_in_kernel();
-            if !tx_kernel && !self.flush_out()? {
-                return Ok(false);
-            }
+            // TX here: sealed in order into the output queue at once (in
+            // buffer mode it leaves when taken), then sent.
             let Some(front) = self.ctl_out.front() else {
-                return Ok(true);
+                return if tx_kernel {
+                    Ok(true)
+                } else {
+                    self.flush_out()
+                };
             };
             match front {
                 Event::SendControl(t, p) => {
@@ -131,14 +136,24 @@ impl Connection {
         }
         match alert::Message::parse(payload) {
             Some(m) if m.is_close_notify() => self.sent_close_notify = true,
-            Some(m) if m.level == alert::FATAL => self.alert_sent = Some(m.desc),
+            // (A refused renegotiation's warning counts, as in userspace.)
+            Some(m) if m.level == alert::FATAL || m.desc == RKTLS_ALERT_NO_RENEGOTIATION.code() => {
+                self.alert_sent = Some(m.desc)
+            }
             _ => {}
         }
     }
 
     /// End an offloaded connection with `err`; its alert (or close_notify)
     /// is sent best effort.
-    pub(super) fn offload_fail(&mut self, err: Error, ev: Vec<Event>) -> Error {
+    pub(super) fn offload_fail(&mut self, mut err: Error, ev: Vec<Event>) -> Error {
+        if self.sent_close_notify {
+            // Its alert is not sent (see `apply_events`): say so.
+            err.msg = err.msg.replace(
+                "(sent alert ",
+                "(no alert after our close_notify: not sent ",
+            );
+        }
         self.apply_events(ev);
         let _ = self.flush_control();
         self.sticky(err)
@@ -361,8 +376,9 @@ impl Connection {
                 }
                 Ok(Fill::WouldBlock) => return Ok(Rec::WouldBlock),
                 // fill_in already explains a reset after a refused
-                // renegotiation.
-                Err(e) => return Err(self.sticky(e)),
+                // renegotiation. Not sticky, as in userspace: a read that
+                // failed took nothing, and a call again loses nothing.
+                Err(e) => return Err(e),
             }
         }
     }

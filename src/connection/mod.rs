@@ -41,6 +41,7 @@ mod engine;
 pub mod events;
 pub mod ffi;
 mod kernel;
+mod limits;
 mod ops;
 mod reneg;
 mod rfc_alerts;
@@ -72,8 +73,9 @@ enum Tls {
     // Boxed: an offloaded connection keeps none of the handshake's size.
     Server(Box<UnbufferedServerConnection>),
     Client(Box<UnbufferedClientConnection>),
-    /// The record layer is in the kernel; rustls keeps only what key
-    /// updates and session tickets need.
+    /// The record layer is in the kernel (or, for a direction it does not
+    /// carry, and after our close_notify in userspace: rktls' own);
+    /// rustls keeps only what key updates and session tickets need.
     Kernel(Box<Offload>),
     /// A conversion to the kernel failed half-way: nothing is left.
     Gone,
@@ -136,6 +138,8 @@ pub(crate) struct Connection {
     send_error: Option<Error>,
     /// Writes queue without sending (`rktls_connection_cork`).
     corked: bool,
+    /// What rustls consumed that counts against its peer limits.
+    limits: limits::PeerCounts,
 }
 
 #[cfg(test)]
@@ -217,6 +221,7 @@ impl Connection {
             panicked: Default::default(),
             send_error: None,
             corked: false,
+            limits: Default::default(),
         }
     }
 

@@ -127,7 +127,8 @@ impl Connection {
             if self.pump(&mut Action::None).is_err() {
                 continue;
             }
-            if self.plain_available() > 0 || self.peer_closed {
+            // (rktls' own record layer may have taken over: `limits.rs`.)
+            if self.plain_available() > 0 || self.peer_closed || self.in_kernel() {
                 continue;
             }
             // Send what processing produced (e.g. a KeyUpdate answer); a
@@ -273,6 +274,10 @@ impl Connection {
                 return self.deliver_error();
             }
             self.sent_close_notify = true;
+            // Nothing may follow our close_notify, which rustls 0.23 does
+            // not ensure when it reads on: rktls' own record layer reads
+            // what the peer still sends.
+            self.use_own_records();
         }
         self.flush()
     }

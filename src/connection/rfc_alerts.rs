@@ -49,13 +49,11 @@
 //! an oversized handshake message end without an alert (rustls' silence).
 //! What is reported is always what was sent (nothing, when nothing was).
 //!
-//! Also without an alert: too many warning alerts (rustls 0.23 takes four)
-//! and too many KeyUpdates without data between them (32). rustls fails
-//! without an alert and then keeps its keys; the record over the limit is
-//! encrypted (its type hidden in TLS 1.3, its level and description in
-//! TLS 1.2), so rktls cannot tell it from a close_notify or data before
-//! rustls opens it, and opening it itself would take rustls' keys for the
-//! rest of the connection.
+//! Too many warning alerts (rustls 0.23 takes four) and too many
+//! KeyUpdates without data between them (32): rustls fails without an
+//! alert and then keeps its keys. rktls counts them as rustls consumes
+//! them and, once rustls' allowance is used up, its own record layer takes
+//! over and answers the next one with unexpected_message (`limits.rs`).
 
 use rustls::{ContentType, PeerIncompatible, PeerMisbehaved, ProtocolVersion};
 
@@ -210,6 +208,10 @@ impl Connection {
     /// to rustls instead: `None`.
     pub(super) fn refuse(&mut self, r: Refusal) -> Option<Step> {
         if let Err(why) = self.send_own_alert(r.alert) {
+            if self.sent_close_notify {
+                log::debug!("{}: {why}", r.why);
+                return Some(Step::Ended(Error::new(r.code, r.why)));
+            }
             let unexpected = r.alert == RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
             if !(unexpected && r.at == 0 && self.rustls_can_answer_invalid_ccs()) {
                 log::debug!("{}; rustls answers it ({why})", r.why);
@@ -232,6 +234,9 @@ impl Connection {
     /// gone afterwards). Only at a record boundary with nothing left inside
     /// rustls to send. Records it as the alert sent.
     pub(super) fn send_own_alert(&mut self, desc: u8) -> Result<(), String> {
+        if self.sent_close_notify {
+            return Err("nothing is sent after our close_notify".into());
+        }
         if self.plaintext_alert_possible() {
             self.b
                 .outgoing
@@ -259,6 +264,13 @@ impl Connection {
             return Err("rustls still has records to send".into());
         }
         let suite = c.negotiated_cipher_suite().ok_or("no suite negotiated")?;
+        // Only where rustls holds no input: after a record it could not
+        // read (still in the buffer) it must be shown nothing again. Else
+        // sealed all the same: a peer that asked for our new keys may not
+        // read it (fuzz/pending: A1).
+        if self.b.shown == 0 && !self.send_held_key_update() {
+            log::debug!("rustls holds a KeyUpdate answer it cannot send");
+        }
         let secrets = self
             .take_secrets()
             .ok_or("the record layer is not in userspace")?;

@@ -866,6 +866,331 @@ fn records_after_close_notify_are_not_answered() {
     }
 }
 
+/// Found by fuzzing (H3, H3r): after our close_notify, a record rktls
+/// refuses (an unknown content type) or one rustls cannot open (a bad
+/// MAC) was answered with a fatal alert the peer, having read our
+/// close_notify, never reads; rustls 0.23 even tripped its own assertion
+/// (a second "fatal" alert: its close_notify counts as one). Nothing
+/// follows our close_notify (RFC 8446 §6.1), and none is reported; the
+/// peer's data before the bad record is still read.
+#[test]
+fn nothing_follows_our_close_notify() {
+    for (v, suite, acc) in every() {
+        for bad in ["unknown type", "bad mac"] {
+            let (mut s, mut peer) = established(v, suite, acc);
+            // Buffer mode: done once the close_notify is taken.
+            assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+            let mut buf = vec![0u8; 65536];
+            let n = s.take(&mut buf).unwrap();
+            assert_eq!(s.shutdown().unwrap(), RKTLS_OK);
+            let close = vec![(CT_ALERT, vec![WARNING, 0])];
+            assert_eq!(peer.open(&buf[..n]), close, "{v:x} {suite:x} {bad}");
+            let mut wire = peer.tx.seal(CT_APPLICATION_DATA, b"last words");
+            match bad {
+                "unknown type" => wire.extend_from_slice(&[0xa5, 3, 3, 0, 2, 0, 0]),
+                _ => {
+                    let mut rec = peer.tx.seal(CT_APPLICATION_DATA, b"tampered");
+                    *rec.last_mut().unwrap() ^= 1;
+                    wire.extend(rec);
+                }
+            }
+            s.feed(&wire).unwrap();
+            let (r, n) = s.read(&mut buf).unwrap();
+            assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"last words"[..]));
+            let e = s.read(&mut buf).unwrap_err();
+            assert_eq!(s.alert_sent(), None, "{v:x} {suite:x} {bad}: {}", e.msg);
+            assert_eq!(s.take(&mut buf).unwrap(), 0, "{v:x} {suite:x} {bad}: sent");
+            assert!(!e.msg.contains("(sent alert"), "{}", e.msg);
+            assert_eq!(s.read(&mut buf).unwrap_err().code, e.code, "sticky");
+        }
+    }
+}
+
+/// After our close_notify the peer's data, KeyUpdates and close_notify are
+/// still read (by rktls' own record layer, rustls being done).
+#[test]
+fn reading_after_our_close_notify_goes_on_to_the_peers() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+        let mut buf = vec![0u8; 65536];
+        let n = s.take(&mut buf).unwrap();
+        assert_eq!(peer.open(&buf[..n]).len(), 1);
+        let mut wire = peer.tx.seal(CT_APPLICATION_DATA, b"one");
+        wire.extend(peer.tx.seal(CT_APPLICATION_DATA, b"two"));
+        wire.extend(peer.tx.seal(CT_ALERT, &[WARNING, 0]));
+        s.feed(&wire).unwrap();
+        let mut got = Vec::new();
+        let end = loop {
+            match s.read(&mut buf).unwrap() {
+                (RKTLS_OK, n) => got.extend_from_slice(&buf[..n]),
+                other => break other,
+            }
+        };
+        assert_eq!((got.as_slice(), end), (&b"onetwo"[..], (RKTLS_CLOSED, 0)));
+        assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing more sent");
+    }
+}
+
+/// Found by fuzzing (F2): our key refresh while the peer's handshake
+/// message is only partly received: rustls sends unexpected_message, and
+/// that is the alert reported (it was reported as illegal_parameter).
+#[test]
+fn refresh_with_a_pending_handshake_fragment_reports_unexpected_message() {
+    for (v, suite, acc) in every().filter(|c| c.0 == TLS13) {
+        let (mut s, mut peer) = established(v, suite, acc);
+        s.feed(&peer.tx.seal(CT_HANDSHAKE, &[24])).unwrap();
+        let mut buf = vec![0u8; 65536];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        // Buffer mode: the error comes once its alert is taken.
+        assert_eq!(s.refresh_keys(false).unwrap(), RKTLS_WANT_WRITE);
+        let n = s.take(&mut buf).unwrap();
+        let e = s.refresh_keys(false).unwrap_err();
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(
+            peer.open(&buf[..n]),
+            fatal(desc),
+            "{suite:x} acceptor={acc}"
+        );
+        assert_eq!(s.alert_sent(), Some(desc), "{}", e.msg);
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    }
+}
+
+/// Found by fuzzing (H1): rustls 0.23 takes four warning alerts and ends
+/// the connection on the fifth without an alert. rktls counts them and
+/// answers the fifth with unexpected_message, as after the offload; data
+/// between them still flows.
+#[test]
+fn a_fifth_warning_alert_gets_unexpected_message() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        // user_canceled: a warning in both versions.
+        let warning = [WARNING, 90];
+        let mut wire = Vec::new();
+        for _ in 0..4 {
+            wire.extend(peer.tx.seal(CT_ALERT, &warning));
+        }
+        wire.extend(peer.tx.seal(CT_APPLICATION_DATA, b"still here"));
+        s.feed(&wire).unwrap();
+        let mut buf = vec![0u8; 65536];
+        let (r, n) = s.read(&mut buf).unwrap();
+        assert_eq!(
+            (r, &buf[..n]),
+            (RKTLS_OK, &b"still here"[..]),
+            "{v:x} {suite:x}"
+        );
+        let fifth = peer.tx.seal(CT_ALERT, &warning);
+        let (e, got) = answer(&mut s, &mut peer, &fifth);
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(got, fatal(desc), "{v:x} {suite:x} acceptor={acc}");
+        assert_eq!(s.alert_sent(), Some(desc));
+        assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+    }
+}
+
+/// A server connection in buffer mode and a rustls client, established.
+fn with_rustls_client(suite: u16) -> (Connection, rustls::ClientConnection) {
+    let o = Opts {
+        versions: Some(vec![TLS13]),
+        suites: Some(vec![suite]),
+        alpn: None,
+    };
+    let mut s = Connection::server(server_config(&o)).unwrap();
+    let name = "localhost".try_into().unwrap();
+    let mut c = rustls::ClientConnection::new(client_config(&o), name).unwrap();
+    for _ in 0..10 {
+        to_server(&mut c, &mut s);
+        let _ = s.handshake();
+        to_client(&mut s, &mut c).unwrap();
+    }
+    assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+    assert!(!c.is_handshaking());
+    (s, c)
+}
+
+fn to_server(c: &mut rustls::ClientConnection, s: &mut Connection) {
+    let mut wire = Vec::new();
+    while c.wants_write() {
+        c.write_tls(&mut wire).unwrap();
+    }
+    s.feed(&wire).unwrap();
+}
+
+/// What the server sent, processed by the client (its data read).
+fn to_client(
+    s: &mut Connection,
+    c: &mut rustls::ClientConnection,
+) -> Result<Vec<u8>, rustls::Error> {
+    let mut buf = vec![0u8; 1 << 17];
+    let n = s.take(&mut buf).unwrap();
+    let mut rd = &buf[..n];
+    let mut data = Vec::new();
+    while !rd.is_empty() {
+        c.read_tls(&mut rd).unwrap();
+        c.process_new_packets()?;
+        let _ = std::io::Read::read_to_end(&mut c.reader(), &mut data);
+    }
+    Ok(data)
+}
+
+/// Found by fuzzing (H1d): rustls 0.23 takes 32 KeyUpdates without data
+/// between them and ends the connection on the next without an alert.
+/// rktls answers the 33rd with unexpected_message, which the peer reads
+/// (under the keys our answers to its requests announced); up to 32, data
+/// flows both ways after them.
+#[test]
+fn key_updates_over_the_limit_get_unexpected_message() {
+    for suite in SUITES13 {
+        for updates in [32, 33] {
+            let (mut s, mut c) = with_rustls_client(suite);
+            for _ in 0..updates {
+                c.refresh_traffic_keys().unwrap();
+            }
+            std::io::Write::write_all(&mut c.writer(), b"ping").unwrap();
+            to_server(&mut c, &mut s);
+            let mut buf = vec![0u8; 65536];
+            let r = loop {
+                match s.read(&mut buf) {
+                    Ok((RKTLS_WANT_WRITE, _)) => {
+                        to_client(&mut s, &mut c).unwrap();
+                    }
+                    other => break other,
+                }
+            };
+            if updates == 32 {
+                let (code, n) = r.unwrap();
+                assert_eq!((code, &buf[..n]), (RKTLS_OK, &b"ping"[..]), "{suite:x}");
+                // Our answers to its KeyUpdates first.
+                assert_eq!(to_client(&mut s, &mut c).unwrap(), b"");
+                assert_eq!(s.write(b"pong").unwrap(), (RKTLS_OK, 4));
+                assert_eq!(to_client(&mut s, &mut c).unwrap(), b"pong", "{suite:x}");
+                continue;
+            }
+            let e = r.unwrap_err();
+            assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+            let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+            assert_eq!(s.alert_sent(), Some(desc), "{}", e.msg);
+            let got = to_client(&mut s, &mut c).unwrap_err();
+            assert_eq!(
+                got,
+                rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage),
+                "{suite:x}"
+            );
+        }
+    }
+}
+
+/// Found by fuzzing: records already received when shutdown is called
+/// (a warning, then an alert with an invalid level) are read only up to
+/// where our close_notify goes: rustls is shown nothing after it (it
+/// would answer with a second "fatal" alert, an assertion in its debug
+/// builds), and the bad record that follows gets no alert.
+#[test]
+fn records_received_before_shutdown_get_nothing_after_close_notify() {
+    for (v, suite, acc) in every() {
+        let (mut s, mut peer) = established(v, suite, acc);
+        let mut wire = peer.tx.seal(CT_ALERT, &[WARNING, 90]);
+        wire.extend(peer.tx.seal(CT_ALERT, &[0, 90]));
+        s.feed(&wire).unwrap();
+        assert_eq!(s.shutdown().unwrap(), RKTLS_WANT_WRITE);
+        let mut buf = vec![0u8; 65536];
+        let n = s.take(&mut buf).unwrap();
+        let close = vec![(CT_ALERT, vec![WARNING, 0])];
+        assert_eq!(
+            peer.open(&buf[..n]),
+            close,
+            "{v:x} {suite:x} acceptor={acc}"
+        );
+        let e = s.read(&mut buf).unwrap_err();
+        assert_eq!(s.alert_sent(), None, "{}", e.msg);
+        assert_eq!(s.take(&mut buf).unwrap(), 0, "nothing after close_notify");
+    }
+}
+
+/// Found by fuzzing: the peer asks for a key update, and the next record
+/// is one rktls refuses itself. rustls holds its KeyUpdate answer (sealed
+/// with our previous key) until it next sends; the alert rktls seals with
+/// the keys rustls hands over must come after that answer, or the peer
+/// cannot read it.
+#[test]
+fn own_alert_after_a_key_update_request_reaches_the_peer() {
+    for suite in SUITES13 {
+        let (mut s, mut c) = with_rustls_client(suite);
+        c.refresh_traffic_keys().unwrap();
+        to_server(&mut c, &mut s);
+        let mut buf = vec![0u8; 65536];
+        assert_eq!(s.read(&mut buf).unwrap(), (RKTLS_WANT_READ, 0));
+        // A record of an unknown content type: unexpected_message.
+        s.feed(&[0xe0, 3, 3, 0, 1, 0]).unwrap();
+        let e = loop {
+            match s.read(&mut buf) {
+                Ok((RKTLS_WANT_WRITE, _)) => {
+                    let got = to_client(&mut s, &mut c).unwrap_err();
+                    assert_eq!(
+                        got,
+                        rustls::Error::AlertReceived(rustls::AlertDescription::UnexpectedMessage),
+                        "{suite:x}"
+                    );
+                }
+                Ok(other) => panic!("no error: {other:?}"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e.code, RKTLS_ERR_UNEXPECTED_MESSAGE, "{}", e.msg);
+        assert_eq!(s.alert_sent(), Some(RKTLS_ALERT_UNEXPECTED_MESSAGE as u8));
+    }
+}
+
+/// An alert the socket refuses is not reported as sent.
+#[test]
+fn fd_mode_alert_the_socket_refuses_is_not_reported() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let o = Opts {
+        versions: Some(vec![TLS13]),
+        ..Opts::default()
+    };
+    let scfg = server_config(&o);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let mut s = Connection::server(scfg).unwrap();
+        s.set_fd(a.as_raw_fd()).unwrap();
+        assert_eq!(s.handshake().unwrap(), RKTLS_OK);
+        // The tickets wait for our first send; let them go now, so the
+        // refused send is the alert's.
+        assert_eq!(s.flush().unwrap(), RKTLS_OK);
+        let mut buf = [0u8; 64];
+        crate::sys::fault::inject(crate::sys::fault::Op::Send, libc::EPIPE);
+        ready_tx.send(()).unwrap();
+        let e = s.read(&mut buf).unwrap_err();
+        (e, s.alert_sent(), a)
+    });
+    let mut c = Connection::client(client_config(&o), "localhost").unwrap();
+    c.set_fd(b.as_raw_fd()).unwrap();
+    assert_eq!(c.handshake().unwrap(), RKTLS_OK);
+    let mut peer = Peer::take_over(c);
+    // The bad record goes only once the server waits in read with the
+    // fault armed.
+    ready_rx.recv().unwrap();
+    b.write_all(&peer.tx.seal(0, &[0, 0])).unwrap();
+    let (e, reported, a) = server.join().unwrap();
+    drop(a);
+    let mut wire = Vec::new();
+    b.read_to_end(&mut wire).unwrap();
+    // Only the server's session tickets arrived.
+    let got = peer.open(&wire);
+    assert!(
+        got.iter().all(|(t, _)| *t == CT_HANDSHAKE),
+        "{got:?} {}",
+        e.msg
+    );
+    assert_eq!(reported, None, "{}", e.msg);
+    assert_eq!(e.code, RKTLS_ERR_PEER_MISBEHAVED, "{}", e.msg);
+}
+
 /// A valid ChangeCipherSpec record.
 const CCS: [u8; 6] = [CT_CHANGE_CIPHER_SPEC, 3, 3, 0, 1, 1];
 
