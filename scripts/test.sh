@@ -50,7 +50,7 @@ step ktls-vm tests/vm/ktls.sh
 step nginx-ktls-vm tests/vm/nginx.sh
 step nginx-ktls-vm-rekey env VM_KERNEL=rekey tests/vm/nginx.sh
 step bench-quick make bench-quick
-step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-36}"
+step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo
 [ "$fail" -eq 0 ] || echo "failed steps: ${failed[*]} (logs in $logs/)"

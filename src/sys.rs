@@ -68,11 +68,11 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(e) = crate::kernel_emul::socket_error(fd) {
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, crate::wire::CT_APPLICATION_DATA, buf);
         }
@@ -92,9 +92,9 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 
 /// Whether tests emulate kTLS on this thread (never in other builds).
 pub(crate) fn emulated() -> bool {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     return crate::kernel_emul::active();
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     false
 }
 
@@ -132,7 +132,7 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
             return Err(e);
         }
     }
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = crate::kernel_emul::setsockopt(fd, level, name, value) {
         return r;
     }
@@ -154,7 +154,7 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
 /// it leaves that error on the socket, and every send fails with it until
 /// it is taken: taking it lets the alert that the failure deserves go out.
 pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(e) = crate::kernel_emul::take_socket_error(fd) {
         return Ok(e);
     }
@@ -175,7 +175,7 @@ pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
 
 /// `getsockopt(2)` into `buf`; returns the length the kernel wrote.
 pub(crate) fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = crate::kernel_emul::getsockopt(fd, level, name, buf) {
         return r;
     }
@@ -200,7 +200,7 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::rx_offloaded(fd) {
             return crate::kernel_emul::recv_record(fd, buf);
         }
@@ -249,7 +249,7 @@ pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usiz
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, typ, payload);
         }
@@ -350,7 +350,7 @@ pub(crate) fn sendfile(
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(out_fd) {
             let mut chunk = vec![0u8; count.min(65536)];
             let n = pread(in_fd, &mut chunk, *offset)?;
