@@ -293,6 +293,8 @@ impl Harness {
                             // rustls' own limits (e.g. KeyUpdates it was
                             // sent): it stops reading, alerts unseen.
                             self.peer_error = Some(e.to_string());
+                            // Answers the model counted may never leave.
+                            self.model.known = false;
                             self.peer = Peer::Dead;
                             return;
                         }
@@ -762,6 +764,8 @@ impl Harness {
 
     /// Read whatever is left (bounded); then the model's end must be met.
     fn finish(&mut self) {
+        // The transport delivers the rest at full speed.
+        self.chunk = usize::MAX;
         for _ in 0..4096 {
             self.exchange();
             let before = (self.app_read, self.failed, self.closed);
