@@ -202,7 +202,11 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
         }
         #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::rx_offloaded(fd) {
-            return crate::kernel_emul::recv_record(fd, buf);
+            let r = crate::kernel_emul::recv_record(fd, buf);
+            if r.is_ok() && cfg!(test) && fault::ctrunc() {
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            return r;
         }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -221,7 +225,7 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             r => r?,
         };
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || (cfg!(test) && fault::ctrunc()) {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         }
         let mut typ = crate::wire::CT_APPLICATION_DATA;
@@ -416,6 +420,29 @@ pub(crate) mod fault {
         static PLAN: Cell<Option<(Op, u64, i32)>> = const { Cell::new(None) };
         static COUNTS: RefCell<[u64; 6]> = const { RefCell::new([0; 6]) };
         static SHORT: Cell<Option<Op>> = const { Cell::new(None) };
+        /// Records to let through before recvmsg reports MSG_CTRUNC.
+        static CTRUNC: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// The record `nth` (0-based, counted from now) that recvmsg returns
+    /// on this thread comes with MSG_CTRUNC (its control message cut).
+    pub fn ctrunc_nth(nth: u64) {
+        CTRUNC.with(|c| c.set(Some(nth)));
+    }
+
+    /// Whether this record's recvmsg reports MSG_CTRUNC (counts it).
+    pub(crate) fn ctrunc() -> bool {
+        CTRUNC.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(n) => {
+                c.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
     }
 
     /// The next call of `op` on this thread fails with `errno`.
@@ -449,6 +476,7 @@ pub(crate) mod fault {
         PLAN.with(|p| p.set(None));
         SHORT.with(|s| s.set(None));
         QUEUE.with(|q| q.borrow_mut().clear());
+        CTRUNC.with(|c| c.set(None));
         reset_counts();
     }
 
