@@ -11,7 +11,8 @@
 #   make nginx      the nginx module (nginx/) against a staged install: build/nginx/
 #   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
 #   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
-#   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
+#   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240),
+#                   then offloaded in the kTLS VM (SOAK_VM_SECONDS, default 120)
 #   make bench      benchmarks vs OpenSSL and rustls-ffi (writes BENCHMARKS.md; ~15 min)
 #   make bench-quick the same harness with small counts (build/bench/quick/; < 3 min)
 
@@ -111,9 +112,11 @@ miri:
 	scripts/miri.sh
 
 SOAK_SECONDS ?= 240
+SOAK_VM_SECONDS ?= 120
 soak: examples
 	scripts/gen-certs.sh build/certs
 	env BIN=build/examples CERTS=build/certs SOAK_SECONDS=$(SOAK_SECONDS) tests/soak.sh
+	env VM_KERNEL=rekey SOAK_SECONDS=$(SOAK_VM_SECONDS) tests/vm/soak.sh
 
 bench-quick:
 	scripts/bench.sh --quick

@@ -4,19 +4,21 @@
 #   acceptor       arbitrary client bytes: acceptor and direct path agree, alerts always
 #   server_stream  arbitrary peer traffic into a server after a real handshake
 #   client_stream  the same into a client (both: buffer and fd mode)
+#   offload_records  arbitrary records into an offloaded connection (kTLS
+#                  emulated), through read and the event API
 #   api_sequence   arbitrary sequences of C API calls, misuse included
 # cargo-fuzz is installed once into target/tools (cached); stable Rust runs
 # it with RUSTC_BOOTSTRAP=1. Corpora live under target/fuzz-corpus/TARGET,
 # seeded from fuzz/seeds/TARGET and fuzz/regressions/TARGET.
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 36 s; all targets)
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (default 30 s; all targets)
 # Crashes are replayed and must match a known defect (fuzz/pending/KNOWN);
 # a new one fails the run. Its input is in fuzz/artifacts/TARGET/: once fixed, add it to
 # fuzz/regressions/TARGET/ (replayed by `cargo test`); until then keep it in
 # fuzz/pending/TARGET/ with a note in fuzz/pending/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-36}; shift || true
-targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(acceptor server_stream client_stream api_sequence acceptor-asan)
+secs=${1:-30}; shift || true
+targets=("$@"); [ ${#targets[@]} -gt 0 ] || targets=(acceptor server_stream client_stream offload_records api_sequence acceptor-asan)
 tools=$PWD/target/tools
 if [ ! -x "$tools/bin/cargo-fuzz" ]; then
   cargo install --locked --quiet cargo-fuzz --version 0.13.2 --root "$tools"
@@ -32,7 +34,7 @@ for t in "${targets[@]}"; do
   corpus=$root/target/fuzz-corpus/$name
   mkdir -p "$corpus"
   for d in "$root/fuzz/seeds/$name" "$root/fuzz/regressions/$name"; do
-    [ -d "$d" ] && cp "$d"/* "$corpus/"
+    [ -d "$d" ] && find "$d" -maxdepth 1 -type f ! -name '.*' -exec cp {} "$corpus/" \;
   done
   log=$root/target/fuzz-$t.log
   art=$root/fuzz/artifacts/$name

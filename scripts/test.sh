@@ -49,8 +49,9 @@ step ktls-vm-selftest tests/vm/selftest.sh
 step ktls-vm tests/vm/ktls.sh
 step nginx-ktls-vm tests/vm/nginx.sh
 step nginx-ktls-vm-rekey env VM_KERNEL=rekey tests/vm/nginx.sh
+step soak-ktls-vm env VM_KERNEL=rekey SOAK_SECONDS=60 tests/vm/soak.sh
 step bench-quick make bench-quick
-step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-36}"
+step fuzz scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
 
 echo
 [ "$fail" -eq 0 ] || echo "failed steps: ${failed[*]} (logs in $logs/)"

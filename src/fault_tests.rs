@@ -15,6 +15,12 @@
 //! received is always a prefix of what the other sent. A protocol failure,
 //! by contrast, is sticky (checked where one happens). The connection
 //! never closes the caller's fd.
+//!
+//! Also: recvmsg reporting MSG_CTRUNC at each record after the offload
+//! (`sys::fault::ctrunc_nth`), a peer that stalls (non-blocking, and a
+//! blocking socket with SO_RCVTIMEO), 10 MB of garbage before, during and
+//! after the handshake, and every case again in a child process counting
+//! the open fds before and after each.
 
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
@@ -54,6 +60,10 @@ struct Peer {
     got: Vec<u8>,
     to_send: Vec<u8>,
     closed: bool,
+    /// The fatal alert it received, if any.
+    alert: Option<u8>,
+    /// It read rktls' close_notify (nothing after it is read).
+    saw_close: bool,
 }
 
 impl Peer {
@@ -76,7 +86,10 @@ impl Peer {
                     break;
                 }
                 Ok(_) => {
-                    if self.tls.process_new_packets().is_err() {
+                    if let Err(e) = self.tls.process_new_packets() {
+                        if let rustls::Error::AlertReceived(d) = e {
+                            self.alert = Some(u8::from(d));
+                        }
                         self.closed = true;
                         break;
                     }
@@ -85,6 +98,7 @@ impl Peer {
                         match self.tls.reader().read(&mut buf) {
                             Ok(0) => {
                                 self.closed = true;
+                                self.saw_close = true;
                                 break;
                             }
                             Ok(n) => self.got.extend_from_slice(&buf[..n]),
@@ -109,7 +123,29 @@ fn life(role: Role, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
 }
 
 /// The same, with kTLS in `mode` on the emulated kernel (src/kernel_emul.rs).
+/// In the fd-checking child (`no_fault_case_leaks_an_fd`) the open fds
+/// are counted before and after.
 fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
+    let before = fd_check_start();
+    let r = life_inner(role, mode, arm);
+    fd_check_end(before, &format!("{role:?} {mode:?}"));
+    r
+}
+
+thread_local! {
+    /// The peer stalls (does nothing) for rounds `start..start + len`.
+    static STALL: std::cell::Cell<(u32, u32)> = const { std::cell::Cell::new((0, 0)) };
+    /// After a failed life: the alert rktls says it sent, the alert the
+    /// peer got, whether the peer had read rktls' close_notify before.
+    static ALERTS: std::cell::Cell<(Option<u8>, Option<u8>, bool)> =
+        const { std::cell::Cell::new((None, None, false)) };
+}
+
+fn life_inner(
+    role: Role,
+    mode: Option<rktls_ktls_mode>,
+    arm: &dyn Fn(),
+) -> (End, Vec<u8>, Vec<u8>) {
     let (a, b) = UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
@@ -144,7 +180,10 @@ fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End,
         got: Vec::new(),
         to_send: request.clone(),
         closed: false,
+        alert: None,
+        saw_close: false,
     };
+    let (stall_from, stall_len) = STALL.with(|s| s.get());
     // rktls reads the request, then writes the response, then shuts down
     // and reads the peer's close_notify.
     let mut got = Vec::new();
@@ -155,7 +194,7 @@ fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End,
     let mut reported = Vec::new();
     arm();
     let mut buf = vec![0u8; 8192];
-    for _ in 0..20_000 {
+    for round in 0..20_000u32 {
         let r = if got.len() < REQUEST {
             match c.read(&mut buf) {
                 Ok((RKTLS_OK, n)) => {
@@ -194,6 +233,7 @@ fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End,
             }
             Ok(RKTLS_OK | RKTLS_WANT_READ | RKTLS_WANT_WRITE) => {}
             Ok(other) => panic!("{role:?}: unexpected result {other:?}"),
+            // The peer stalls: only a want-read/want-write (above) is right.
             // A reported I/O error: a caller may call again (the fault
             // was one call; a real reset would fail again).
             Err(e) if e.code == RKTLS_ERR_IO && reported.len() < 4 => {
@@ -203,6 +243,9 @@ fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End,
                 failure = Some((e.code, c.errno()));
                 break;
             }
+        }
+        if round.wrapping_sub(stall_from) < stall_len {
+            continue;
         }
         peer.pump();
         if peer.got.len() >= RESPONSE && !peer_shut && shut {
@@ -235,6 +278,7 @@ fn life_ktls(role: Role, mode: Option<rktls_ktls_mode>, arm: &dyn Fn()) -> (End,
     // The caller's fd is still open (rktls never closes it).
     assert!(unsafe { libc::fcntl(a.as_raw_fd(), libc::F_GETFD) } >= 0);
     peer.pump();
+    ALERTS.with(|x| x.set((c.alert_sent(), peer.alert, peer.saw_close)));
     (End::Failed(code, errno), got, peer.got)
 }
 
@@ -381,4 +425,356 @@ fn every_syscall_of_a_server_life_fails_once() {
 fn every_syscall_of_a_client_life_fails_once() {
     let n = walk(Role::Client);
     eprintln!("client fault cases: {n}");
+}
+
+// ---------------------------------------------------------------------------
+// Open fds per case. Tests run in threads that open fds of their own, so
+// the count is only exact in a child process running the fault cases on
+// one thread: `no_fault_case_leaks_an_fd` starts it (RKTLS_FD_CHECK=1).
+
+fn fd_checking() -> bool {
+    std::env::var_os("RKTLS_FD_CHECK").is_some()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn fd_check_start() -> usize {
+    if fd_checking() {
+        open_fds()
+    } else {
+        0
+    }
+}
+
+fn fd_check_end(before: usize, case: &str) {
+    if fd_checking() {
+        let after = open_fds();
+        assert_eq!(
+            after, before,
+            "{case}: open fds {before} before, {after} after"
+        );
+        FD_CASES.with(|c| c.set(c.get() + 1));
+    }
+}
+
+thread_local! {
+    static FD_CASES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// recvmsg reports MSG_CTRUNC (the record-type control message cut) for
+/// each record of an offloaded life in turn: the connection ends with
+/// RKTLS_ERR_PROTOCOL and internal_error at the peer, sticky, and the
+/// data either side got is a prefix of what the other sent.
+fn ctrunc_walk() -> usize {
+    let mut cases = 0;
+    for role in [Role::Server, Role::Client] {
+        for nth in 0..500 {
+            crate::kernel_emul::install(true);
+            let (end, got, peer_got) =
+                life_ktls(role, Some(rktls_ktls_mode::RKTLS_KTLS_REQUIRE), &|| {
+                    fault::ctrunc_nth(nth)
+                });
+            crate::kernel_emul::remove();
+            let case = format!("{role:?}: record #{nth} with MSG_CTRUNC");
+            check_prefixes(role, &case, &got, &peer_got);
+            match end {
+                // Past the last record: the life is clean, the walk is done.
+                End::Complete(r) if r.is_empty() && nth > 0 => break,
+                End::Failed(RKTLS_ERR_PROTOCOL, _) => {
+                    let (sent, at_peer, saw_close) = ALERTS.with(|a| a.get());
+                    // After our close_notify nothing more is sent, and
+                    // alert_sent says so (the record cut was the peer's
+                    // answering close_notify).
+                    let expect = if saw_close { None } else { Some(80) };
+                    assert_eq!(sent, expect, "{case}: alert_sent");
+                    assert_eq!(at_peer, expect, "{case}: alert at the peer");
+                }
+                other => panic!("{case}: {other:?}"),
+            }
+            cases += 1;
+        }
+    }
+    cases
+}
+
+#[test]
+fn recvmsg_ctrunc_at_every_record_after_the_offload() {
+    let n = ctrunc_walk();
+    assert!(n >= 6, "only {n} records walked");
+    eprintln!("MSG_CTRUNC fault cases: {n}");
+}
+
+/// The peer stalls for a while at points of the handshake and of the
+/// transfer: every call meanwhile is a want-read or want-write (the life
+/// loop panics on anything else), and the life then completes byte-exact.
+fn stall_walk() -> usize {
+    let mut cases = 0;
+    for role in [Role::Server, Role::Client] {
+        for mode in [None, Some(rktls_ktls_mode::RKTLS_KTLS_REQUIRE)] {
+            for from in [0, 1, 2, 3, 4, 6, 10, 20, 40] {
+                STALL.with(|s| s.set((from, 200)));
+                crate::kernel_emul::install(true);
+                let (end, got, peer_got) = life_ktls(role, mode, &|| {});
+                crate::kernel_emul::remove();
+                STALL.with(|s| s.set((0, 0)));
+                let case = format!("{role:?} {mode:?}: peer stalls from round {from}");
+                check_prefixes(role, &case, &got, &peer_got);
+                assert_eq!(end, End::Complete(vec![]), "{case}");
+                assert_eq!((got.len(), peer_got.len()), (REQUEST, RESPONSE), "{case}");
+                cases += 1;
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn a_stalling_peer_costs_want_read_and_loses_nothing() {
+    let n = stall_walk();
+    eprintln!("stall fault cases: {n}");
+}
+
+/// A blocking socket with SO_RCVTIMEO and a peer that stalls, in the
+/// handshake and mid-transfer: the call returns RKTLS_WANT_READ when the
+/// timeout expires (EAGAIN), and goes on when the peer does.
+fn blocking_stall(role: Role) {
+    let before = fd_check_start();
+    let (a, b) = UnixStream::pair().unwrap();
+    b.set_nonblocking(true).unwrap();
+    a.set_read_timeout(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    let o = Opts::default();
+    let (mut c, tls) = match role {
+        Role::Server => (
+            Connection::server(server_config(&o)).unwrap(),
+            rustls::Connection::Client(
+                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
+                    .unwrap(),
+            ),
+        ),
+        Role::Client => (
+            Connection::client(client_config(&o), "localhost").unwrap(),
+            rustls::Connection::Server(rustls::ServerConnection::new(server_config(&o)).unwrap()),
+        ),
+    };
+    c.set_fd(a.as_raw_fd()).unwrap();
+    let mut peer = Peer {
+        tls,
+        sock: b,
+        got: Vec::new(),
+        to_send: Vec::new(),
+        closed: false,
+        alert: None,
+        saw_close: false,
+    };
+    // The peer does nothing: the handshake waits for it, then times out.
+    // (A client sends its ClientHello first: the server's stall is on the
+    // first read, the client's on the read of the server's answer.)
+    assert_eq!(c.handshake().map_err(|e| e.msg), Ok(RKTLS_WANT_READ));
+    assert_eq!(c.handshake().map_err(|e| e.msg), Ok(RKTLS_WANT_READ));
+    let mut r = Ok(RKTLS_WANT_READ);
+    for _ in 0..50 {
+        peer.pump();
+        r = c.handshake().map_err(|e| e.msg);
+        if r == Ok(RKTLS_OK) {
+            break;
+        }
+        assert_eq!(r, Ok(RKTLS_WANT_READ), "{role:?}: handshake");
+    }
+    assert_eq!(r, Ok(RKTLS_OK), "{role:?}: handshake after the stall");
+    peer.pump();
+    // Mid-transfer: half the request, a stall, the rest.
+    let request = pattern(1, 3000);
+    peer.tls.writer().write_all(&request[..1500]).unwrap();
+    peer.pump();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut want_reads = 0;
+    while got.len() < 3000 {
+        match c.read(&mut buf).map_err(|e| e.msg) {
+            Ok((RKTLS_OK, n)) => got.extend_from_slice(&buf[..n]),
+            Ok((RKTLS_WANT_READ, 0)) => {
+                want_reads += 1;
+                assert!(got.len() >= 1500, "{role:?}: a stall before the first half");
+                peer.tls.writer().write_all(&request[1500..]).unwrap();
+                peer.pump();
+            }
+            other => panic!("{role:?}: read during a stall: {other:?}"),
+        }
+        assert!(want_reads < 3, "{role:?}: no progress");
+    }
+    assert_eq!(got, request, "{role:?}: bytes differ");
+    assert_eq!(want_reads, 1, "{role:?}: the stall was seen once");
+    drop(c);
+    drop(peer);
+    drop(a);
+    fd_check_end(before, &format!("{role:?} blocking stall"));
+}
+
+#[test]
+fn a_stall_on_a_blocking_socket_with_a_receive_timeout_is_want_read() {
+    blocking_stall(Role::Server);
+    blocking_stall(Role::Client);
+}
+
+const GARBAGE: usize = 10 << 20;
+
+/// The peer sends 10 MB of garbage before the handshake (0), after its
+/// first flight (1) or after the handshake (2). rktls must fail with a
+/// protocol code (sticky), send the alert it reports to the peer, and stop
+/// reading: it consumes a bounded amount, not the 10 MB.
+fn garbage_case(role: Role, phase: u8, mode: Option<rktls_ktls_mode>) {
+    let before = fd_check_start();
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    b.set_nonblocking(true).unwrap();
+    let o = Opts::default();
+    let (mut c, tls) = match role {
+        Role::Server => (
+            Connection::server(server_config(&o)).unwrap(),
+            rustls::Connection::Client(
+                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
+                    .unwrap(),
+            ),
+        ),
+        Role::Client => (
+            Connection::client(client_config(&o), "localhost").unwrap(),
+            rustls::Connection::Server(rustls::ServerConnection::new(server_config(&o)).unwrap()),
+        ),
+    };
+    c.set_fd(a.as_raw_fd()).unwrap();
+    if let Some(m) = mode {
+        c.set_ktls_mode(m, Default::default());
+    }
+    let mut peer = Peer {
+        tls,
+        sock: b.try_clone().unwrap(),
+        got: Vec::new(),
+        to_send: Vec::new(),
+        closed: false,
+        alert: None,
+        saw_close: false,
+    };
+    let case = format!("{role:?} {mode:?} garbage in phase {phase}");
+    let step = |c: &mut Connection| -> Result<rktls_result, rktls_result> {
+        let mut buf = [0u8; 4096];
+        if c.is_handshaking() {
+            c.handshake().map_err(|e| e.code)
+        } else {
+            c.read(&mut buf).map(|r| r.0).map_err(|e| e.code)
+        }
+    };
+    if phase >= 1 {
+        let _ = step(&mut c);
+        peer.pump();
+    }
+    if phase == 2 {
+        for _ in 0..50 {
+            if !c.is_handshaking() && !peer.tls.is_handshaking() {
+                break;
+            }
+            let _ = step(&mut c);
+            peer.pump();
+        }
+        assert!(!c.is_handshaking(), "{case}: no handshake");
+        peer.pump();
+    }
+    // Garbage: no record layer made it (the first byte is no content type).
+    let chunk: Vec<u8> = (0..65536u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 | 0x80)
+        .collect();
+    let mut written = 0;
+    let code = loop {
+        while written < GARBAGE {
+            let n = GARBAGE - written;
+            match (&b).write(&chunk[..n.min(chunk.len())]) {
+                Ok(n) => written += n,
+                Err(_) => break,
+            }
+        }
+        match step(&mut c) {
+            Ok(RKTLS_WANT_READ | RKTLS_WANT_WRITE | RKTLS_OK) => {}
+            Ok(r) => panic!("{case}: {r:?}"),
+            Err(e) => break e,
+        }
+        assert!(written < GARBAGE, "{case}: rktls took all the garbage");
+    };
+    assert_eq!(
+        crate::result::rktls_result_category(code as u32),
+        crate::result::rktls_category::RKTLS_CATEGORY_PROTOCOL,
+        "{case}: {code:?}"
+    );
+    // Sticky.
+    assert_eq!(step(&mut c), Err(code), "{case}: again");
+    // Bounded: what it consumed is what was written less what still waits.
+    let mut queued: libc::c_int = 0;
+    // SAFETY: FIONREAD writes an int.
+    unsafe { libc::ioctl(a.as_raw_fd(), libc::FIONREAD, &mut queued) };
+    let consumed = written - queued as usize;
+    assert!(consumed <= 128 * 1024, "{case}: consumed {consumed} bytes");
+    // The alert it reports is the one the peer gets.
+    let sent = c.alert_sent();
+    assert!(sent.is_some(), "{case}: {code:?} without an alert");
+    peer.pump();
+    assert_eq!(peer.alert, sent, "{case}: alert at the peer");
+    drop(c);
+    drop(peer);
+    drop((a, b));
+    fd_check_end(before, &case);
+}
+
+fn garbage_walk() -> usize {
+    let mut cases = 0;
+    for role in [Role::Server, Role::Client] {
+        for phase in 0..3 {
+            for mode in [None, Some(rktls_ktls_mode::RKTLS_KTLS_REQUIRE)] {
+                crate::kernel_emul::install(true);
+                garbage_case(role, phase, mode);
+                crate::kernel_emul::remove();
+                cases += 1;
+            }
+        }
+    }
+    cases
+}
+
+#[test]
+fn ten_megabytes_of_garbage_end_with_an_alert_and_bounded_reading() {
+    let n = garbage_walk();
+    eprintln!("garbage fault cases: {n}");
+}
+
+/// Every fault case again in a child process on one thread, counting the
+/// open fds before and after each (an exact count needs no other thread).
+#[test]
+fn no_fault_case_leaks_an_fd() {
+    if fd_checking() {
+        // The child: run the cases.
+        let mut n = walk(Role::Server) + walk(Role::Client);
+        n += ctrunc_walk() + stall_walk() + garbage_walk();
+        blocking_stall(Role::Server);
+        blocking_stall(Role::Client);
+        let checked = FD_CASES.with(|c| c.get());
+        assert!(checked >= n, "{checked} fd checks for {n} cases");
+        println!("fd check: {checked} cases, no fd leaked");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "fault_tests::no_fault_case_leaks_an_fd",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env("RKTLS_FD_CHECK", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("no fd leaked"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -11,6 +11,8 @@
 //! after a KeyUpdate is received, reads fail with EKEYEXPIRED until new RX
 //! keys are installed) and without (a second setsockopt fails with EBUSY).
 //! State is per thread; installed with [`install`], removed with [`remove`].
+//! Also built with the `fuzzing` feature, for the `offload_records` target.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -80,6 +82,21 @@ pub(crate) fn remove() -> Option<Emu> {
 
 pub(crate) fn active() -> bool {
     EMU.with(|e| e.borrow().is_some())
+}
+
+/// How many TX and RX keys were installed on `fd` so far (the
+/// `offload_records` target checks the order of key installation).
+pub(crate) fn installs(fd: RawFd) -> (usize, usize) {
+    with(|e| {
+        let n = |name| {
+            e.log
+                .iter()
+                .filter(|(f, k, _)| *f == fd && *k == name)
+                .count()
+        };
+        (n(libc::TLS_TX), n(libc::TLS_RX))
+    })
+    .unwrap_or((0, 0))
 }
 
 fn with<R>(f: impl FnOnce(&mut Emu) -> R) -> Option<R> {

@@ -46,7 +46,7 @@ pub mod ffi;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hello;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod kernel_emul;
 pub mod ktls;
 pub mod logging;

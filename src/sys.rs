@@ -71,11 +71,11 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if let Some(e) = crate::kernel_emul::socket_error(fd) {
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, crate::wire::CT_APPLICATION_DATA, buf);
         }
@@ -95,9 +95,9 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 
 /// Whether tests emulate kTLS on this thread (never in other builds).
 pub(crate) fn emulated() -> bool {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     return crate::kernel_emul::active();
-    #[cfg(not(test))]
+    #[cfg(not(any(test, feature = "fuzzing")))]
     false
 }
 
@@ -135,7 +135,7 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
             return Err(e);
         }
     }
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = crate::kernel_emul::setsockopt(fd, level, name, value) {
         return r;
     }
@@ -157,7 +157,7 @@ pub(crate) fn setsockopt(fd: RawFd, level: i32, name: i32, value: &[u8]) -> io::
 /// it leaves that error on the socket, and every send fails with it until
 /// it is taken: taking it lets the alert that the failure deserves go out.
 pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(e) = crate::kernel_emul::take_socket_error(fd) {
         return Ok(e);
     }
@@ -178,7 +178,7 @@ pub(crate) fn take_socket_error(fd: RawFd) -> io::Result<i32> {
 
 /// `getsockopt(2)` into `buf`; returns the length the kernel wrote.
 pub(crate) fn getsockopt(fd: RawFd, level: i32, name: i32, buf: &mut [u8]) -> io::Result<usize> {
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     if let Some(r) = crate::kernel_emul::getsockopt(fd, level, name, buf) {
         return r;
     }
@@ -203,9 +203,13 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::rx_offloaded(fd) {
-            return crate::kernel_emul::recv_record(fd, buf);
+            let r = crate::kernel_emul::recv_record(fd, buf);
+            if r.is_ok() && cfg!(test) && fault::ctrunc() {
+                return Err(io::Error::from_raw_os_error(libc::EPROTO));
+            }
+            return r;
         }
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
@@ -224,7 +228,7 @@ pub(crate) fn recv_record(fd: RawFd, buf: &mut [u8]) -> io::Result<(u8, usize)> 
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             r => r?,
         };
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || (cfg!(test) && fault::ctrunc()) {
             return Err(io::Error::from_raw_os_error(libc::EPROTO));
         }
         let mut typ = crate::wire::CT_APPLICATION_DATA;
@@ -252,7 +256,7 @@ pub(crate) fn send_record(fd: RawFd, typ: u8, payload: &[u8]) -> io::Result<usiz
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(fd) {
             return crate::kernel_emul::send(fd, typ, payload);
         }
@@ -367,7 +371,7 @@ pub(crate) fn sendfile(
             }
             return Err(e);
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "fuzzing"))]
         if crate::kernel_emul::tx_offloaded(out_fd) {
             let mut chunk = Vec::new();
             let n = pread_append(in_fd, &mut chunk, count.min(65536), *offset)?;
@@ -433,6 +437,29 @@ pub(crate) mod fault {
         static PLAN: Cell<Option<(Op, u64, i32)>> = const { Cell::new(None) };
         static COUNTS: RefCell<[u64; 6]> = const { RefCell::new([0; 6]) };
         static SHORT: Cell<Option<Op>> = const { Cell::new(None) };
+        /// Records to let through before recvmsg reports MSG_CTRUNC.
+        static CTRUNC: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+
+    /// The record `nth` (0-based, counted from now) that recvmsg returns
+    /// on this thread comes with MSG_CTRUNC (its control message cut).
+    pub fn ctrunc_nth(nth: u64) {
+        CTRUNC.with(|c| c.set(Some(nth)));
+    }
+
+    /// Whether this record's recvmsg reports MSG_CTRUNC (counts it).
+    pub(crate) fn ctrunc() -> bool {
+        CTRUNC.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(n) => {
+                c.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
     }
 
     /// The next call of `op` on this thread fails with `errno`.
@@ -466,6 +493,7 @@ pub(crate) mod fault {
         PLAN.with(|p| p.set(None));
         SHORT.with(|s| s.set(None));
         QUEUE.with(|q| q.borrow_mut().clear());
+        CTRUNC.with(|c| c.set(None));
         reset_counts();
     }
 

@@ -12,6 +12,8 @@ have passed, picking a kind in turn:
   aborted   half a real ClientHello, then close
   garbage   random bytes: must get an alert or a close
   reset     handshake, GET the large file, read a little, TCP reset
+  keyupdate openssl s_client (TLS 1.3) sends KeyUpdates (k, K: asking for
+            the server's, k) before its GET of the text file, checked
 Prints one line per kind: "kind N ok M fail" and the first failures, and
 "total N"; exits non-zero if any good client failed or resumption never
 happened.
@@ -22,6 +24,7 @@ import random
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -30,7 +33,9 @@ port, ca, www, seconds, threads = (int(sys.argv[1]), sys.argv[2], sys.argv[3],
                                     float(sys.argv[4]), int(sys.argv[5]))
 files = {f: hashlib.sha256(open(os.path.join(www, f), "rb").read()).hexdigest()
          for f in sorted(os.listdir(www))}
-KINDS = ["full", "resumed", "full", "slow", "aborted", "garbage", "resumed", "reset"]
+TEXT = open(os.path.join(www, "text"), "rb").read()
+KINDS = ["full", "resumed", "full", "slow", "aborted", "garbage", "resumed", "reset",
+         "keyupdate"]
 lock = threading.Lock()
 stats = {k: [0, 0] for k in KINDS}
 failures = []
@@ -93,8 +98,43 @@ def get(s, name, slow=False):
         raise RuntimeError("body of %s differs (%d bytes)" % (name, len(body)))
 
 
+def keyupdate():
+    """s_client acts on one command per read of its stdin: the lines are paced."""
+    p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                          "-servername", "localhost", "-CAfile", ca, "-tls1_3", "-crlf",
+                          "-verify_return_error"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    timer = threading.Timer(LIMIT, p.kill)
+    timer.start()
+    try:
+        # Each command once s_client has acted on the one before.
+        seen = 0
+        for line in (b"k\n", b"K\n", b"k\n"):
+            p.stdin.write(line)
+            p.stdin.flush()
+            while True:
+                got = p.stderr.readline()
+                if not got or got == b"KEYUPDATE\n":
+                    break
+            seen += got == b"KEYUPDATE\n"
+        p.stdin.write(b"GET /text HTTP/1.1\nHost: localhost\nConnection: close\n\n")
+        p.stdin.flush()
+        out = p.stdout.read()
+        p.stderr.read()
+        p.wait()
+    finally:
+        timer.cancel()
+        p.stdin.close()
+    if seen != 3:
+        raise RuntimeError("s_client sent %d KeyUpdates" % seen)
+    if TEXT not in out:
+        raise RuntimeError("body of text differs after KeyUpdates (%d bytes out)" % len(out))
+
+
 def run(kind, n, sessions):
     name = random.choice(list(files))
+    if kind == "keyupdate":
+        return keyupdate()
     v = 12 + (n // len(KINDS)) % 2
     if kind in ("full", "resumed", "slow"):
         sess = sessions.get(v) if kind == "resumed" else None

@@ -3,7 +3,8 @@
 # clients from tests/soak.py, 24 threads back to back (thousands of
 # connections): full handshakes (TLS 1.2 and 1.3), resumed ones, slow
 # requests one byte at a time, aborted handshakes, garbage, TCP resets
-# mid-response. Asserts: every good client got byte-exact files (sha256)
+# mid-response, TLS 1.3 KeyUpdates both ways (openssl s_client's k and K
+# before its request). Asserts: every good client got byte-exact files (sha256)
 # and some sessions resumed; the server's open fds (/proc/PID/fd) return
 # exactly to the level before, its VmRSS to within 8 MB of it (allocator
 # high-water mark; a leak of 1 KB per connection would show over thousands);
@@ -18,7 +19,7 @@ SOAK_SECONDS=${SOAK_SECONDS:-60}
 scratch soak
 test_certs || exit 1
 . tests/epoll_lib.sh
-for t in python3 curl; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
+for t in python3 curl openssl; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
 [ -x "$BIN/server_epoll" ] || { echo "missing $BIN/server_epoll: make examples"; exit 2; }
 [ "$(ulimit -n)" -ge 1024 ] || ulimit -n 1024 || { echo "cannot raise ulimit -n to 1024"; exit 2; }
 
@@ -27,6 +28,8 @@ mkdir -p "$T/www"
 head -c 700 /dev/urandom > "$T/www/small"
 head -c 70000 /dev/urandom > "$T/www/medium"
 head -c 600000 /dev/urandom > "$T/www/large"
+# The KeyUpdate clients' file: text, found verbatim in s_client's output.
+for i in $(seq 1 1000); do echo "line $i of the text file"; done > "$T/www/text"
 LOG=$T/server.log
 start_epoll "$LOG" --root "$T/www" --timeout-ms 3000 --stats || exit 1
 fds() { ls "/proc/$spid/fd" | wc -l; }
@@ -41,6 +44,8 @@ src=$?
 sed 's/^/     /' "$T/soak.log"
 total=$(sed -n 's/^total //p' "$T/soak.log")
 check "soak: ${total:-0} connections in $((SECONDS - t0)) s, every good client byte-exact, sessions resumed" [ $src = 0 ]
+ku=$(awk '$1 == "keyupdate" { print $2 }' "$T/soak.log")
+check "TLS 1.3 KeyUpdate clients (3 each, one asking for the server's) byte-exact: ${ku:-0}" [ "${ku:-0}" -gt 0 ]
 end=$((SECONDS + 15))
 until [ "$(fds)" -le "$fd0" ] || [ $SECONDS -ge $end ]; do sleep 0.1; done
 fd1=$(fds) rss1=$(rss_kb)

@@ -4,7 +4,12 @@
 use std::sync::Arc;
 
 pub mod api;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod offload;
+#[cfg(any(test, feature = "fuzzing"))]
+mod offload_program;
 pub mod stream;
+mod stream_program;
 
 use crate::acceptor::{Acceptor, Outcome};
 use crate::config::ServerConfigBuilder;
@@ -178,6 +183,12 @@ pub(crate) fn kept_inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
         };
         for entry in dir {
             let path = entry.unwrap().path();
+            if path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            {
+                continue;
+            }
             let data = std::fs::read(&path).unwrap();
             v.push((path, data));
         }
@@ -236,6 +247,12 @@ mod tests {
     }
 
     #[test]
+    fn replay_offload_records() {
+        let t = offload::OffloadTarget::new(&pems());
+        replay("offload_records", |d| t.run(d, None));
+    }
+
+    #[test]
     fn replay_api_sequence() {
         let p = pems();
         replay("api_sequence", |d| api::run(&p, d, None));
@@ -253,6 +270,11 @@ mod tests {
             for (name, data) in stream::seeds() {
                 std::fs::write(dir.join(name), data).unwrap();
             }
+        }
+        let dir = root.join("offload_records");
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, data) in offload::seeds() {
+            std::fs::write(dir.join(name), data).unwrap();
         }
         let dir = root.join("api_sequence");
         std::fs::create_dir_all(&dir).unwrap();
