@@ -12,7 +12,8 @@
 #   make fuzz       every fuzz target, FUZZ_SECONDS each (default 300)
 #   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
 #   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240)
-#   make bench      benchmarks vs OpenSSL and rustls-ffi (writes BENCHMARKS.md; ~15 min)
+#   make bench      benchmarks vs OpenSSL and rustls-ffi, nginx + rktls vs nginx + OpenSSL
+#                   (writes BENCHMARKS.md; ~15 min)
 #   make bench-quick the same harness with small counts (build/bench/quick/; < 3 min)
 
 PREFIX     ?= /usr/local

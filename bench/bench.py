@@ -17,7 +17,8 @@ configs written by bench/nginx_conf.sh (tests/nginx_lib.sh's nginx_conf).
 Each repetition runs the systems in turn (A B C A B C ...); figures are
 median [min-max] over the repetitions. Instruction counts (callgrind) and
 syscall counts (strace -c -f) are differences between runs of N and 4N
-connections, so start-up and shutdown cancel.
+connections, so start-up and shutdown cancel (callgrind: both runs on one
+server after a warm-up run, each between two dumps).
 """
 import argparse
 import json
@@ -133,12 +134,14 @@ def nginx_conf(tdir, body, level="warn"):
 
 
 def connections_on(port):
-    """Non-listening TCP sockets on local port PORT (any process)."""
+    """TCP connections on local port PORT that the server still has to work
+    on: established, or closed by the client (CLOSE_WAIT), or ours with the
+    FIN not yet acknowledged (FIN_WAIT1, CLOSING, LAST_ACK). Not TIME_WAIT."""
     n = 0
     with open("/proc/net/tcp") as f:
         for line in f.readlines()[1:]:
             parts = line.split()
-            if int(parts[1].split(":")[1], 16) == port and parts[3] != "0A":
+            if int(parts[1].split(":")[1], 16) == port and parts[3] in ("01", "04", "08", "09", "0B"):
                 n += 1
     return n
 
@@ -236,13 +239,17 @@ class Server:
                 time.sleep(0.01)
         return self.proc.pid
 
+    def settle(self):
+        """Waits (at most 5 s) until the server has finished with every
+        connection (its close, close_notify, lingering close)."""
+        end = time.time() + 5
+        while self.port and connections_on(self.port) and time.time() < end:
+            time.sleep(0.01)
+
     def stop(self, wait_exit=False):
-        if self.port and self.system.startswith("nginx-"):
-            # the last connection's close (nginx-rktls: close_notify, lingering
-            # close) is done before the stop, so N and 4N runs end alike
-            end = time.time() + 5
-            while connections_on(self.port) and time.time() < end:
-                time.sleep(0.01)
+        if self.system.startswith("nginx-"):
+            # so that N and 4N runs end alike
+            self.settle()
         if wait_exit:  # s_server -naccept: it ends by itself
             try:
                 self.proc.wait(timeout=120)
@@ -290,7 +297,7 @@ def handshake_cpu(system, www, mode, key, n, warm):
 
 
 def tool_count(system, www, mode, key, n, tool, tmp):
-    """Total instructions (callgrind) or syscalls (strace) of a server run of n connections."""
+    """Total syscalls (strace) of a server run of n connections."""
     out = os.path.join(tmp, f"{tool}-{system}-{mode}-{key}-{n}.out")
     conns = n + (1 if mode == "resume" else 0)
     s = Server(system, www, key, tool=tool, outfile=out,
@@ -301,14 +308,51 @@ def tool_count(system, www, mode, key, n, tool, tmp):
         s.stop(wait_exit=system == "openssl")
     with open(out) as f:
         text = f.read()
-    if tool == "callgrind":
-        m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
-        return int(m.group(1)), out
     m = re.search(r"^100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$", text, re.M)
     return int(m.group(1)), out
 
 
+def callgrind_totals(path):
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
+    return int(m.group(1))
+
+
+def callgrind_diff(system, www, mode, key, n, tmp):
+    """Instructions per connection under callgrind, from one server: after a
+    warm-up run of N connections (first-use initialisation), a run of N and a
+    run of 4N, each between two `callgrind_control --dump`s (a dump also
+    zeroes the counters), so start-up and shutdown are in neither;
+    (Ir(4N) - Ir(N)) / 3N then also cancels what a run costs once (resume:
+    its first, full handshake)."""
+    out = os.path.join(tmp, f"callgrind-{system}-{mode}-{key}.out")
+    extra = 1 if mode == "resume" else 0
+    s = Server(system, www, key, tool="callgrind", outfile=out,
+               naccept=6 * n + 3 * extra if system == "openssl" else None)
+
+    def dump():
+        s.settle()
+        r = subprocess.run(["callgrind_control", "--dump", str(s.proc.pid)],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind_control --dump: {r.stdout} {r.stderr}")
+    try:
+        hs_client(mode, s.port, n)  # warm-up
+        dump()
+        hs_client(mode, s.port, n)
+        dump()
+        hs_client(mode, s.port, 4 * n)
+        dump()
+    finally:
+        s.stop(wait_exit=system == "openssl")
+    a, b = callgrind_totals(f"{out}.2"), callgrind_totals(f"{out}.3")
+    return (b - a) / (3 * n), f"{out}.3"
+
+
 def per_conn_diff(system, www, mode, key, n, tool, tmp):
+    if tool == "callgrind":
+        return callgrind_diff(system, www, mode, key, n, tmp)
     a, _ = tool_count(system, www, mode, key, n, tool, tmp)
     b, out = tool_count(system, www, mode, key, 4 * n, tool, tmp)
     return (b - a) / (3 * n), out
@@ -447,9 +491,9 @@ def main():
         sys.exit(1 if missing else 0)
     raise_nofile()
     q = a.quick
-    P = dict(quick=q, reps=1 if q else 3, n_cpu=60 if q else 2000, warm=10 if q else 50,
-             n_tool=3 if q else 40, n_strace=10 if q else 100,
-             bulk_bytes=(16 if q else 512) * 2**20, hold_warm=10 if q else 100,
+    P = dict(quick=q, reps=1 if q else 3, n_cpu=30 if q else 2000, warm=5 if q else 50,
+             n_tool=3 if q else 40, n_strace=5 if q else 100,
+             bulk_bytes=(8 if q else 512) * 2**20, hold_warm=10 if q else 100,
              hold_n=100 if q else 1000)
     t_start = time.time()
     tmp = tempfile.mkdtemp(prefix="rktls-bench.")
@@ -622,7 +666,9 @@ def report(R, out, quick):
     w(f"- Server CPU: utime+stime of the server process (sum_exec_runtime from /proc/PID/task/*/schedstat) over N={P['n_cpu']} connections "
       f"after {P['warm']} warm-up connections. Instructions: `valgrind --tool=callgrind "
       f"--instr-atstart=no`, instrumentation switched on (`callgrind_control -i on`) once the "
-      f"server is ready, (Ir(4N) − Ir(N)) / 3N with N={P['n_tool']}; syscalls: `strace -f -c`, same difference "
+      f"server is ready; on that one server a warm-up run of N connections, then a run of N and "
+      f"a run of 4N, each between two `callgrind_control --dump`s (a dump zeroes the counters); "
+      f"(Ir(4N) − Ir(N)) / 3N with N={P['n_tool']}; syscalls: `strace -f -c`, same difference "
       f"with N={P['n_strace']}. Both count the whole server program (its event loop, its HTTP).")
     w(f"- Bulk: `loadclient bulk PORT 1 --path /big --expect {P['bulk_bytes']} --suite S`, one "
       f"{P['bulk_bytes'] >> 20} MiB download; server CPU per GB and client-side MB/s. rktls "

@@ -30,7 +30,7 @@ make -s stage examples >/dev/null
 # The nginx systems: Debian's nginx with build/nginx/ngx_http_rktls_module.so,
 # rebuilt when the module's sources or the header are newer.
 mod=build/nginx/ngx_http_rktls_module.so
-if [ ! -e $mod ] || [ -n "$(find nginx include/rktls.h -newer $mod -print -quit)" ]; then
+if [ ! -e $mod ] || [ -n "$(find nginx include/rktls.h -type f -newer $mod -print -quit)" ]; then
   nginx/build.sh >/dev/null
 fi
 scripts/gen-certs.sh build/certs
