@@ -890,7 +890,7 @@ def make_chart(rows, path):
     script = f"""
 set terminal pngcairo size 1000,{120 + 28 * len(rows)} font "sans,10"
 set output "{path}"
-set title "rktls: measured ratio / target (below 1 = target met; nginx rows: rktls / OpenSSL)"
+set title "rktls: measured ratio / target (below 1 = met; nginx rows: ratio to parity)"
 set logscale x
 set xrange [0.01:30]
 set yrange [{len(rows)}:-1]
