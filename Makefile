@@ -13,7 +13,8 @@
 #   make miri       Miri on the pure modules' tests (nightly; scripts/miri.sh)
 #   make soak       server_epoll under thousands of mixed clients (SOAK_SECONDS, default 240),
 #                   then offloaded in the kTLS VM (SOAK_VM_SECONDS, default 120)
-#   make bench      benchmarks vs OpenSSL and rustls-ffi (writes BENCHMARKS.md; ~15 min)
+#   make bench      benchmarks vs OpenSSL and rustls-ffi, nginx + rktls vs nginx + OpenSSL
+#                   (writes BENCHMARKS.md; ~15 min)
 #   make bench-quick the same harness with small counts (build/bench/quick/; < 3 min)
 
 PREFIX     ?= /usr/local

@@ -9,10 +9,16 @@ Systems (servers, pinned to CPU 0; the load client bench/loadclient.c on CPU 1):
   rktls       examples-c/server_epoll --quiet --ktls off (the acceptor path)
   openssl     Debian's `openssl s_server -WWW -quiet`
   rustls-ffi  rustls-ffi's tests/server.c, patched by bench/rustls-ffi-patch.py
+  nginx-openssl  Debian's nginx, `listen ... ssl` (its OpenSSL 3)
+  nginx-rktls    the same nginx with ngx_http_rktls_module, `rktls on` (issue #17)
+The nginx systems run as one process (`daemon off; master_process off;`, so
+the pinned, measured process is the one that accepts and serves), with
+configs written by bench/nginx_conf.sh (tests/nginx_lib.sh's nginx_conf).
 Each repetition runs the systems in turn (A B C A B C ...); figures are
 median [min-max] over the repetitions. Instruction counts (callgrind) and
 syscall counts (strace -c -f) are differences between runs of N and 4N
-connections, so start-up and shutdown cancel.
+connections, so start-up and shutdown cancel (callgrind: both runs on one
+server after a warm-up run, each between two dumps).
 """
 import argparse
 import json
@@ -33,7 +39,12 @@ EX = os.path.join(ROOT, "build", "examples")
 CERTS = os.path.join(ROOT, "build", "certs")
 CLIENT = os.path.join(BB, "loadclient")
 TICK = os.sysconf("SC_CLK_TCK")
-SYSTEMS = ["rktls", "openssl", "rustls-ffi"]
+SYSTEMS = ["rktls", "openssl", "rustls-ffi", "nginx-openssl", "nginx-rktls"]
+HOLD_SYSTEMS = ["rktls", "openssl", "rustls-ffi"]  # bench/hold.c: libraries, not servers
+NGINX = "/usr/sbin/nginx"
+NGINX_MODULE = os.path.join(ROOT, "build", "nginx", "ngx_http_rktls_module.so")
+NGINX_ARGS = "daemon off; master_process off;"
+SCRATCH = None  # the run's scratch directory (main); nginx configs go under it
 KEYS = {"ecdsa": ("server.pem", "server.key"), "rsa": ("rsa.pem", "rsa.key")}
 SUITES = {"AES-128-GCM": "TLS_AES_128_GCM_SHA256", "AES-256-GCM": "TLS_AES_256_GCM_SHA384"}
 SMALL = 100  # bytes of the response body in handshake runs
@@ -91,6 +102,50 @@ def listening_port(pid):
     return None
 
 
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_body(system, port, cert, key, www, ktls="off", extra=""):
+    """The inside of http {} for one nginx system: one server on PORT."""
+    if system == "nginx-rktls":
+        tls = (f"listen 127.0.0.1:{port}; rktls on; rktls_certificate {cert}; "
+               f"rktls_certificate_key {key}; rktls_ktls {ktls};")
+    else:
+        # nginx 1.22's default ssl_protocols lack TLSv1.3
+        tls = (f"listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+               "ssl_protocols TLSv1.2 TLSv1.3;")
+    return (f"    sendfile on;\n    server {{ {tls} server_name localhost; access_log off; "
+            f"root {www}; {extra} }}")
+
+
+def nginx_conf(tdir, body, level="warn"):
+    """Writes TDIR/nginx.conf with bench/nginx_conf.sh; returns the command line
+    (without taskset/tool) that runs it as one foreground process."""
+    conf = os.path.join(tdir, "nginx.conf")
+    env = dict(os.environ, NGINX_LOG_LEVEL=level, MODULE=NGINX_MODULE)
+    subprocess.run([os.path.join(ROOT, "bench", "nginx_conf.sh"), tdir, conf, body],
+                   check=True, env=env, cwd=ROOT)
+    d = os.path.join(tdir, "nginx")
+    return [NGINX, "-p", d, "-e", os.path.join(d, "error.log"), "-c", conf, "-g", NGINX_ARGS]
+
+
+def connections_on(port):
+    """TCP connections on local port PORT that the server still has to work
+    on: established, or closed by the client (CLOSE_WAIT), or ours with the
+    FIN not yet acknowledged (FIN_WAIT1, CLOSING, LAST_ACK). Not TIME_WAIT."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            parts = line.split()
+            if int(parts[1].split(":")[1], 16) == port and parts[3] in ("01", "04", "08", "09", "0B"):
+                n += 1
+    return n
+
+
 def cpu_seconds(pid):
     """On-CPU time of a process, all threads: the kernel's sum_exec_runtime
     (/proc/PID/task/*/schedstat, ns), of which utime+stime in /proc/PID/stat
@@ -119,6 +174,10 @@ class Server:
                    "-WWW", "-quiet"]
             if naccept:
                 cmd += ["-naccept", str(naccept)]
+        elif system.startswith("nginx-"):
+            self.nginx_port = free_port()
+            tdir = os.path.join(SCRATCH, system)
+            cmd = nginx_conf(tdir, nginx_body(system, self.nginx_port, cert, keyf, www, ktls))
         else:
             cmd = [os.path.join(BB, "rustls-ffi-server"), cert, keyf]
             env.update(PORT="0", BODY_BYTES=str(body), VECTORED_IO="1")
@@ -130,12 +189,19 @@ class Server:
             cmd = ["strace", "-f", "-c", "-o", outfile] + cmd
         self.tool = tool
         self.log = tempfile.TemporaryFile()
+        quiet = system == "openssl" or system.startswith("nginx-")
         self.proc = subprocess.Popen(["taskset", "-c", "0"] + cmd, cwd=cwd, env=env,
-                                     stdout=subprocess.PIPE if system != "openssl" else self.log,
+                                     stdout=subprocess.PIPE if not quiet else self.log,
                                      stderr=self.log)
         self.port = None
         deadline = time.time() + 60
-        if system == "openssl":
+        if system.startswith("nginx-"):  # ready once its socket listens
+            while self.port is None:
+                self._check(deadline)
+                if listening_port(self.proc.pid) == self.nginx_port:
+                    self.port = self.nginx_port
+                time.sleep(0.02)
+        elif system == "openssl":
             while self.port is None:
                 self._check(deadline)
                 self.port = listening_port(self.proc.pid)
@@ -173,7 +239,17 @@ class Server:
                 time.sleep(0.01)
         return self.proc.pid
 
+    def settle(self):
+        """Waits (at most 5 s) until the server has finished with every
+        connection (its close, close_notify, lingering close)."""
+        end = time.time() + 5
+        while self.port and connections_on(self.port) and time.time() < end:
+            time.sleep(0.01)
+
     def stop(self, wait_exit=False):
+        if self.system.startswith("nginx-"):
+            # so that N and 4N runs end alike
+            self.settle()
         if wait_exit:  # s_server -naccept: it ends by itself
             try:
                 self.proc.wait(timeout=120)
@@ -221,7 +297,7 @@ def handshake_cpu(system, www, mode, key, n, warm):
 
 
 def tool_count(system, www, mode, key, n, tool, tmp):
-    """Total instructions (callgrind) or syscalls (strace) of a server run of n connections."""
+    """Total syscalls (strace) of a server run of n connections."""
     out = os.path.join(tmp, f"{tool}-{system}-{mode}-{key}-{n}.out")
     conns = n + (1 if mode == "resume" else 0)
     s = Server(system, www, key, tool=tool, outfile=out,
@@ -232,14 +308,51 @@ def tool_count(system, www, mode, key, n, tool, tmp):
         s.stop(wait_exit=system == "openssl")
     with open(out) as f:
         text = f.read()
-    if tool == "callgrind":
-        m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
-        return int(m.group(1)), out
     m = re.search(r"^100\.00\s+\S+\s+\S+\s+(\d+)\s+(?:\d+\s+)?total$", text, re.M)
     return int(m.group(1)), out
 
 
+def callgrind_totals(path):
+    with open(path) as f:
+        text = f.read()
+    m = re.search(r"^totals:\s+(\d+)", text, re.M) or re.search(r"^summary:\s+(\d+)", text, re.M)
+    return int(m.group(1))
+
+
+def callgrind_diff(system, www, mode, key, n, tmp):
+    """Instructions per connection under callgrind, from one server: after a
+    warm-up run of N connections (first-use initialisation), a run of N and a
+    run of 4N, each between two `callgrind_control --dump`s (a dump also
+    zeroes the counters), so start-up and shutdown are in neither;
+    (Ir(4N) - Ir(N)) / 3N then also cancels what a run costs once (resume:
+    its first, full handshake)."""
+    out = os.path.join(tmp, f"callgrind-{system}-{mode}-{key}.out")
+    # no s_server -naccept: it would exit at the last connection, racing
+    # the last dump; every server is stopped with SIGTERM after it
+    s = Server(system, www, key, tool="callgrind", outfile=out)
+
+    def dump():
+        s.settle()
+        r = subprocess.run(["callgrind_control", "--dump", str(s.proc.pid)],
+                           capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"callgrind_control --dump: {r.stdout} {r.stderr}")
+    try:
+        hs_client(mode, s.port, n)  # warm-up
+        dump()
+        hs_client(mode, s.port, n)
+        dump()
+        hs_client(mode, s.port, 4 * n)
+        dump()
+    finally:
+        s.stop()
+    a, b = callgrind_totals(f"{out}.2"), callgrind_totals(f"{out}.3")
+    return (b - a) / (3 * n), f"{out}.3"
+
+
 def per_conn_diff(system, www, mode, key, n, tool, tmp):
+    if tool == "callgrind":
+        return callgrind_diff(system, www, mode, key, n, tmp)
     a, _ = tool_count(system, www, mode, key, n, tool, tmp)
     b, out = tool_count(system, www, mode, key, 4 * n, tool, tmp)
     return (b - a) / (3 * n), out
@@ -300,9 +413,23 @@ def vm_figures(quick):
     p = {"reps": 1 if quick else 3, "mib": 8 if quick else 128, "warm": 10 if quick else 100,
          "n": 100 if quick else 1000}
     guest = os.path.join(BB, "vm_guest.sh")
+    # The guest's nginx configs, written here (bench/nginx_conf.sh) for the
+    # guest's paths; the VM gets the directory at the same path. Inside the
+    # throwaway VM nothing else listens: a fixed port.
+    ngx, ngx_port, vwww = os.path.join(BB, "vm-nginx"), 8443, "/tmp/benchwww"
+    shutil.rmtree(ngx, ignore_errors=True)
+    cert, key = (os.path.join(CERTS, x) for x in KEYS["ecdsa"])
+    for name, system, ktls, extra in (("nginx-rktls-ktls", "nginx-rktls", "require", ""),
+                                      ("nginx-openssl", "nginx-openssl", "off", ""),
+                                      ("nginx-openssl-ktls", "nginx-openssl", "off",
+                                       "ssl_conf_command Options KTLS;")):
+        nginx_conf(os.path.join(ngx, name), nginx_body(system, ngx_port, cert, key, vwww, ktls, extra))
     with open(os.path.join(ROOT, "bench", "vm_guest.sh")) as src, open(guest, "w") as dst:
-        dst.write(f"REPS={p['reps']} MIB={p['mib']} WARM={p['warm']} N={p['n']}\n" + src.read())
-    files = [EX, CLIENT, os.path.join(BB, "hold-rktls"), os.path.join(BB, "mem_probe"), guest, CERTS, shutil.which("openssl"), "/usr/lib/ssl", "/etc/ssl/openssl.cnf"]
+        dst.write(f"REPS={p['reps']} MIB={p['mib']} WARM={p['warm']} N={p['n']} "
+                  f"NGX={ngx} NGXPORT={ngx_port}\n" + src.read())
+    files = [EX, CLIENT, os.path.join(BB, "hold-rktls"), os.path.join(BB, "mem_probe"), guest, CERTS,
+             shutil.which("openssl"), "/usr/lib/ssl", "/etc/ssl/openssl.cnf",
+             NGINX, NGINX_MODULE, "/etc/nginx/mime.types", ngx]
     env = dict(os.environ, VM_TIMEOUT="1200")
     out = subprocess.run([os.path.join(ROOT, "tests", "vm", "run.sh"), guest] + files,
                          capture_output=True, text=True, env=env)
@@ -364,12 +491,14 @@ def main():
         sys.exit(1 if missing else 0)
     raise_nofile()
     q = a.quick
-    P = dict(quick=q, reps=1 if q else 3, n_cpu=60 if q else 2000, warm=10 if q else 50,
-             n_tool=3 if q else 40, n_strace=10 if q else 100,
-             bulk_bytes=(16 if q else 512) * 2**20, hold_warm=10 if q else 100,
+    P = dict(quick=q, reps=1 if q else 3, n_cpu=30 if q else 2000, warm=5 if q else 50,
+             n_tool=3 if q else 40, n_strace=5 if q else 100,
+             bulk_bytes=(8 if q else 512) * 2**20, hold_warm=10 if q else 100,
              hold_n=100 if q else 1000)
     t_start = time.time()
     tmp = tempfile.mkdtemp(prefix="rktls-bench.")
+    global SCRATCH
+    SCRATCH = tmp
     www = os.path.join(tmp, "www")
     os.makedirs(www)
     with open(os.path.join(www, "small"), "wb") as f:
@@ -408,7 +537,7 @@ def main():
                 R["bulk"].setdefault(f"{s}/{suite}", []).append(bulk(s, www, P["bulk_bytes"], suite))
     log("memory per idle connection")
     for rep in range(P["reps"]):
-        for s in SYSTEMS:
+        for s in HOLD_SYSTEMS:
             R["mem"].setdefault(s, []).append(hold(s, P["hold_warm"], P["hold_n"]))
     log("crypto bound (openssl speed)")
     R["bound"] = crypto_bound(1 if q else 2)
@@ -454,6 +583,10 @@ def cmd_versions():
     v["cc"] = first(["cc", "--version"])
     v["valgrind"] = first(["valgrind", "--version"])
     v["strace"] = first(["strace", "-V"])
+    try:
+        v["nginx"] = subprocess.run([NGINX, "-v"], capture_output=True, text=True).stderr.strip()
+    except OSError:
+        v["nginx"] = "?"
     return v
 
 
@@ -478,7 +611,7 @@ def report(R, out, quick):
     L = []
     w = L.append
     v = R.get("versions") or cmd_versions()
-    w("# rktls benchmarks: rktls vs OpenSSL vs rustls-ffi\n")
+    w("# rktls benchmarks: rktls vs OpenSSL vs rustls-ffi, and nginx on rktls vs nginx on OpenSSL\n")
     w(f"Generated by `make bench{'-quick' if quick else ''}` (bench/bench.py) on "
       f"{R.get('date', '?')}, in {R['seconds']:.0f} s."
       + (" **Quick run: small counts, figures prove the harness only.**" if quick else "") + "\n")
@@ -487,6 +620,7 @@ def report(R, out, quick):
     w(f"- {v['rktls']} on rustls {v['rustls']}, aws-lc-rs {v['aws-lc-rs']}")
     w(f"- {v['rustls-ffi']} (from the crates.io source, built with rktls's release profile)")
     w(f"- {v['openssl']} (Debian); load client: bench/loadclient.c on that libssl")
+    w(f"- {v.get('nginx', '?')} (Debian 12's package) with build/nginx/ngx_http_rktls_module.so")
     w(f"- {v['cc']}; {v['valgrind']}; {v['strace']}\n")
     w("**Noise.** The 2 cores are shared with other jobs: server CPU times (from "
       "utime+stime, read as the kernel's exact sum `/proc/PID/task/*/schedstat`) move by tens of "
@@ -518,10 +652,23 @@ def report(R, out, quick):
       "`BODY_BYTES` bytes of 'a' given to rustls in 64 KiB pieces as it accepts them (was: a "
       "10,000-byte body written at once, plus a stray newline). `VECTORED_IO=1` is its own "
       "switch (one writev per flight). It closes without close_notify after the response.")
+    w("- nginx-openssl and nginx-rktls: Debian's `/usr/sbin/nginx` run as **one process** "
+      f"(`-g '{NGINX_ARGS}'`: no master, no workers; so the process pinned to CPU 0 and measured "
+      "is the one that accepts, handshakes and serves), config written by bench/nginx_conf.sh "
+      "(tests/nginx_lib.sh's `nginx_conf`: the rktls module is loaded in both, error log at "
+      "`warn`, `access_log off`, `sendfile on`, root WWW, one `server` on 127.0.0.1:PORT). "
+      "nginx-openssl: `listen ... ssl; ssl_certificate C; ssl_certificate_key K; "
+      "ssl_protocols TLSv1.2 TLSv1.3;` (nginx 1.22's default lacks TLSv1.3), otherwise "
+      "nginx's defaults (tickets on, no session cache; it sends OpenSSL's two TLS 1.3 tickets). "
+      "nginx-rktls: `listen ...; rktls on; rktls_certificate C; rktls_certificate_key K; "
+      "rktls_ktls off;` (tickets on by default). Readiness: the listening socket in /proc; "
+      "stopped with SIGTERM once no connection to its port is left. Same load client, same files.")
     w(f"- Server CPU: utime+stime of the server process (sum_exec_runtime from /proc/PID/task/*/schedstat) over N={P['n_cpu']} connections "
       f"after {P['warm']} warm-up connections. Instructions: `valgrind --tool=callgrind "
       f"--instr-atstart=no`, instrumentation switched on (`callgrind_control -i on`) once the "
-      f"server is ready, (Ir(4N) − Ir(N)) / 3N with N={P['n_tool']}; syscalls: `strace -f -c`, same difference "
+      f"server is ready; on that one server a warm-up run of N connections, then a run of N and "
+      f"a run of 4N, each between two `callgrind_control --dump`s (a dump zeroes the counters); "
+      f"(Ir(4N) − Ir(N)) / 3N with N={P['n_tool']}; syscalls: `strace -f -c`, same difference "
       f"with N={P['n_strace']}. Both count the whole server program (its event loop, its HTTP).")
     w(f"- Bulk: `loadclient bulk PORT 1 --path /big --expect {P['bulk_bytes']} --suite S`, one "
       f"{P['bulk_bytes'] >> 20} MiB download; server CPU per GB and client-side MB/s. rktls "
@@ -574,20 +721,42 @@ def report(R, out, quick):
           "Each download's server CPU is net of one `GET /small` connection measured just before "
           "on the same server (the handshake, slow under emulation, would otherwise dominate the "
           "kTLS user time). CPU from /proc/PID/stat in 10 ms ticks.\n")
-        w("| system | user CPU s/GB | system CPU s/GB | total s/GB | total vs rktls userspace |")
-        w("|---|---|---|---|---|")
-        for s in ("rktls-ktls", "rktls-user", "openssl"):
+        w("nginx in the VM: the same nginx binary as one process (`daemon off; master_process "
+          "off;`, pinned to CPU 0), configs from bench/nginx_conf.sh as on the host: "
+          "nginx-rktls-ktls is `rktls on; rktls_ktls require; sendfile on;` (TX and RX in the "
+          "kernel, the file by nginx's own `sendfile(2)`; TlsTxSw must grow), nginx-openssl is "
+          "`listen ... ssl` with OpenSSL in userspace (issue #17's comparison), and "
+          "nginx-openssl-ktls is nginx-openssl plus `ssl_conf_command Options KTLS;` (Debian's "
+          "OpenSSL 3.0 is built with kTLS: its configuration.h does not define OPENSSL_NO_KTLS; "
+          "nginx 1.22 then sends files with `SSL_sendfile`). The kernel TLS sockets column is "
+          "TlsTxSw's growth per run (rktls also counts its one-time probe of the kernel).\n")
+        w("| system | user CPU s/GB | system CPU s/GB | total s/GB | kernel TLS sockets | total vs reference |")
+        w("|---|---|---|---|---|---|")
+        vm_sys = (("rktls-ktls", "rktls-user"), ("rktls-user", "rktls-user"), ("openssl", "rktls-user"),
+                  ("nginx-rktls-ktls", "nginx-openssl"), ("nginx-openssl", "nginx-openssl"),
+                  ("nginx-openssl-ktls", "nginx-openssl"))
+        for s, _ in vm_sys:
             rows = vm["bulk"].get(s, [])
             vmb[s] = {f: mmm([r[f] for r in rows]) for f in ("user", "sys")}
             vmb[s]["total"] = mmm([r["user"] + r["sys"] for r in rows])
+            vmb[s]["offloaded"] = [r["offloaded"] for r in rows]
             need(f"vm user {s}", vmb[s]["user"]), need(f"vm sys {s}", vmb[s]["sys"])
-            if s == "rktls-ktls" and not all(r["offloaded"] > 0 for r in rows):
-                missing.append("vm rktls-ktls offload (TlsTxSw did not grow)")
-        for s in ("rktls-ktls", "rktls-user", "openssl"):
-            rt = ratio(vmb[s]["total"], vmb["rktls-user"]["total"])
+            if s.startswith(("rktls-ktls", "nginx-rktls-ktls")) and not (
+                    rows and all(r["offloaded"] > 0 for r in rows)):
+                missing.append(f"vm {s} offload (TlsTxSw did not grow)")
+        for s, ref in vm_sys:
+            rt = ratio(vmb[s]["total"], vmb[ref]["total"])
             w(f"| {s} | {fmt(vmb[s]['user'], 2)} | {fmt(vmb[s]['sys'], 2)} | "
-              f"{fmt(vmb[s]['total'], 2)} | {r2(rt)} |")
+              f"{fmt(vmb[s]['total'], 2)} | {'/'.join(str(x) for x in vmb[s]['offloaded']) or '—'} | "
+              f"{r2(rt)} (÷ {ref}) |")
         w("")
+        off = vmb["nginx-openssl-ktls"]["offloaded"]
+        w("Can nginx + OpenSSL use kTLS here? "
+          + ("Yes: with `ssl_conf_command Options KTLS;` TlsTxSw grew in every run, so OpenSSL "
+             "put nginx's socket's TX in the kernel (nginx-openssl-ktls row)."
+             if off and all(x > 0 for x in off) else
+             "No: with `ssl_conf_command Options KTLS;` TlsTxSw did not grow in every run "
+             "(nginx-openssl-ktls row: OpenSSL stayed in userspace).") + "\n")
     else:
         missing.append("vm")
         w("Not run.\n")
@@ -595,7 +764,7 @@ def report(R, out, quick):
     w("## 5. Resident memory per idle established connection\n")
     w("| system | bytes per connection |")
     w("|---|---|")
-    for s in SYSTEMS:
+    for s in HOLD_SYSTEMS:
         w(f"| {s} (host, userspace) | {fmt(need('mem ' + s, S['mem'].get(s)))} |")
     vmm = {}
     if vm:
@@ -640,6 +809,24 @@ def report(R, out, quick):
     if vm:
         k = vmm.get("rktls-ktls")
         tgt("idle memory after offload vs 1 KiB", None if k is None else k["med"] / 1024, 1.0)
+    # nginx + rktls against nginx + OpenSSL (#17 gives no target: 1.0 is parity)
+    nrows = []
+    for kind in ("full/ecdsa", "full/rsa", "resume/ecdsa"):
+        kk = kind.replace("/", " ")
+        for metric, name in (("cpu", "server CPU"), ("instr", "instructions"), ("sys", "syscalls")):
+            nrows.append((f"nginx {kk}: {name}, rktls vs OpenSSL",
+                          rr(metric, "nginx-rktls", "nginx-openssl", kind), 1.0, None, None))
+    for suite in SUITES:
+        nrows.append((f"nginx bulk {suite}: CPU/GB, rktls vs OpenSSL",
+                      ratio(bulk.get(f"nginx-rktls/{suite}", {}).get("cpu_s_per_gb"),
+                            bulk.get(f"nginx-openssl/{suite}", {}).get("cpu_s_per_gb")), 1.0, None, None))
+    if vm:
+        nrows.append(("nginx VM: kTLS+sendfile user CPU/GB vs OpenSSL userspace",
+                      ratio(vmb["nginx-rktls-ktls"]["user"], vmb["nginx-openssl"]["user"]), 1.0, None, None))
+        nrows.append(("nginx VM: kTLS+sendfile total CPU/GB vs OpenSSL userspace",
+                      ratio(vmb["nginx-rktls-ktls"]["total"], vmb["nginx-openssl"]["total"]), 1.0, None, None))
+        nrows.append(("nginx VM: kTLS+sendfile total CPU/GB vs OpenSSL with Options KTLS",
+                      ratio(vmb["nginx-rktls-ktls"]["total"], vmb["nginx-openssl-ktls"]["total"]), 1.0, None, None))
     w("## Ratios against the issue's targets\n")
     w("Ratios of medians measured in this run (rktls ÷ the other; ≤ target is met).\n")
     w("| ratio | measured | target | met |")
@@ -648,11 +835,23 @@ def report(R, out, quick):
         need(f"ratio {label}", r)
         w(f"| {label} | {r2(r)} | ≤ {target} | {'—' if r is None else ('yes' if r <= target else '**no**')} |")
     w("")
+    w("### nginx + rktls ÷ nginx + OpenSSL (issue #17)\n")
+    w("Ratios of medians, nginx-rktls ÷ nginx-openssl (the VM rows: nginx-rktls-ktls ÷ "
+      "nginx-openssl). Issue #17 sets no target: the line is parity (1.0), below it nginx on "
+      "rktls is the cheaper.\n")
+    w("| ratio | measured | below parity |")
+    w("|---|---|---|")
+    for label, r, target, _, _ in nrows:
+        need(f"ratio {label}", r)
+        w(f"| {label} | {r2(r)} | {'—' if r is None else ('yes' if r <= target else '**no**')} |")
+    w("")
+    rows += nrows
     chart = os.path.splitext(out)[0] + "-ratios.png"
     if make_chart(rows, chart):
         w(f"![ratios against targets]({os.path.basename(chart)})\n")
         w(f"Chart: {os.path.basename(chart)} — each bar is measured ÷ target (log scale); "
-          "below the line at 1 the target is met.\n")
+          "below the line at 1 the target is met. The nginx rows' target is parity (1.0): "
+          "their bar is the ratio nginx+rktls ÷ nginx+OpenSSL itself.\n")
     else:
         missing.append("chart")
     w(ANALYSIS)
@@ -691,7 +890,7 @@ def make_chart(rows, path):
     script = f"""
 set terminal pngcairo size 1000,{120 + 28 * len(rows)} font "sans,10"
 set output "{path}"
-set title "rktls: measured ratio / target (below 1 = target met)"
+set title "rktls: measured ratio / target (below 1 = met; nginx rows: ratio to parity)"
 set logscale x
 set xrange [0.01:30]
 set yrange [{len(rows)}:-1]

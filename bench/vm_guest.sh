@@ -1,11 +1,16 @@
 #!/bin/sh
 # Runs inside the test VM (tests/vm/run.sh; Debian's Linux 6.12 with tls.ko),
-# started by bench/bench.py, which puts "REPS= MIB= WARM= N=" in front of this.
-# Prints one "BENCHVM ..." line per measurement:
+# started by bench/bench.py, which puts "REPS= MIB= WARM= N= NGX= NGXPORT=" in
+# front of this. Prints one "BENCHVM ..." line per measurement:
 #   BENCHVM bulk sys=S rep=R bytes=B utime=U stime=T txsw=K   (ticks of the server)
 #   BENCHVM hold sys=S per_conn=B offloaded=K
 # Systems: rktls-ktls (server_epoll --ktls require: TX+RX in the kernel,
-# body by sendfile), rktls-user (--ktls off), openssl (s_server -WWW).
+# body by sendfile), rktls-user (--ktls off), openssl (s_server -WWW);
+# nginx-rktls-ktls (`rktls_ktls require; sendfile on;`) and nginx-openssl
+# (`listen ... ssl`, userspace): Debian's nginx as one process (daemon off,
+# master_process off), with the configs bench.py wrote under $NGX/SYS/
+# (bench/nginx_conf.sh); nginx-openssl-ktls is nginx-openssl plus
+# `ssl_conf_command Options KTLS;` (txsw says whether OpenSSL engaged it).
 ROOT=${ROOT:-$(pwd)}
 BIN=$ROOT/build/examples
 BB=$ROOT/build/bench
@@ -14,6 +19,11 @@ W=/tmp/benchwww
 mkdir -p $W
 grep -q localhost /etc/hosts 2>/dev/null || echo "127.0.0.1 localhost" >> /etc/hosts
 ulimit -n 8192
+# nginx resolves its default user's name (it stays root: no master, no
+# workers); the initramfs has no passwd file.
+mkdir -p /etc
+grep -q '^nobody:' /etc/passwd 2>/dev/null || echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+grep -q '^nogroup:' /etc/group 2>/dev/null || echo 'nogroup:x:65534:' >> /etc/group
 dd if=/dev/urandom of=$W/big bs=1048576 count=$MIB 2>/dev/null
 printf '%0100d' 0 > $W/small
 BYTES=$((MIB * 1048576))
@@ -36,16 +46,22 @@ start() {
                   --ktls off --quiet > /tmp/srv.log 2>&1 & ;;
     openssl) (cd $W && exec taskset -c 0 openssl s_server -accept 127.0.0.1:0 -cert $C/server.pem \
                   -key $C/server.key -WWW > /tmp/srv.log 2>&1) & ;;
+    nginx-*) taskset -c 0 /usr/sbin/nginx -p $NGX/$1/nginx -e $NGX/$1/nginx/error.log \
+                  -c $NGX/$1/nginx.conf -g 'daemon off; master_process off;' > /tmp/srv.log 2>&1 & ;;
   esac
   spid=$!
   port=""
   i=0
+  hex=$(printf ':%04X 00000000:0000 0A' $NGXPORT)
   while [ -z "$port" ] && [ $i -lt 600 ]; do
-    port=$(sed -n -e 's/^READY port=//p' -e 's/^ACCEPT .*:\([0-9]*\)$/\1/p' /tmp/srv.log)
+    case $1 in
+      nginx-*) grep -q "$hex" /proc/net/tcp && port=$NGXPORT ;;
+      *) port=$(sed -n -e 's/^READY port=//p' -e 's/^ACCEPT .*:\([0-9]*\)$/\1/p' /tmp/srv.log) ;;
+    esac
     i=$((i + 1))
     sleep 0.1
   done
-  [ -n "$port" ] || { echo "server $1 did not start"; cat /tmp/srv.log; status=1; }
+  [ -n "$port" ] || { echo "server $1 did not start"; cat /tmp/srv.log $NGX/$1/nginx/error.log 2>/dev/null; status=1; }
 }
 
 stop() {
@@ -57,7 +73,7 @@ stop() {
 # only other output is one "FILE:big" line per download).
 rep=1
 while [ $rep -le $REPS ]; do
-  for s in rktls-ktls rktls-user openssl; do
+  for s in rktls-ktls rktls-user openssl nginx-rktls-ktls nginx-openssl nginx-openssl-ktls; do
     start $s
     pid=$spid # the subshell exec'd taskset, which exec'd the server
     k0=$(txsw)

@@ -61,6 +61,9 @@ typedef struct {
     ngx_send_pt                 os_send;           /* nginx's own I/O */
     ngx_send_chain_pt           os_send_chain;
 
+    /* while a read waits for the socket to take an alert (io.c) */
+    ngx_event_handler_pt        saved_write_handler;
+
     unsigned                    handed_off:1;      /* nginx HTTP has it */
     unsigned                    failed:1;
     unsigned                    ktls_tx:1;

@@ -9,6 +9,13 @@
 #include "ngx_http_rktls.h"
 
 
+static void ngx_http_rktls_write_wakes_reader(ngx_event_t *wev);
+static ngx_int_t ngx_http_rktls_read_wants_write(ngx_connection_t *c,
+    ngx_http_rktls_conn_t *rc);
+static void ngx_http_rktls_restore_write(ngx_connection_t *c,
+    ngx_http_rktls_conn_t *rc);
+
+
 /* c->recv: plaintext from rktls, nginx's ready flag kept honest (rktls may
  * hold decrypted bytes epoll cannot see, so read until it would block). */
 
@@ -40,6 +47,12 @@ ngx_http_rktls_recv(ngx_connection_t *c, u_char *buf, size_t size)
         total += n;
     }
 
+    if (total == 0 && r == RKTLS_WANT_WRITE) {
+        return ngx_http_rktls_read_wants_write(c, rc);
+    }
+
+    ngx_http_rktls_restore_write(c, rc);
+
     if (total > 0) {
         /* full: more may wait; an end or error: the next call returns it */
         c->read->ready = (r != RKTLS_WANT_READ && r != RKTLS_WANT_WRITE);
@@ -49,7 +62,6 @@ ngx_http_rktls_recv(ngx_connection_t *c, u_char *buf, size_t size)
     switch (r) {
 
     case RKTLS_WANT_READ:
-    case RKTLS_WANT_WRITE:
         c->read->ready = 0;
         return NGX_AGAIN;
 
@@ -71,6 +83,70 @@ ngx_http_rktls_recv(ngx_connection_t *c, u_char *buf, size_t size)
         c->read->error = 1;
         return NGX_ERROR;
     }
+}
+
+
+/*
+ * A read returned RKTLS_WANT_WRITE: after the handshake that means the
+ * connection failed and the alert owed to the client waits for room in the
+ * socket (the next read, once it has left, returns the error). nginx's HTTP
+ * code waits for a read event after NGX_AGAIN from c->recv, which may never
+ * come: also wait for the socket to be writable, and then call the read
+ * handler, as nginx's own ngx_ssl_recv() does for OpenSSL's WANT_WRITE.
+ */
+
+static ngx_int_t
+ngx_http_rktls_read_wants_write(ngx_connection_t *c, ngx_http_rktls_conn_t *rc)
+{
+    c->read->ready = 0;
+    c->write->ready = 0;
+
+    if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+        c->read->error = 1;
+        return NGX_ERROR;
+    }
+
+    if (rc->saved_write_handler == NULL) {
+        rc->saved_write_handler = c->write->handler;
+        c->write->handler = ngx_http_rktls_write_wakes_reader;
+    }
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_rktls_write_wakes_reader(ngx_event_t *wev)
+{
+    ngx_connection_t  *c;
+
+    c = wev->data;
+
+    /* the read sends the rest of the alert (or waits again) */
+    c->read->ready = 1;
+    c->read->handler(c->read);
+}
+
+
+/* The read made progress: the write event is nginx's again, and a write
+ * readiness the reader consumed is passed on. */
+
+static void
+ngx_http_rktls_restore_write(ngx_connection_t *c, ngx_http_rktls_conn_t *rc)
+{
+    if (rc->saved_write_handler == NULL) {
+        return;
+    }
+
+    if (c->write->handler == ngx_http_rktls_write_wakes_reader) {
+        c->write->handler = rc->saved_write_handler;
+
+        if (c->write->ready) {
+            ngx_post_event(c->write, &ngx_posted_events);
+        }
+    }
+
+    rc->saved_write_handler = NULL;
 }
 
 

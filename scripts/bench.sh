@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks: rktls vs OpenSSL vs rustls-ffi (issue #14).
+# Benchmarks: rktls vs OpenSSL vs rustls-ffi (issue #14), and nginx on rktls vs
+# nginx on OpenSSL (issue #17).
 #
 #   scripts/bench.sh           (make bench)        writes BENCHMARKS.md and
 #                                                  BENCHMARKS-ratios.png (committed)
@@ -8,7 +9,7 @@
 #
 # Builds in release mode (the library, the examples, bench/loadclient.c,
 # bench/hold.c per library, rustls-ffi's example server via
-# bench/rustls-ffi.sh), then runs bench/bench.py. Also folds in the figures
+# bench/rustls-ffi.sh, the nginx module via nginx/build.sh), then runs bench/bench.py. Also folds in the figures
 # this script made before (bench/throughput.c: record-layer MB/s per suite;
 # tests/vm/mem_probe.c: heap per connection, in the VM run of bench.py).
 set -euo pipefail
@@ -26,6 +27,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 make -s stage examples >/dev/null
+# The nginx systems: Debian's nginx with build/nginx/ngx_http_rktls_module.so,
+# rebuilt when the module's sources or the header are newer.
+mod=build/nginx/ngx_http_rktls_module.so
+if [ ! -e $mod ] || [ -n "$(find nginx include/rktls.h -type f -newer $mod -print -quit)" ]; then
+  nginx/build.sh >/dev/null
+fi
 scripts/gen-certs.sh build/certs
 B=build/bench
 mkdir -p $B

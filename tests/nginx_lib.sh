@@ -29,6 +29,8 @@ PY
 
 # nginx_conf FILE HTTP_BODY: a complete nginx.conf around HTTP_BODY (the
 # inside of http {}): module, one worker, logs, pid and temp paths under $T.
+# NGINX_LOG_LEVEL: the error log's level (default info). Also used by
+# bench/bench.py (bench/nginx_conf.sh) for its nginx systems.
 nginx_conf() {
   local f=$1 body=$2 d=$T/nginx
   mkdir -p "$d/tmp"
@@ -38,7 +40,7 @@ nginx_conf() {
 load_module $MODULE;
 worker_processes 1;
 pid $d/nginx.pid;
-error_log $d/error.log info;
+error_log $d/error.log ${NGINX_LOG_LEVEL:-info};
 events { worker_connections 1024; }
 http {
     include /etc/nginx/mime.types;
