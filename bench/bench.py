@@ -40,6 +40,12 @@ CERTS = os.path.join(ROOT, "build", "certs")
 CLIENT = os.path.join(BB, "loadclient")
 TICK = os.sysconf("SC_CLK_TCK")
 SYSTEMS = ["rktls", "openssl", "rustls-ffi", "nginx-openssl", "nginx-rktls"]
+# rktls's server prefers TLS_AES_128_GCM_SHA256 (its default suite order);
+# OpenSSL's client lists AES-256 first, which s_server and rustls-ffi follow.
+# These rows take the suite choice out: the client offers one suite only.
+SAME_SUITE_KINDS = [("full", "ecdsa@AES-256-GCM"), ("resume", "ecdsa@AES-256-GCM"),
+                    ("full", "ecdsa@AES-128-GCM"), ("resume", "ecdsa@AES-128-GCM")]
+SAME_SUITE_SYSTEMS = ["rktls", "rustls-ffi"]
 HOLD_SYSTEMS = ["rktls", "openssl", "rustls-ffi"]  # bench/hold.c: libraries, not servers
 NGINX = "/usr/sbin/nginx"
 NGINX_MODULE = os.path.join(ROOT, "build", "nginx", "ngx_http_rktls_module.so")
@@ -163,7 +169,7 @@ class Server:
 
     def __init__(self, system, www, key="ecdsa", body=SMALL, tool=None, outfile=None,
                  naccept=None, ktls="off"):
-        cert, keyf = (os.path.join(CERTS, x) for x in KEYS[key])
+        cert, keyf = (os.path.join(CERTS, x) for x in KEYS[key.split("@")[0]])
         env = dict(os.environ)
         cwd = www
         if system == "rktls":
@@ -278,8 +284,12 @@ def client(args, check_resumed=None):
     return m
 
 
-def hs_client(mode, port, n):
-    return client([mode, port, n, "--path", "/small"], check_resumed=n if mode == "resume" else 0)
+def hs_client(mode, port, n, key="ecdsa"):
+    """A key "K@SUITE" (e.g. "ecdsa@AES-256-GCM") has the client offer that
+    one TLS 1.3 suite, so every server negotiates the same one."""
+    suite = ["--suite", SUITES[key.split("@")[1]]] if "@" in key else []
+    return client([mode, port, n, "--path", "/small"] + suite,
+                  check_resumed=n if mode == "resume" else 0)
 
 
 # ---- the figures ----------------------------------------------------------------
@@ -287,9 +297,9 @@ def hs_client(mode, port, n):
 def handshake_cpu(system, www, mode, key, n, warm):
     s = Server(system, www, key)
     try:
-        hs_client(mode, s.port, warm)
+        hs_client(mode, s.port, warm, key)
         c0 = cpu_seconds(s.pid())
-        hs_client(mode, s.port, n)
+        hs_client(mode, s.port, n, key)
         c1 = cpu_seconds(s.pid())
     finally:
         s.stop()
@@ -303,7 +313,7 @@ def tool_count(system, www, mode, key, n, tool, tmp):
     s = Server(system, www, key, tool=tool, outfile=out,
                naccept=conns if system == "openssl" else None)
     try:
-        hs_client(mode, s.port, n)
+        hs_client(mode, s.port, n, key)
     finally:
         s.stop(wait_exit=system == "openssl")
     with open(out) as f:
@@ -338,11 +348,11 @@ def callgrind_diff(system, www, mode, key, n, tmp):
         if r.returncode != 0:
             raise RuntimeError(f"callgrind_control --dump: {r.stdout} {r.stderr}")
     try:
-        hs_client(mode, s.port, n)  # warm-up
+        hs_client(mode, s.port, n, key)  # warm-up
         dump()
-        hs_client(mode, s.port, n)
+        hs_client(mode, s.port, n, key)
         dump()
-        hs_client(mode, s.port, 4 * n)
+        hs_client(mode, s.port, 4 * n, key)
         dump()
     finally:
         s.stop()
@@ -410,7 +420,7 @@ def crypto_bound(seconds):
 
 def vm_figures(quick):
     """kTLS bulk and memory after offload, in the test VM (bench/vm_guest.sh)."""
-    p = {"reps": 1 if quick else 3, "mib": 8 if quick else 128, "warm": 10 if quick else 100,
+    p = {"reps": 1 if quick else 3, "mib": 32 if quick else 128, "warm": 10 if quick else 100,
          "n": 100 if quick else 1000}
     guest = os.path.join(BB, "vm_guest.sh")
     # The guest's nginx configs, written here (bench/nginx_conf.sh) for the
@@ -530,6 +540,11 @@ def main():
             v, out = per_conn_diff(s, www, mode, key, P["n_tool"], "callgrind", tmp)
             R["instr"].setdefault(f"{s}/{mode}/{key}", []).append(v)
             shutil.copy(out, os.path.join(keep, f"{s}-{mode}-{key}.callgrind"))
+    log("handshakes: instructions with one suite for every server (callgrind)")
+    for mode, key in SAME_SUITE_KINDS:
+        for s in SAME_SUITE_SYSTEMS:
+            v, _ = per_conn_diff(s, www, mode, key, P["n_tool"], "callgrind", tmp)
+            R["instr"].setdefault(f"{s}/{mode}/{key}", []).append(v)
     log("bulk download (userspace)")
     for rep in range(P["reps"]):
         for suite in SUITES:
@@ -677,7 +692,8 @@ def report(R, out, quick):
     w(f"- Memory: bench/hold.c, one small blocking server per library (same program): accept, "
       f"handshake (ECDSA, TLS 1.3), keep; VmRSS after {P['hold_warm']} held and after "
       f"{P['hold_warm'] + P['hold_n']} held; (difference)/{P['hold_n']}. "
-      "Client: `loadclient hold PORT N`.")
+      "Client: `loadclient hold PORT N`. Session caches of the same size: rktls's hold server "
+      "sets 256 sessions, rustls's default that rustls-ffi keeps (rktls's own default is 1024).")
     w("- Bound: `openssl speed -seconds 2 ecdsap256 rsa2048 ecdhx25519` and `-evp "
       "aes-128-gcm|aes-256-gcm -bytes 16384`, on CPU 0 (OpenSSL's code, not aws-lc's; "
       "the same order of speed). A full handshake's bound is one signature + two X25519 "
@@ -695,6 +711,19 @@ def report(R, out, quick):
             frac = None if not cpu or not cpu["med"] else bound_us[kind] / cpu["med"]
             w(f"| {kind.replace('/', ' ')} | {s} | {fmt(cpu)} | {fmt(ins)} | {fmt(sy, 1)} | "
               f"{bound_us[kind]:.0f} | {'—' if frac is None else f'{frac:.0%}'} |")
+    w("")
+    w("Instructions with the suite choice taken out (the client offers one TLS 1.3 suite only, "
+      "so both servers negotiate it; rktls's default prefers AES-128-GCM, the others follow "
+      "OpenSSL's client, which lists AES-256-GCM first):\n")
+    w("| handshake | suite | " + " | ".join(SAME_SUITE_SYSTEMS) + " | rktls ÷ rustls-ffi |")
+    w("|---|---|" + "---|" * (len(SAME_SUITE_SYSTEMS) + 1))
+    for mode, key in SAME_SUITE_KINDS:
+        xs = [S["instr"].get(f"{s}/{mode}/{key}") for s in SAME_SUITE_SYSTEMS]
+        for s, x in zip(SAME_SUITE_SYSTEMS, xs):
+            need(f"instructions {s}/{mode}/{key}", x)
+        r = ratio(xs[0], xs[1])
+        w(f"| {mode} ecdsa | {key.split('@')[1]} | " + " | ".join(fmt(x) for x in xs)
+          + f" | {'—' if r is None else f'{r:.3f}'} |")
     w("")
     w("## 3. Bulk download, userspace record layer\n")
     w("| suite | system | server CPU s/GB | MB/s | AES-GCM bound s/GB | bound / CPU |")
@@ -797,6 +826,10 @@ def report(R, out, quick):
         tgt(f"{kk}: CPU vs rustls-ffi", rr("cpu", "rktls", "rustls-ffi", kind), 1.0)
         tgt(f"{kk}: CPU vs OpenSSL", rr("cpu", "rktls", "openssl", kind), 0.6)
     tgt("resumed: instructions vs rustls-ffi", rr("instr", "rktls", "rustls-ffi", "resume/ecdsa"), 1.0)
+    for mode, key in SAME_SUITE_KINDS:
+        m = "full" if mode == "full" else "resumed"
+        tgt(f"{m}, same suite {key.split('@')[1]}: instructions vs rustls-ffi",
+            rr("instr", "rktls", "rustls-ffi", f"{mode}/{key}"), 0.95 if mode == "full" else 1.0)
     tgt("resumed: syscalls vs rustls-ffi", rr("sys", "rktls", "rustls-ffi", "resume/ecdsa"), 1.0)
     tgt("resumed: CPU vs OpenSSL", rr("cpu", "rktls", "openssl", "resume/ecdsa"), 0.6)
     for suite in SUITES:

@@ -59,6 +59,10 @@ static void setup(const char *cert, const char *key, int ktls)
     rktls_server_config_builder *b = NULL;
     if (rktls_server_config_builder_new(&b) != RKTLS_OK ||
         rktls_server_config_builder_add_cert_key_files(b, cert, key) != RKTLS_OK ||
+        /* rustls-ffi's server keeps rustls' default of 256 sessions; rktls
+         * defaults to 1024. The same size here, so the figure is each
+         * library's per-connection memory, not a cache still filling up. */
+        rktls_server_config_builder_set_session_cache_size(b, 256) != RKTLS_OK ||
         rktls_server_config_builder_set_ktls(b, ktls ? RKTLS_KTLS_REQUIRE : RKTLS_KTLS_OFF) !=
             RKTLS_OK ||
         rktls_server_config_builder_build(b, &cfg) != RKTLS_OK)
