@@ -147,6 +147,9 @@ pub(crate) struct Fail {
 /// Largest post-handshake handshake message accepted (tickets are small).
 const MAX_HS_MESSAGE: usize = 65536;
 
+/// Why a handshake record with no payload ends the connection.
+pub(super) const EMPTY_HANDSHAKE_RECORD: &str = "the peer sent an empty handshake record";
+
 pub(crate) struct Offload {
     kc: Kc,
     suite: SupportedCipherSuite,
@@ -626,12 +629,14 @@ impl Offload {
     }
 
     fn on_handshake(&mut self, fd: RawFd, payload: &[u8], ev: &mut Vec<Event>) -> Result<(), Fail> {
+        // RFC 8446 section 5.4 (and the same for TLS 1.2, whose RFC 5246
+        // section 6.2.1 forbids sending one): unexpected_message.
         if payload.is_empty() {
             return Err(fatal(
                 ev,
-                RKTLS_ERR_DECODE,
-                RKTLS_ALERT_DECODE_ERROR,
-                "empty handshake record",
+                RKTLS_ERR_UNEXPECTED_MESSAGE,
+                RKTLS_ALERT_UNEXPECTED_MESSAGE,
+                EMPTY_HANDSHAKE_RECORD,
             ));
         }
         self.hs.extend_from_slice(payload);

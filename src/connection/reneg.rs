@@ -66,13 +66,8 @@ impl Connection {
     pub(super) fn renegotiation_started(&mut self) -> Option<Step> {
         let server = matches!(self.tls, Tls::Server(_));
         if !server && !self.reneg_fail_fast {
-            if !self.reneg_refused {
-                log::warn!(
-                    "server requested TLS 1.2 renegotiation (HelloRequest); refused with a \
-                     no_renegotiation warning alert"
-                );
-                self.reneg_refused = true;
-            }
+            // Refused once rustls answers it (`renegotiation_answered`).
+            self.reneg_pending = true;
             return None;
         }
         let sent = match self.seal_alerts(&REFUSAL) {
@@ -99,6 +94,26 @@ impl Connection {
         };
         log::warn!("{}", e.msg);
         Some(Step::Ended(e))
+    }
+
+    /// After a step of rustls (`out_before`: the output queued before it,
+    /// `acting`: whether it sent something of ours): rustls' first output
+    /// after a handshake record of the server is its refusal warning. New
+    /// data from the server first, or a failure, means nothing was refused.
+    pub(super) fn renegotiation_answered(&mut self, out_before: usize, acting: bool) {
+        if !self.reneg_pending {
+            return;
+        }
+        if !acting && self.b.outgoing.len() > out_before {
+            self.reneg_pending = false;
+            if !self.reneg_refused {
+                log::warn!(
+                    "server requested TLS 1.2 renegotiation (HelloRequest); refused with a \
+                     no_renegotiation warning alert"
+                );
+                self.reneg_refused = true;
+            }
+        }
     }
 
     /// A client refused the server's HelloRequest and the server has sent
@@ -250,6 +265,62 @@ mod tests {
             c.feed(&server.seal(ContentType::Alert, &[1, 0])).unwrap();
             let e = read(&mut c).unwrap_err();
             assert_explained(&e, "closed the connection (close_notify)");
+        }
+    }
+
+    /// Found by fuzzing (R1): a handshake record that is not a whole
+    /// HelloRequest refuses nothing. A part of one, then the end of the
+    /// connection: a truncation, no alert, nothing sent (it was reported as
+    /// a refused renegotiation with no alert). An empty one is refused with
+    /// unexpected_message, the alert rktls' own record layer sends for it.
+    #[test]
+    fn client_handshake_record_that_is_no_hello_request_refuses_nothing() {
+        for suite in SUITES {
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, &[0]));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_READ, vec![]));
+            assert!(take_all(&mut c).is_empty(), "{suite:x}: nothing sent");
+            assert!(!c.reneg_refused);
+            c.feed_eof().unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_eq!(e.code, rktls_result::RKTLS_ERR_TRUNCATED, "{}", e.msg);
+            assert_eq!(c.alert_sent, None);
+            assert!(take_all(&mut c).is_empty(), "{suite:x}: nothing sent");
+
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, &[]));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+            let mut sent = Vec::new();
+            let e = loop {
+                let r = read(&mut c);
+                sent.extend(take_all(&mut c));
+                match r {
+                    Ok((rktls_result::RKTLS_WANT_WRITE, _)) => {}
+                    Ok(other) => panic!("{suite:x}: no error: {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            let unexpected = crate::alert::rktls_alert_description::RKTLS_ALERT_UNEXPECTED_MESSAGE;
+            assert_eq!(
+                server.open(&sent),
+                vec![(21, vec![2, unexpected as u8])],
+                "{suite:x}"
+            );
+            assert_eq!(
+                e.code,
+                rktls_result::RKTLS_ERR_UNEXPECTED_MESSAGE,
+                "{}",
+                e.msg
+            );
+            assert_eq!(c.alert_sent, Some(unexpected as u8));
+            assert!(!c.reneg_refused);
         }
     }
 
