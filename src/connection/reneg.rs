@@ -38,9 +38,11 @@ const REFUSAL: [[u8; 2]; 2] = [
 ];
 
 impl Connection {
-    /// Where the first handshake record starts in the incoming buffer, on
-    /// an established TLS 1.2 connection in userspace (records before it
-    /// are whole).
+    /// Where the first handshake record rustls was not shown yet starts in
+    /// the incoming buffer, on an established TLS 1.2 connection in
+    /// userspace (records before it are whole). One rustls was shown and
+    /// keeps (a part of a message) was judged when it came: it holds back
+    /// nothing after it (a record rktls refuses, say).
     pub(super) fn renegotiation_record(&self) -> Option<usize> {
         let c = self.common()?;
         // After close_notify rustls reads nothing more, and neither do we.
@@ -50,8 +52,9 @@ impl Connection {
         {
             return None;
         }
+        let shown = self.b.shown;
         wire::records(&self.b.incoming)
-            .find(|r| r.header.typ == wire::CT_HANDSHAKE)
+            .find(|r| r.header.typ == wire::CT_HANDSHAKE && r.at >= shown)
             .map(|r| r.at)
     }
 
@@ -321,6 +324,40 @@ mod tests {
             );
             assert_eq!(c.alert_sent, Some(unexpected as u8));
             assert!(!c.reneg_refused);
+        }
+    }
+
+    /// Found by fuzzing (H3c): a part of a handshake message rustls keeps,
+    /// our close_notify, then a record of an unknown type. The record went
+    /// to rustls with the kept one, which tried a second fatal alert (its
+    /// close_notify counts as one; a caught assertion in debug builds).
+    /// Now rktls refuses it itself: nothing follows our close_notify, none
+    /// is reported, and the error is sticky.
+    #[test]
+    fn client_kept_handshake_part_does_not_hide_a_bad_record_after_close_notify() {
+        for suite in SUITES {
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            c.feed(&server.seal(ContentType::Handshake, &[0, 0, 0, 237, 3, 3]))
+                .unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_READ, vec![]));
+            assert_eq!(c.shutdown().unwrap(), rktls_result::RKTLS_WANT_WRITE);
+            let close = take_all(&mut c);
+            assert_eq!(server.open(&close), vec![(21, vec![1, 0])], "{suite:x}");
+            c.feed(&[0x81, 3, 3, 0, 2, 0, 0]).unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_eq!(
+                e.code,
+                rktls_result::RKTLS_ERR_UNEXPECTED_MESSAGE,
+                "{}",
+                e.msg
+            );
+            assert_eq!(c.alert_sent, None, "{}", e.msg);
+            assert!(
+                take_all(&mut c).is_empty(),
+                "{suite:x}: sent after close_notify"
+            );
+            assert_eq!(read(&mut c).unwrap_err().code, e.code, "sticky");
         }
     }
 
