@@ -1559,8 +1559,9 @@ rktls_result rktls_connection_set_fd(struct rktls_connection *conn, int32_t fd);
  over there); without one, a read takes whatever has arrived, and
  records that came with the peer's last flight are processed after the
  handshake: if they fail, the handshake still returns `RKTLS_OK` (once
- their alert has left) and the next read or write returns the error.
- Calling it again after completion returns `RKTLS_OK`.
+ their alert has left) and every later call, this one included,
+ returns the error. Calling it again after completion returns `RKTLS_OK`
+ while the connection has not failed.
  */
 rktls_result rktls_connection_handshake(struct rktls_connection *conn);
 

@@ -99,8 +99,9 @@ pub extern "C" fn rktls_connection_set_fd(conn: *mut rktls_connection, fd: i32) 
 /// over there); without one, a read takes whatever has arrived, and
 /// records that came with the peer's last flight are processed after the
 /// handshake: if they fail, the handshake still returns `RKTLS_OK` (once
-/// their alert has left) and the next read or write returns the error.
-/// Calling it again after completion returns `RKTLS_OK`.
+/// their alert has left) and every later call, this one included,
+/// returns the error. Calling it again after completion returns `RKTLS_OK`
+/// while the connection has not failed.
 #[no_mangle]
 pub extern "C" fn rktls_connection_handshake(conn: *mut rktls_connection) -> rktls_result {
     guard(|| unsafe { box_mut(conn, "conn")? }.handshake())

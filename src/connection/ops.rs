@@ -19,9 +19,12 @@ impl Connection {
                 None => Ok(RKTLS_OK),
             };
         }
+        // A failure an earlier call already reported is sticky here too.
+        let failed_before = self.error.is_some();
         loop {
             if self.error.is_some() {
-                if self.fd >= 0
+                if !failed_before
+                    && self.fd >= 0
                     && self.ktls_mode == crate::ktls::rktls_ktls_mode::RKTLS_KTLS_OFF
                     && self.negotiated.is_some()
                     && !self.is_handshaking()

@@ -98,6 +98,9 @@ impl OffloadTarget {
     }
 }
 
+/// A close_notify alert as (level, description).
+const CLOSE_NOTIFY: (u8, u8) = (1, 0);
+
 enum Peer {
     Tls(Box<rustls::Connection>),
     Bare {
@@ -275,6 +278,10 @@ impl Harness {
                             use std::io::Read;
                             while let Ok(n) = p.reader().read(&mut sink) {
                                 if n == 0 {
+                                    // rktls' close_notify arrived.
+                                    if self.alerts_at_peer.last() != Some(&CLOSE_NOTIFY) {
+                                        self.alerts_at_peer.push(CLOSE_NOTIFY);
+                                    }
                                     break;
                                 }
                                 assert!(sink[..n].iter().all(|&b| b == 0x5a), "data differs");
@@ -723,11 +730,23 @@ impl Harness {
             Peer::Dead => false,
         };
         self.peer_receive();
+        let mut desc = 0u8;
+        if !rktls_connection_alert_sent(self.conn, &mut desc)
+            && self.alerts_at_peer.contains(&CLOSE_NOTIFY)
+        {
+            // Nothing follows our close_notify (RFC 8446 6.1): no alert
+            // owed, none reported, none after it at the peer.
+            assert_eq!(
+                self.alerts_at_peer.last(),
+                Some(&CLOSE_NOTIFY),
+                "{what}: {r:?}: an alert reached the peer after close_notify"
+            );
+            return;
+        }
         if !readable || self.peer_error.is_some() {
             return;
         }
         let got = self.alerts_at_peer.last().copied();
-        let mut desc = 0u8;
         let sent = rktls_connection_alert_sent(self.conn, &mut desc);
         let mut msg = [0u8; 512];
         let mut n = 0;
