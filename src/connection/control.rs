@@ -1786,9 +1786,12 @@ mod tests {
             |s| {
                 let mut answers = Vec::new();
                 let mut b = [0u8; 64];
-                for _ in 0..3 {
-                    write_all(s, b"data").unwrap();
-                    crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).unwrap();
+                for i in 0..3 {
+                    let sent = write_all(s, b"data").is_ok()
+                        && crate::ktls::send_record(s.raw_fd(), 22, &[0, 0, 0, 0]).is_ok();
+                    // The client may have ended the connection (after the
+                    // second) before the third goes out.
+                    assert!(sent || i == 2, "send {i}");
                 }
                 // SAFETY: the fd is open; no more bytes from this side.
                 unsafe { libc::shutdown(s.raw_fd(), libc::SHUT_WR) };
