@@ -62,6 +62,16 @@ fn kernel_cipher(suite: SupportedCipherSuite) -> Option<u16> {
     })
 }
 
+/// The bytes a TLS 1.2 record of `suite` adds to its plaintext: the
+/// explicit nonce of AES-GCM (RFC 5288) and the tag (16 bytes); ChaCha20
+/// has no explicit nonce (RFC 7905).
+pub(crate) fn tls12_record_overhead(suite: SupportedCipherSuite) -> usize {
+    match kernel_cipher(suite) {
+        Some(libc::TLS_CIPHER_CHACHA20_POLY1305) => 16,
+        _ => 8 + 16,
+    }
+}
+
 fn kernel_version(suite: SupportedCipherSuite) -> u16 {
     match suite {
         SupportedCipherSuite::Tls12(_) => libc::TLS_1_2_VERSION,

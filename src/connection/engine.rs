@@ -384,6 +384,10 @@ impl Connection {
         self.screen_discarded(in_before - self.b.incoming.len());
         self.b.shown = self.b.incoming.len();
         self.b.rustls_quiet = matches!(s, Step::Quiet);
+        if self.b.plain.len() > plain_before || matches!(s, Step::Failed(_) | Step::Closed) {
+            self.reneg_pending = false;
+        }
+        self.renegotiation_answered(out_before, acting);
         if self.reneg_refused && self.b.plain.len() > plain_before {
             log::info!("the server carried on after the refused renegotiation");
             self.reneg_refused = false;

@@ -126,6 +126,11 @@ pub(crate) struct Connection {
     /// Client: the server's HelloRequest was refused with a warning and
     /// it has sent no application data since (see `renegotiation_ended`).
     reneg_refused: bool,
+    /// Client: a handshake record from the server went to rustls after the
+    /// handshake; rustls refuses it (a HelloRequest) with the warning it
+    /// sends next. Only that output sets `reneg_refused`: an empty or
+    /// partial handshake record refuses nothing.
+    reneg_pending: bool,
     /// Client: end the connection at once on a HelloRequest.
     reneg_fail_fast: bool,
     /// Records screened before rustls sees them (`rfc_alerts.rs`).
@@ -216,6 +221,7 @@ impl Connection {
             negotiated: None,
             started: false,
             reneg_refused: false,
+            reneg_pending: false,
             reneg_fail_fast: false,
             screen: rfc_alerts::Screen::default(),
             panicked: Default::default(),

@@ -38,9 +38,11 @@ const REFUSAL: [[u8; 2]; 2] = [
 ];
 
 impl Connection {
-    /// Where the first handshake record starts in the incoming buffer, on
-    /// an established TLS 1.2 connection in userspace (records before it
-    /// are whole).
+    /// Where the first handshake record rustls was not shown yet starts in
+    /// the incoming buffer, on an established TLS 1.2 connection in
+    /// userspace (records before it are whole). One rustls was shown and
+    /// keeps (a part of a message) was judged when it came: it holds back
+    /// nothing after it (a record rktls refuses, say).
     pub(super) fn renegotiation_record(&self) -> Option<usize> {
         let c = self.common()?;
         // After close_notify rustls reads nothing more, and neither do we.
@@ -50,8 +52,9 @@ impl Connection {
         {
             return None;
         }
+        let shown = self.b.shown;
         wire::records(&self.b.incoming)
-            .find(|r| r.header.typ == wire::CT_HANDSHAKE)
+            .find(|r| r.header.typ == wire::CT_HANDSHAKE && r.at >= shown)
             .map(|r| r.at)
     }
 
@@ -66,13 +69,8 @@ impl Connection {
     pub(super) fn renegotiation_started(&mut self) -> Option<Step> {
         let server = matches!(self.tls, Tls::Server(_));
         if !server && !self.reneg_fail_fast {
-            if !self.reneg_refused {
-                log::warn!(
-                    "server requested TLS 1.2 renegotiation (HelloRequest); refused with a \
-                     no_renegotiation warning alert"
-                );
-                self.reneg_refused = true;
-            }
+            // Refused once rustls answers it (`renegotiation_answered`).
+            self.reneg_pending = true;
             return None;
         }
         let sent = match self.seal_alerts(&REFUSAL) {
@@ -99,6 +97,26 @@ impl Connection {
         };
         log::warn!("{}", e.msg);
         Some(Step::Ended(e))
+    }
+
+    /// After a step of rustls (`out_before`: the output queued before it,
+    /// `acting`: whether it sent something of ours): rustls' first output
+    /// after a handshake record of the server is its refusal warning. New
+    /// data from the server first, or a failure, means nothing was refused.
+    pub(super) fn renegotiation_answered(&mut self, out_before: usize, acting: bool) {
+        if !self.reneg_pending {
+            return;
+        }
+        if !acting && self.b.outgoing.len() > out_before {
+            self.reneg_pending = false;
+            if !self.reneg_refused {
+                log::warn!(
+                    "server requested TLS 1.2 renegotiation (HelloRequest); refused with a \
+                     no_renegotiation warning alert"
+                );
+                self.reneg_refused = true;
+            }
+        }
     }
 
     /// A client refused the server's HelloRequest and the server has sent
@@ -250,6 +268,96 @@ mod tests {
             c.feed(&server.seal(ContentType::Alert, &[1, 0])).unwrap();
             let e = read(&mut c).unwrap_err();
             assert_explained(&e, "closed the connection (close_notify)");
+        }
+    }
+
+    /// Found by fuzzing (R1): a handshake record that is not a whole
+    /// HelloRequest refuses nothing. A part of one, then the end of the
+    /// connection: a truncation, no alert, nothing sent (it was reported as
+    /// a refused renegotiation with no alert). An empty one is refused with
+    /// unexpected_message, the alert rktls' own record layer sends for it.
+    #[test]
+    fn client_handshake_record_that_is_no_hello_request_refuses_nothing() {
+        for suite in SUITES {
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, &[0]));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_READ, vec![]));
+            assert!(take_all(&mut c).is_empty(), "{suite:x}: nothing sent");
+            assert!(!c.reneg_refused);
+            c.feed_eof().unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_eq!(e.code, rktls_result::RKTLS_ERR_TRUNCATED, "{}", e.msg);
+            assert_eq!(c.alert_sent, None);
+            assert!(take_all(&mut c).is_empty(), "{suite:x}: nothing sent");
+
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            let mut wire = server.seal(ContentType::ApplicationData, b"before");
+            wire.extend(server.seal(ContentType::Handshake, &[]));
+            c.feed(&wire).unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_OK, b"before".to_vec()));
+            let mut sent = Vec::new();
+            let e = loop {
+                let r = read(&mut c);
+                sent.extend(take_all(&mut c));
+                match r {
+                    Ok((rktls_result::RKTLS_WANT_WRITE, _)) => {}
+                    Ok(other) => panic!("{suite:x}: no error: {other:?}"),
+                    Err(e) => break e,
+                }
+            };
+            let unexpected = crate::alert::rktls_alert_description::RKTLS_ALERT_UNEXPECTED_MESSAGE;
+            assert_eq!(
+                server.open(&sent),
+                vec![(21, vec![2, unexpected as u8])],
+                "{suite:x}"
+            );
+            assert_eq!(
+                e.code,
+                rktls_result::RKTLS_ERR_UNEXPECTED_MESSAGE,
+                "{}",
+                e.msg
+            );
+            assert_eq!(c.alert_sent, Some(unexpected as u8));
+            assert!(!c.reneg_refused);
+        }
+    }
+
+    /// Found by fuzzing (H3c): a part of a handshake message rustls keeps,
+    /// our close_notify, then a record of an unknown type. The record went
+    /// to rustls with the kept one, which tried a second fatal alert (its
+    /// close_notify counts as one; a caught assertion in debug builds).
+    /// Now rktls refuses it itself: nothing follows our close_notify, none
+    /// is reported, and the error is sticky.
+    #[test]
+    fn client_kept_handshake_part_does_not_hide_a_bad_record_after_close_notify() {
+        for suite in SUITES {
+            let (s, mut c) = pair(suite);
+            let mut server = Peer::take_over(s);
+            c.feed(&server.seal(ContentType::Handshake, &[0, 0, 0, 237, 3, 3]))
+                .unwrap();
+            assert_eq!(read(&mut c).unwrap(), (RKTLS_WANT_READ, vec![]));
+            assert_eq!(c.shutdown().unwrap(), rktls_result::RKTLS_WANT_WRITE);
+            let close = take_all(&mut c);
+            assert_eq!(server.open(&close), vec![(21, vec![1, 0])], "{suite:x}");
+            c.feed(&[0x81, 3, 3, 0, 2, 0, 0]).unwrap();
+            let e = read(&mut c).unwrap_err();
+            assert_eq!(
+                e.code,
+                rktls_result::RKTLS_ERR_UNEXPECTED_MESSAGE,
+                "{}",
+                e.msg
+            );
+            assert_eq!(c.alert_sent, None, "{}", e.msg);
+            assert!(
+                take_all(&mut c).is_empty(),
+                "{suite:x}: sent after close_notify"
+            );
+            assert_eq!(read(&mut c).unwrap_err().code, e.code, "sticky");
         }
     }
 

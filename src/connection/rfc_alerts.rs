@@ -176,6 +176,23 @@ impl Connection {
                     "the peer sent an empty alert record",
                 );
             }
+            // rustls 0.23 skips an empty handshake fragment; rktls' own
+            // record layer refuses one (`control::EMPTY_HANDSHAKE_RECORD`):
+            // the same alert on both, told by the length of a sealed TLS
+            // 1.2 record.
+            if typ == CT_HANDSHAKE && !handshaking && !tls13 && self.screen.peer_ccs {
+                let empty = self
+                    .common()
+                    .and_then(|c| c.negotiated_cipher_suite())
+                    .map(crate::ktls::tls12_record_overhead);
+                if empty == Some(len) {
+                    return refuse(
+                        RKTLS_ALERT_UNEXPECTED_MESSAGE as u8,
+                        RKTLS_ERR_UNEXPECTED_MESSAGE,
+                        super::control::EMPTY_HANDSHAKE_RECORD,
+                    );
+                }
+            }
             if pos + HEADER + len > buf.len() {
                 break;
             }

@@ -246,6 +246,38 @@ mod tests {
         replay("client_stream", |d| t.run(d, None));
     }
 
+    /// Replays one file (a pending crash, say) for a stream target:
+    /// `RKTLS_REPLAY=client_stream:PATH cargo test replay_one -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn replay_one() {
+        let spec = std::env::var("RKTLS_REPLAY").expect("RKTLS_REPLAY=target:path");
+        let (target, path) = spec.split_once(':').expect("target:path");
+        let data = std::fs::read(path).unwrap();
+        unsafe extern "C" fn print(
+            _: *mut std::ffi::c_void,
+            l: u32,
+            m: *const std::ffi::c_char,
+            n: usize,
+        ) {
+            let m = unsafe { std::slice::from_raw_parts(m.cast::<u8>(), n) };
+            eprintln!("log {l}: {}", String::from_utf8_lossy(m));
+        }
+        if std::env::var("RKTLS_REPLAY_LOG").is_ok() {
+            crate::logging::rktls_set_log_callback(Some(print), std::ptr::null_mut(), 5);
+        }
+        match target {
+            "client_stream" => {
+                stream::StreamTarget::new(stream::Side::Client, &pems()).run(&data, None)
+            }
+            "server_stream" => {
+                stream::StreamTarget::new(stream::Side::Server, &pems()).run(&data, None)
+            }
+            "offload_records" => offload::OffloadTarget::new(&pems()).run(&data, None),
+            t => panic!("unknown target {t}"),
+        }
+    }
+
     #[test]
     fn replay_offload_records() {
         let t = offload::OffloadTarget::new(&pems());

@@ -207,6 +207,9 @@ impl StreamTarget {
         let mut input = Input(prog);
         let mut steps = 0;
         while let Some(op) = input.op() {
+            if cfg!(test) && std::env::var("RKTLS_REPLAY_LOG").is_ok() {
+                eprintln!("op {op:?}");
+            }
             h.apply(op);
             h.settle();
             steps += 1;

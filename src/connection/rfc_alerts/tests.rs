@@ -393,6 +393,28 @@ fn oversized_post_handshake_message_gets_decode_error() {
     }
 }
 
+/// An empty TLS 1.2 handshake record after the handshake (RFC 5246
+/// §6.2.1 forbids sending one; RFC 8446 §5.4 names the alert):
+/// unexpected_message, as rktls' own record layer answers it. rustls 0.23
+/// alone skips it. Data before it is read first.
+#[test]
+fn empty_tls12_handshake_record_gets_unexpected_message() {
+    for (v, suite, acc) in every().filter(|c| c.0 == TLS12) {
+        let (mut s, mut peer) = established(v, suite, acc);
+        let mut wire = peer.tx.seal(CT_APPLICATION_DATA, b"first");
+        wire.extend(peer.tx.seal(CT_HANDSHAKE, &[]));
+        s.feed(&wire).unwrap();
+        let mut buf = [0u8; 64];
+        let (r, n) = s.read(&mut buf).unwrap();
+        assert_eq!((r, &buf[..n]), (RKTLS_OK, &b"first"[..]));
+        let (e, got) = answer(&mut s, &mut peer, &[]);
+        let desc = RKTLS_ALERT_UNEXPECTED_MESSAGE as u8;
+        assert_eq!(got, fatal(desc), "{suite:x} acceptor={acc}");
+        assert_eq!(s.alert_sent(), Some(desc));
+        assert_eq!(e.code, RKTLS_ERR_UNEXPECTED_MESSAGE, "{}", e.msg);
+    }
+}
+
 #[test]
 fn encrypted_empty_alert_record_gets_unexpected_message() {
     for (v, suite, acc) in every() {
