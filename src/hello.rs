@@ -147,10 +147,12 @@ fn first_handshake_message(records: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>>
     None
 }
 
-struct Reader<'a>(&'a [u8]);
+/// A cursor over handshake bytes: each read takes from the front, `None`
+/// when too few bytes are left.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -158,12 +160,21 @@ impl<'a> Reader<'a> {
         self.0 = b;
         Some(a)
     }
-    fn u8(&mut self) -> Option<usize> {
+    pub(crate) fn u8(&mut self) -> Option<usize> {
         self.take(1).map(|b| b[0] as usize)
     }
-    fn u16(&mut self) -> Option<usize> {
+    pub(crate) fn u16(&mut self) -> Option<usize> {
         self.take(2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+    }
+    /// A list with a u8 (`wide` false) or u16 length that is the whole of
+    /// the rest, at least `min` bytes long.
+    pub(crate) fn whole_list(&mut self, wide: bool, min: usize) -> Option<&'a [u8]> {
+        let n = if wide { self.u16()? } else { self.u8()? };
+        (n >= min && n == self.0.len()).then(|| self.take(n))?
+    }
+    pub(crate) fn done(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

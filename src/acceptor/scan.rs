@@ -19,7 +19,7 @@
 
 use rustls::pki_types::ServerName;
 
-use crate::hello::Hello;
+use crate::hello::{Hello, Reader};
 use crate::wire;
 
 /// What the scan found in the bytes received so far.
@@ -64,35 +64,6 @@ const NOT_SCANNED: [u16; 9] = [
     0xfe0d, // encrypted_client_hello
     0xfd00, // ech_outer_extensions
 ];
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Some(a)
-    }
-    fn u8(&mut self) -> Option<usize> {
-        self.take(1).map(|b| b[0] as usize)
-    }
-    fn u16(&mut self) -> Option<usize> {
-        self.take(2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
-    }
-    /// A list with a u8 (`wide` false) or u16 length that is the whole of
-    /// the rest, at least `min` bytes long.
-    fn whole_list(&mut self, wide: bool, min: usize) -> Option<&'a [u8]> {
-        let n = if wide { self.u16()? } else { self.u8()? };
-        (n >= min && n == self.0.len()).then(|| self.take(n))?
-    }
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
-}
 
 fn u16s(list: &[u8]) -> Option<Vec<u16>> {
     (list.len() % 2 == 0).then(|| {

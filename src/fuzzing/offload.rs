@@ -26,8 +26,6 @@ use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 
-use rustls::pki_types::ServerName;
-
 pub use super::offload_program::seeds;
 use super::offload_program::{op, Facts, Model, OffOp};
 use super::stream::{app_byte, cat, check_ok, Pems, Side, StreamTarget, MEMORY_LIMIT};
@@ -152,32 +150,7 @@ fn ignore_sigpipe() {
 impl Harness {
     fn new(t: &StreamTarget, variant: usize, events: bool, rekey: bool) -> Self {
         ignore_sigpipe();
-        let mut conn = std::ptr::null_mut();
-        let peer = match t.side {
-            Side::Server => {
-                check_ok(
-                    rktls_server_connection_new(t.ours[variant].cast(), &mut conn),
-                    "conn",
-                );
-                let name = ServerName::try_from("localhost").unwrap();
-                rustls::Connection::Client(
-                    rustls::ClientConnection::new(t.peer_client[variant].clone(), name).unwrap(),
-                )
-            }
-            Side::Client => {
-                check_ok(
-                    rktls_client_connection_new(
-                        t.ours[variant].cast(),
-                        c"localhost".as_ptr(),
-                        &mut conn,
-                    ),
-                    "conn",
-                );
-                rustls::Connection::Server(
-                    rustls::ServerConnection::new(t.peer_server[variant].clone()).unwrap(),
-                )
-            }
-        };
+        let (conn, peer) = t.pair(variant);
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         b.set_nonblocking(true).unwrap();

@@ -82,6 +82,38 @@ pub(crate) fn check_ok(r: rktls_result, what: &str) {
 }
 
 impl StreamTarget {
+    /// A new rktls connection of `variant` (the caller frees it) and the
+    /// rustls peer it talks to.
+    pub(crate) fn pair(&self, variant: usize) -> (*mut rktls_connection, rustls::Connection) {
+        let mut conn = std::ptr::null_mut();
+        let peer = match self.side {
+            Side::Server => {
+                check_ok(
+                    rktls_server_connection_new(self.ours[variant].cast(), &mut conn),
+                    "conn",
+                );
+                let name = ServerName::try_from("localhost").unwrap();
+                rustls::Connection::Client(
+                    rustls::ClientConnection::new(self.peer_client[variant].clone(), name).unwrap(),
+                )
+            }
+            Side::Client => {
+                check_ok(
+                    rktls_client_connection_new(
+                        self.ours[variant].cast(),
+                        c"localhost".as_ptr(),
+                        &mut conn,
+                    ),
+                    "conn",
+                );
+                rustls::Connection::Server(
+                    rustls::ServerConnection::new(self.peer_server[variant].clone()).unwrap(),
+                )
+            }
+        };
+        (conn, peer)
+    }
+
     pub fn new(side: Side, pems: &Pems) -> Self {
         Self::with_ktls(side, pems, 0)
     }
@@ -291,32 +323,7 @@ pub(crate) fn cat(r: rktls_result) -> crate::result::rktls_category {
 
 impl Harness {
     fn new(t: &StreamTarget, variant: usize, fd_mode: bool) -> Self {
-        let mut conn = std::ptr::null_mut();
-        let peer = match t.side {
-            Side::Server => {
-                check_ok(
-                    rktls_server_connection_new(t.ours[variant].cast(), &mut conn),
-                    "conn",
-                );
-                let name = ServerName::try_from("localhost").unwrap();
-                rustls::Connection::Client(
-                    rustls::ClientConnection::new(t.peer_client[variant].clone(), name).unwrap(),
-                )
-            }
-            Side::Client => {
-                check_ok(
-                    rktls_client_connection_new(
-                        t.ours[variant].cast(),
-                        c"localhost".as_ptr(),
-                        &mut conn,
-                    ),
-                    "conn",
-                );
-                rustls::Connection::Server(
-                    rustls::ServerConnection::new(t.peer_server[variant].clone()).unwrap(),
-                )
-            }
-        };
+        let (conn, peer) = t.pair(variant);
         let fds = fd_mode.then(|| {
             let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
             a.set_nonblocking(true).unwrap();
