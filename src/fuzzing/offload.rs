@@ -727,6 +727,18 @@ impl Harness {
             rktls_connection_error_message(self.conn, msg.as_mut_ptr().cast(), msg.len(), &mut n);
         let msg = String::from_utf8_lossy(&msg[..n.min(msg.len())]).into_owned();
         assert!(sent, "{what}: {r:?} without an alert sent ({msg})");
+        if r == RKTLS_ERR_RENEGOTIATION && got == Some(CLOSE_NOTIFY) {
+            // A refusal: a warning no_renegotiation, then close_notify
+            // (the fatal form is the client's fail-fast option).
+            let n = self.alerts_at_peer.len();
+            assert_eq!(
+                &self.alerts_at_peer[n.saturating_sub(2)..],
+                &[(1, desc), CLOSE_NOTIFY],
+                "{what}: {r:?}: alert_sent says {desc}"
+            );
+            assert_eq!(desc, 100, "{what}: {r:?}: no_renegotiation");
+            return;
+        }
         assert_eq!(
             got,
             Some((2, desc)),
