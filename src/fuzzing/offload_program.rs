@@ -94,7 +94,11 @@ impl Model {
         match (typ, p) {
             (wire::CT_APPLICATION_DATA, p) if !p.is_empty() => self.key_updates = 0,
             (wire::CT_ALERT, &[level @ (1 | 2), desc]) => {
-                if desc == 0 {
+                if desc == 0 && h.client && !h.tls13 && self.hello_requests > 0 {
+                    // The server ended after our refusal (the IIS case):
+                    // the refusal is the cause rktls reports.
+                    end(RKTLS_ERR_RENEGOTIATION, Some(100));
+                } else if desc == 0 {
                     end(RKTLS_CLOSED, None);
                 } else if desc == 90 || (level == 1 && !h.tls13) {
                     self.warnings += 1;
