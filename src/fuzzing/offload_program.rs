@@ -72,6 +72,9 @@ pub(crate) struct Model {
     pub(crate) warnings: u32,
     pub(crate) key_updates: u32,
     pub(crate) hello_requests: u32,
+    /// A TLS 1.2 client refused a renegotiation and the server has sent no
+    /// data since: its close is reported as the refusal's consequence.
+    pub(crate) refusal_pending: bool,
     /// The peer's keys no longer match what it announced (a bare peer
     /// sent KeyUpdate): the next record is garbage to rktls.
     pub(crate) desync: bool,
@@ -92,12 +95,17 @@ impl Model {
         }
         let mut end = |code, alert| self.end = Some((code, alert, app_sent));
         match (typ, p) {
-            (wire::CT_APPLICATION_DATA, p) if !p.is_empty() => self.key_updates = 0,
+            (wire::CT_APPLICATION_DATA, p) if !p.is_empty() => {
+                self.key_updates = 0;
+                self.refusal_pending = false;
+            }
             (wire::CT_ALERT, &[level @ (1 | 2), desc]) => {
-                if desc == 0 && h.client && !h.tls13 && self.hello_requests > 0 {
-                    // The server ended after our refusal (the IIS case):
-                    // the refusal is the cause rktls reports.
-                    end(RKTLS_ERR_RENEGOTIATION, Some(100));
+                if desc == 0 && self.refusal_pending {
+                    // The server ended after our refusal: rktls reports the
+                    // refusal as the cause (the IIS case) unless it saw the
+                    // server carry on, which depends on how the records were
+                    // read; the model does not predict which.
+                    self.known = false;
                 } else if desc == 0 {
                     end(RKTLS_CLOSED, None);
                 } else if desc == 90 || (level == 1 && !h.tls13) {
@@ -120,6 +128,7 @@ impl Model {
             }
             (wire::CT_HANDSHAKE, &[0, 0, 0, 0]) if h.client && !h.tls13 => {
                 self.hello_requests += 1;
+                self.refusal_pending = true;
                 if self.hello_requests > 1 {
                     end(RKTLS_ERR_RENEGOTIATION, Some(100));
                 }
