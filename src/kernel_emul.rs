@@ -59,6 +59,17 @@ pub(crate) struct Emu {
     pub(crate) records: HashMap<RawFd, (u64, u64)>,
 }
 
+impl Emu {
+    /// The keys installed on `fd`, in order: TLS_TX or TLS_RX each.
+    pub(crate) fn installed(&self, fd: RawFd) -> Vec<i32> {
+        self.log
+            .iter()
+            .filter(|(f, _, _)| *f == fd)
+            .map(|(_, d, _)| *d)
+            .collect()
+    }
+}
+
 thread_local! {
     static EMU: RefCell<Option<Emu>> = const { RefCell::new(None) };
 }
@@ -88,12 +99,8 @@ pub(crate) fn active() -> bool {
 /// `offload_records` target checks the order of key installation).
 pub(crate) fn installs(fd: RawFd) -> (usize, usize) {
     with(|e| {
-        let n = |name| {
-            e.log
-                .iter()
-                .filter(|(f, k, _)| *f == fd && *k == name)
-                .count()
-        };
+        let keys = e.installed(fd);
+        let n = |name| keys.iter().filter(|k| **k == name).count();
         (n(libc::TLS_TX), n(libc::TLS_RX))
     })
     .unwrap_or((0, 0))

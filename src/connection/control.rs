@@ -1008,12 +1008,7 @@ mod tests {
                 assert_eq!(seen, want, "suite {suite:04x}");
                 assert_eq!(end, Ok(RKTLS_CLOSED), "close_notify received after ours");
                 // The emulated kernel did the work for exactly those directions.
-                let installs: Vec<i32> = emu
-                    .log
-                    .iter()
-                    .filter(|(f, _, _)| *f == fd)
-                    .map(|(_, d, _)| *d)
-                    .collect();
+                let installs = emu.installed(fd);
                 let mut want_installs = vec![];
                 if want.0 {
                     want_installs.push(libc::TLS_TX);
@@ -1974,12 +1969,7 @@ mod tests {
                 let end = s.read(&mut b).map(|r| r.0).map_err(|e| e.code);
                 let emu = kernel_emul::remove().unwrap();
                 let fd = a.as_raw_fd();
-                let installs: Vec<i32> = emu
-                    .log
-                    .iter()
-                    .filter(|(f, _, _)| *f == fd)
-                    .map(|(_, d, _)| *d)
-                    .collect();
+                let installs = emu.installed(fd);
                 let (sent, recvd) = emu.records.get(&fd).copied().unwrap_or((0, 0));
                 (dirs_seen, got, end, installs, sent, recvd)
             });
