@@ -117,6 +117,24 @@ impl Peer {
     }
 }
 
+/// rktls in `role` and its rustls peer, both with the default test configs.
+fn pair(role: Role) -> (Connection, rustls::Connection) {
+    let o = Opts::default();
+    match role {
+        Role::Server => (
+            Connection::server(server_config(&o)).unwrap(),
+            rustls::Connection::Client(
+                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
+                    .unwrap(),
+            ),
+        ),
+        Role::Client => (
+            Connection::client(client_config(&o), "localhost").unwrap(),
+            rustls::Connection::Server(rustls::ServerConnection::new(server_config(&o)).unwrap()),
+        ),
+    }
+}
+
 /// One life of a connection; `arm` sets the fault plan once both ends exist.
 fn life(role: Role, arm: &dyn Fn()) -> (End, Vec<u8>, Vec<u8>) {
     life_ktls(role, None, arm)
@@ -149,25 +167,7 @@ fn life_inner(
     let (a, b) = UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
-    let o = Opts::default();
-    let (mut c, tls) = match role {
-        Role::Server => {
-            let peer =
-                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
-                    .unwrap();
-            (
-                Connection::server(server_config(&o)).unwrap(),
-                rustls::Connection::Client(peer),
-            )
-        }
-        Role::Client => {
-            let peer = rustls::ServerConnection::new(server_config(&o)).unwrap();
-            (
-                Connection::client(client_config(&o), "localhost").unwrap(),
-                rustls::Connection::Server(peer),
-            )
-        }
-    };
+    let (mut c, tls) = pair(role);
     c.set_fd(a.as_raw_fd()).unwrap();
     if let Some(m) = mode {
         c.set_ktls_mode(m, Default::default());
@@ -545,20 +545,7 @@ fn blocking_stall(role: Role) {
     b.set_nonblocking(true).unwrap();
     a.set_read_timeout(Some(std::time::Duration::from_millis(20)))
         .unwrap();
-    let o = Opts::default();
-    let (mut c, tls) = match role {
-        Role::Server => (
-            Connection::server(server_config(&o)).unwrap(),
-            rustls::Connection::Client(
-                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
-                    .unwrap(),
-            ),
-        ),
-        Role::Client => (
-            Connection::client(client_config(&o), "localhost").unwrap(),
-            rustls::Connection::Server(rustls::ServerConnection::new(server_config(&o)).unwrap()),
-        ),
-    };
+    let (mut c, tls) = pair(role);
     c.set_fd(a.as_raw_fd()).unwrap();
     let mut peer = Peer {
         tls,
@@ -630,20 +617,7 @@ fn garbage_case(role: Role, phase: u8, mode: Option<rktls_ktls_mode>) {
     let (a, b) = UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
-    let o = Opts::default();
-    let (mut c, tls) = match role {
-        Role::Server => (
-            Connection::server(server_config(&o)).unwrap(),
-            rustls::Connection::Client(
-                rustls::ClientConnection::new(client_config(&o), "localhost".try_into().unwrap())
-                    .unwrap(),
-            ),
-        ),
-        Role::Client => (
-            Connection::client(client_config(&o), "localhost").unwrap(),
-            rustls::Connection::Server(rustls::ServerConnection::new(server_config(&o)).unwrap()),
-        ),
-    };
+    let (mut c, tls) = pair(role);
     c.set_fd(a.as_raw_fd()).unwrap();
     if let Some(m) = mode {
         c.set_ktls_mode(m, Default::default());
